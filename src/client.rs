@@ -1,0 +1,59 @@
+//! A fred builder with the settings a web tier needs, which fred 10 leaves off.
+
+use std::time::Duration;
+
+use fred::{
+    error::Error as FredError,
+    types::{
+        config::{Config, ReconnectPolicy, TcpConfig, UnresponsiveConfig},
+        Builder,
+    },
+};
+
+/// A fred [`Builder`] for `url`, set up for serving sessions:
+///
+/// - a command timeout of 2 s (fred's default is none: requests would hang while Redis
+///   is down);
+/// - reconnection forever with exponential backoff from 100 ms to 2 s (fred's default is
+///   no reconnection at all: one dropped connection would need an app restart);
+/// - a connection timeout of 2 s, and connections that stop answering for 10 s are
+///   closed and reopened;
+/// - `TCP_NODELAY` (fred leaves Nagle's algorithm on).
+///
+/// `url` is any URL fred reads: `redis://`, `rediss://` (TLS, with a TLS feature),
+/// `redis-cluster://host:port?node=host2:port2`, or
+/// `redis-sentinel://host:port?sentinelServiceName=name&node=host2:port2`. Change
+/// anything further on the builder before building.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), tower_redis_session::fred::error::Error> {
+/// use tower_redis_session::client_builder;
+///
+/// let pool = client_builder("redis://127.0.0.1:6379")?.build_pool(2)?;
+/// pool.init().await?; // fails if Redis cannot be reached now
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// The URL is not one fred can read.
+pub fn client_builder(url: &str) -> Result<Builder, FredError> {
+    let config = Config::from_url(url)?;
+    let mut builder = Builder::from_config(config);
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.internal_command_timeout = Duration::from_secs(2);
+            c.tcp = TcpConfig {
+                nodelay: Some(true),
+                ..TcpConfig::default()
+            };
+            c.unresponsive = UnresponsiveConfig {
+                max_timeout: Some(Duration::from_secs(10)),
+                interval: Duration::from_secs(1),
+            };
+        })
+        .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(2))
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+    Ok(builder)
+}

@@ -1,0 +1,97 @@
+//! Settings of the layer, with their defaults in one place.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use cookie::SameSite;
+
+use crate::Error;
+
+/// Default idle TTL: 30 minutes (OWASP's upper end for low-risk apps).
+pub(crate) const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(30 * 60);
+/// Default per-command timeout.
+pub(crate) const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Builds the response sent when the store fails; see
+/// [`RedisSessionLayerBuilder::error_response`](crate::RedisSessionLayerBuilder::error_response).
+pub(crate) type ErrorResponseFn = Arc<dyn Fn(&Error) -> http::Response<Bytes> + Send + Sync>;
+
+/// Everything the middleware needs to know, fixed when the layer is built.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) key_prefix: String,
+    pub(crate) plain_keys: bool,
+    pub(crate) idle_ttl: Duration,
+    pub(crate) absolute_lifetime: Option<Duration>,
+    pub(crate) touch_interval: Option<Duration>,
+    pub(crate) command_timeout: Duration,
+    pub(crate) limits: Limits,
+    pub(crate) cookie: CookieConfig,
+    pub(crate) error_response: Option<ErrorResponseFn>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            key_prefix: "session:".to_owned(),
+            plain_keys: false,
+            idle_ttl: DEFAULT_IDLE_TTL,
+            absolute_lifetime: None,
+            touch_interval: None,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            limits: Limits::default(),
+            cookie: CookieConfig::default(),
+            error_response: None,
+        }
+    }
+}
+
+/// How big a session may grow. Checked where a change is made, so a handler gets a
+/// clear [`SessionError`](crate::SessionError), and again when a session is loaded, so a
+/// hash grown by someone else is refused rather than read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Most user fields.
+    pub(crate) max_fields: usize,
+    /// Most bytes in one field name, and in one value.
+    pub(crate) max_value_size: usize,
+    /// Most bytes of user field names and values together.
+    pub(crate) max_session_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_fields: 256,
+            max_value_size: 64 * 1024,
+            max_session_size: 256 * 1024,
+        }
+    }
+}
+
+/// Attributes of the session cookie.
+#[derive(Debug, Clone)]
+pub(crate) struct CookieConfig {
+    pub(crate) name: String,
+    pub(crate) secure: bool,
+    pub(crate) http_only: bool,
+    pub(crate) same_site: SameSite,
+    pub(crate) path: String,
+    pub(crate) domain: Option<String>,
+    /// `Max-Age` follows the session's TTL instead of ending with the browser session.
+    pub(crate) persistent: bool,
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        Self {
+            name: "sid".to_owned(),
+            secure: true,
+            http_only: true,
+            same_site: SameSite::Lax,
+            path: "/".to_owned(),
+            domain: None,
+            persistent: false,
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Finding the session cookie in a request, and writing `Set-Cookie`.
+
+use std::time::Duration;
+
+use cookie::Cookie;
+use http::{header, HeaderMap, HeaderValue};
+
+use crate::{config::CookieConfig, SessionId};
+
+/// What the request's `Cookie` headers say about the session.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Incoming {
+    /// No cookie of ours.
+    Absent,
+    /// Exactly one cookie of ours, holding a well-formed ID.
+    Id(SessionId),
+    /// A cookie of ours that is malformed, or several of them (cookie tossing): treated
+    /// as no cookie, and worth a warning.
+    Rejected(&'static str),
+}
+
+/// Looks for the one cookie named `name` across every `Cookie` header, on raw bytes so
+/// that non-UTF-8 headers cannot panic or hide a cookie.
+pub(crate) fn find(headers: &HeaderMap, name: &str) -> Incoming {
+    let mut found: Option<&[u8]> = None;
+    for value in headers.get_all(header::COOKIE) {
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            if pair[..eq].trim_ascii() != name.as_bytes() {
+                continue;
+            }
+            if found.is_some() {
+                return Incoming::Rejected("more than one session cookie");
+            }
+            found = Some(pair[eq + 1..].trim_ascii());
+        }
+    }
+    match found {
+        None => Incoming::Absent,
+        Some(value) => match std::str::from_utf8(value).ok().and_then(SessionId::parse) {
+            Some(id) => Incoming::Id(id),
+            None => Incoming::Rejected("malformed session cookie"),
+        },
+    }
+}
+
+impl CookieConfig {
+    /// `Set-Cookie` for `id`. `max_age` is used only in persistent mode.
+    pub(crate) fn set_cookie(&self, id: &SessionId, max_age: Duration) -> HeaderValue {
+        let mut cookie = self.base(id.as_str());
+        if self.persistent {
+            cookie.set_max_age(cookie::time::Duration::seconds(
+                i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
+            ));
+        }
+        Self::header_value(&cookie)
+    }
+
+    /// `Set-Cookie` that makes the browser drop the cookie: the same name, path and domain
+    /// (or it would not match), an empty value and `Max-Age=0`.
+    pub(crate) fn removal(&self) -> HeaderValue {
+        let mut cookie = self.base("");
+        cookie.set_max_age(cookie::time::Duration::ZERO);
+        Self::header_value(&cookie)
+    }
+
+    fn base<'a>(&'a self, value: &'a str) -> Cookie<'a> {
+        let mut cookie = Cookie::new(self.name.as_str(), value);
+        cookie.set_http_only(self.http_only);
+        cookie.set_secure(self.secure);
+        cookie.set_same_site(self.same_site);
+        cookie.set_path(self.path.as_str());
+        if let Some(domain) = &self.domain {
+            cookie.set_domain(domain.as_str());
+        }
+        cookie
+    }
+
+    fn header_value(cookie: &Cookie<'_>) -> HeaderValue {
+        // Names, paths and domains are checked when the layer is built, and IDs are
+        // base64url, so the text is always a valid header value.
+        HeaderValue::try_from(cookie.to_string())
+            .expect("cookie attributes are validated when the layer is built")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&[u8]]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(header::COOKIE, HeaderValue::from_bytes(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn finds_exactly_one_well_formed_cookie() {
+        let id = SessionId::generate();
+        let good = format!("a=1; sid={id}; b=2");
+        let dup = format!("sid={id}; sid={id}");
+        let other = format!("xsid={id}; sidx={id}");
+        let cases: Vec<(&str, Vec<&[u8]>, Incoming)> = vec![
+            ("no header", vec![], Incoming::Absent),
+            ("one among others", vec![good.as_bytes()], Incoming::Id(id.clone())),
+            (
+                "split across headers",
+                vec![b"a=1".as_slice(), format!("sid={id}").leak().as_bytes()],
+                Incoming::Id(id.clone()),
+            ),
+            ("similar names", vec![other.as_bytes()], Incoming::Absent),
+            (
+                "duplicate in one header",
+                vec![dup.as_bytes()],
+                Incoming::Rejected("more than one session cookie"),
+            ),
+            (
+                "duplicate across headers",
+                vec![good.as_bytes(), good.as_bytes()],
+                Incoming::Rejected("more than one session cookie"),
+            ),
+            (
+                "garbage",
+                vec![b"sid=*".as_slice()],
+                Incoming::Rejected("malformed session cookie"),
+            ),
+            (
+                "non-UTF-8 value",
+                vec![b"sid=\xff\xfe".as_slice()],
+                Incoming::Rejected("malformed session cookie"),
+            ),
+            (
+                "quoted",
+                vec![format!("sid=\"{id}\"").leak().as_bytes()],
+                Incoming::Rejected("malformed session cookie"),
+            ),
+            ("no equals sign", vec![b"sid".as_slice()], Incoming::Absent),
+        ];
+        for (name, values, expected) in cases {
+            assert_eq!(find(&headers(&values), "sid"), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn oversized_cookie_is_rejected() {
+        let big = format!("sid={}", "A".repeat(8192));
+        assert_eq!(
+            find(&headers(&[big.as_bytes()]), "sid"),
+            Incoming::Rejected("malformed session cookie")
+        );
+    }
+
+    #[test]
+    fn default_cookie_attributes() {
+        let config = CookieConfig::default();
+        let id = SessionId::generate();
+        let set = config.set_cookie(&id, Duration::from_secs(60));
+        assert_eq!(
+            set.to_str().unwrap(),
+            format!("sid={id}; HttpOnly; SameSite=Lax; Secure; Path=/")
+        );
+        let removal = config.removal();
+        assert_eq!(
+            removal.to_str().unwrap(),
+            "sid=; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=0"
+        );
+    }
+}

@@ -1,0 +1,253 @@
+//! The three kinds of failure: building the layer, changing a session, and the store.
+
+use std::{error::Error as StdError, fmt};
+
+/// Why [`RedisSessionLayerBuilder::build`](crate::RedisSessionLayerBuilder::build) refused
+/// a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A cookie named `__Host-…` must be `Secure`, have `Path=/` and no `Domain`
+    /// (RFC 6265bis §4.1.3.2); browsers drop it otherwise.
+    HostPrefix {
+        /// Which rule the configuration breaks.
+        reason: &'static str,
+    },
+    /// A cookie named `__Secure-…` must be `Secure`.
+    SecurePrefix,
+    /// The cookie name is empty or holds characters a cookie name cannot hold.
+    InvalidCookieName {
+        /// The name given.
+        name: String,
+    },
+    /// A cookie attribute holds characters it cannot hold (or the path does not start
+    /// with `/`).
+    InvalidCookieAttribute {
+        /// The attribute: `path` or `domain`.
+        name: &'static str,
+    },
+    /// The key prefix holds `{` or `}`: a hash tag would put every session in one
+    /// cluster slot.
+    KeyPrefixHashTag {
+        /// The prefix given.
+        prefix: String,
+    },
+    /// A duration setting is out of range.
+    InvalidDuration {
+        /// The setting.
+        setting: &'static str,
+        /// What it must be.
+        reason: &'static str,
+    },
+    /// A session limit is zero.
+    InvalidLimit {
+        /// The setting.
+        setting: &'static str,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::HostPrefix { reason } => write!(f, "a `__Host-` cookie {reason}"),
+            Self::SecurePrefix => f.write_str("a `__Secure-` cookie must be `Secure`"),
+            Self::InvalidCookieName { name } => write!(f, "invalid cookie name {name:?}"),
+            Self::InvalidCookieAttribute { name } => write!(f, "invalid cookie {name}"),
+            Self::KeyPrefixHashTag { prefix } => write!(
+                f,
+                "key prefix {prefix:?} holds a brace: a hash tag would put every session in one cluster slot"
+            ),
+            Self::InvalidDuration { setting, reason } => write!(f, "`{setting}` {reason}"),
+            Self::InvalidLimit { setting } => write!(f, "`{setting}` must be at least 1"),
+        }
+    }
+}
+
+impl StdError for ConfigError {}
+
+/// Why a change to a [`Session`](crate::Session) was refused, returned where the change is
+/// made. A refused change is not recorded, and nothing else is lost.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The field name is one of the internal fields the layer keeps
+    /// ([`RESERVED_FIELDS`](crate::RESERVED_FIELDS)).
+    ReservedField {
+        /// The field name.
+        name: String,
+    },
+    /// Field names cannot be empty.
+    EmptyFieldName,
+    /// The session would hold more user fields than allowed.
+    TooManyFields {
+        /// The limit ([`RedisSessionLayerBuilder::max_fields`](crate::RedisSessionLayerBuilder::max_fields)).
+        limit: usize,
+    },
+    /// A field name or value is longer than allowed.
+    ValueTooLarge {
+        /// The field name.
+        field: String,
+        /// The size of its name and value, in bytes.
+        size: usize,
+        /// The limit ([`RedisSessionLayerBuilder::max_value_size`](crate::RedisSessionLayerBuilder::max_value_size)).
+        limit: usize,
+    },
+    /// The session's field names and values together would exceed the limit.
+    SessionTooLarge {
+        /// Their size after the change, in bytes.
+        size: usize,
+        /// The limit ([`RedisSessionLayerBuilder::max_session_size`](crate::RedisSessionLayerBuilder::max_session_size)).
+        limit: usize,
+    },
+    /// [`Session::increment`](crate::Session::increment) on a field whose value is not a
+    /// 64-bit integer, or a sum that overflows one.
+    NotAnInteger {
+        /// The field name.
+        field: String,
+    },
+    /// A TTL of zero, or longer than Redis can store.
+    InvalidTtl,
+    /// The session was destroyed earlier in this request.
+    Destroyed,
+    /// A typed value could not be converted to or from JSON.
+    #[cfg(feature = "serde")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+    Json {
+        /// The field name.
+        field: String,
+        /// What serde_json said.
+        source: serde_json::Error,
+    },
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ReservedField { name } => {
+                write!(f, "field {name:?} is reserved for the session layer")
+            }
+            Self::EmptyFieldName => f.write_str("field names cannot be empty"),
+            Self::TooManyFields { limit } => {
+                write!(f, "a session holds at most {limit} fields")
+            }
+            Self::ValueTooLarge { field, size, limit } => write!(
+                f,
+                "field {field:?} takes {size} bytes, more than the limit of {limit}"
+            ),
+            Self::SessionTooLarge { size, limit } => write!(
+                f,
+                "the session would take {size} bytes, more than the limit of {limit}"
+            ),
+            Self::NotAnInteger { field } => {
+                write!(f, "field {field:?} does not hold a 64-bit integer")
+            }
+            Self::InvalidTtl => f.write_str("a session TTL must be between 1 second and 68 years"),
+            Self::Destroyed => f.write_str("the session was destroyed in this request"),
+            #[cfg(feature = "serde")]
+            Self::Json { field, .. } => write!(f, "field {field:?} is not the JSON expected"),
+        }
+    }
+}
+
+impl StdError for SessionError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            #[cfg(feature = "serde")]
+            Self::Json { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// A failure of the session store, seen by the layer (and in the extensions of the
+/// error response it sends, for outer layers and tests).
+///
+/// A timeout means "outcome unknown", not "not applied": a write may still land later.
+/// The scripts are written so that a late write is harmless.
+#[derive(Debug, Clone)]
+pub struct Error {
+    kind: ErrorKind,
+    source: Option<fred::error::Error>,
+}
+
+/// What kind of store failure an [`Error`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Redis did not answer within the command timeout.
+    Timeout,
+    /// Redis could not be reached, or refused the command for the moment (connection
+    /// lost, cluster reconfiguring, out of memory, ...).
+    Unavailable,
+    /// Redis answered something the scripts never return: a bug, or a key changed by
+    /// someone else in a way the layer cannot read.
+    Protocol,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, source: Option<fred::error::Error>) -> Self {
+        Self { kind, source }
+    }
+
+    pub(crate) fn protocol(details: &'static str) -> Self {
+        Self::new(
+            ErrorKind::Protocol,
+            Some(fred::error::Error::new(
+                fred::error::ErrorKind::Protocol,
+                details,
+            )),
+        )
+    }
+
+    /// What kind of failure this is.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+}
+
+impl From<fred::error::Error> for Error {
+    fn from(err: fred::error::Error) -> Self {
+        use fred::error::ErrorKind as F;
+        let transient = ["OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN"]
+            .iter()
+            .any(|p| err.details().starts_with(p));
+        let kind = match err.kind() {
+            F::Timeout => ErrorKind::Timeout,
+            // OOM, LOADING, BUSY, READONLY, ... replies come back as `Unknown`; they pass
+            // with time, unlike a bug in our own scripts.
+            F::Unknown if transient => ErrorKind::Unavailable,
+            F::Unknown
+            | F::Parse
+            | F::Protocol
+            | F::InvalidArgument
+            | F::InvalidCommand
+            | F::NotFound
+            | F::Config
+            | F::Url => ErrorKind::Protocol,
+            // IO, Canceled, Backpressure, Cluster, Routing, Sentinel, Auth, Tls, ...
+            _ => ErrorKind::Unavailable,
+        };
+        Self::new(kind, Some(err))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            ErrorKind::Timeout => f.write_str("session store timed out")?,
+            ErrorKind::Unavailable => f.write_str("session store unavailable")?,
+            ErrorKind::Protocol => f.write_str("unexpected reply from the session store")?,
+        }
+        if let Some(source) = &self.source {
+            write!(f, ": {}", source.details())?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source.as_ref().map(|e| e as _)
+    }
+}

@@ -1,0 +1,449 @@
+//! `RedisSessionLayer` and its builder: every setting, checked once, up front.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use cookie::SameSite;
+use tower_layer::Layer;
+
+use crate::{
+    config::{Config, ErrorResponseFn},
+    store::{Redis, Store},
+    ConfigError, Error, RedisSession,
+};
+
+/// What every request of one layer shares.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) store: Store,
+}
+
+/// A [`Layer`] that gives every request a [`Session`](crate::Session) stored in Redis.
+///
+/// ```no_run
+/// use tower_redis_session::{client_builder, RedisSessionLayer};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = client_builder("redis://127.0.0.1:6379")?.build_pool(2)?;
+/// pool.init().await?;
+/// let layer = RedisSessionLayer::builder(pool)
+///     .cookie_name("__Host-sid")
+///     .idle_ttl(std::time::Duration::from_secs(15 * 60))
+///     .build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisSessionLayer {
+    shared: Arc<Shared>,
+}
+
+impl RedisSessionLayer {
+    /// A layer with every setting at its default.
+    pub fn new(redis: impl Into<Redis>) -> Self {
+        Self::builder(redis)
+            .build()
+            .expect("the default configuration is valid")
+    }
+
+    /// Starts a builder; see [`RedisSessionLayerBuilder`] for the settings and their
+    /// defaults.
+    pub fn builder(redis: impl Into<Redis>) -> RedisSessionLayerBuilder {
+        RedisSessionLayerBuilder {
+            redis: redis.into(),
+            config: Config::default(),
+        }
+    }
+
+    /// Loads the session scripts into Redis now (into every primary of a cluster), so
+    /// that the first requests do not each pay a `NOSCRIPT` round trip. Optional: the
+    /// layer loads a script on first use, and again after a restart or failover.
+    ///
+    /// # Errors
+    ///
+    /// Redis is unreachable or refused the scripts.
+    pub async fn load_scripts(&self) -> Result<(), Error> {
+        self.shared.store.load_scripts().await
+    }
+
+    /// The fred handle the layer uses.
+    #[must_use]
+    pub fn redis(&self) -> &Redis {
+        self.shared.store.redis()
+    }
+}
+
+impl<S> Layer<S> for RedisSessionLayer {
+    type Service = RedisSession<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RedisSession::new(inner, Arc::clone(&self.shared))
+    }
+}
+
+impl fmt::Debug for RedisSessionLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSessionLayer")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("key_prefix", &self.key_prefix)
+            .field("plain_keys", &self.plain_keys)
+            .field("idle_ttl", &self.idle_ttl)
+            .field("absolute_lifetime", &self.absolute_lifetime)
+            .field("touch_interval", &self.touch_interval)
+            .field("command_timeout", &self.command_timeout)
+            .field("limits", &self.limits)
+            .field("cookie", &self.cookie)
+            .field("error_response", &self.error_response.as_ref().map(|_| ".."))
+            .finish()
+    }
+}
+
+/// Builds a [`RedisSessionLayer`]; [`build`](Self::build) checks the settings.
+///
+/// Every setting has a default that suits most apps:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::Duration;
+/// use tower_redis_session::{fred::prelude::*, RedisSessionLayer, SameSite};
+///
+/// let client = Builder::default_centralized().build().unwrap(); // not connected: fine here
+/// let layer = RedisSessionLayer::builder(client)
+///     .key_prefix("myapp:session:")
+///     .idle_ttl(Duration::from_secs(30 * 60))
+///     .absolute_lifetime(Duration::from_secs(12 * 3600))
+///     .touch_interval(Duration::from_secs(60))
+///     .cookie_name("__Host-sid")
+///     .same_site(SameSite::Strict)
+///     .build();
+/// assert!(layer.is_ok());
+/// # }
+/// ```
+#[must_use]
+pub struct RedisSessionLayerBuilder {
+    redis: Redis,
+    config: Config,
+}
+
+impl fmt::Debug for RedisSessionLayerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSessionLayerBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisSessionLayerBuilder {
+    /// Prefix of every session key. Default `session:`. Must not hold `{` or `}`: a hash
+    /// tag would put every session in one Redis Cluster slot.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.key_prefix = prefix.into();
+        self
+    }
+
+    /// Store `prefix + ID` as the key, as the reference PHP store does, instead of
+    /// `prefix + SHA-256(ID)`. Default `false`: with digests, someone who can read Redis
+    /// (a dump, `MONITOR`, a replica) cannot take over live sessions with what they see.
+    pub fn plain_keys(mut self, plain: bool) -> Self {
+        self.config.plain_keys = plain;
+        self
+    }
+
+    /// How long a session lives without a request (sliding expiry), for new sessions;
+    /// a handler can change it per session with
+    /// [`Session::set_ttl`](crate::Session::set_ttl). Default 30 minutes. Whole seconds.
+    pub fn idle_ttl(mut self, ttl: Duration) -> Self {
+        self.config.idle_ttl = ttl;
+        self
+    }
+
+    /// How long a session may live at most, however active: it ends this long after it
+    /// was created, and its key's TTL never reaches past that. Default: no limit.
+    /// Whole seconds.
+    pub fn absolute_lifetime(mut self, lifetime: Duration) -> Self {
+        self.config.absolute_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Skip the sliding-expiry write on load when the last one is more recent than
+    /// this: fewer writes to replicate and persist, at the cost of a session expiring up
+    /// to this much earlier than its idle TTL after its last request. Still one round
+    /// trip. Default: refresh on every load. Must be shorter than the idle TTL.
+    pub fn touch_interval(mut self, interval: Duration) -> Self {
+        self.config.touch_interval = Some(interval);
+        self
+    }
+
+    /// How long to wait for Redis per command before answering 503. Default 2 seconds.
+    /// A timed-out write may still land later; the scripts make that harmless.
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.config.command_timeout = timeout;
+        self
+    }
+
+    /// Most user fields per session. Default 256.
+    pub fn max_fields(mut self, limit: usize) -> Self {
+        self.config.limits.max_fields = limit;
+        self
+    }
+
+    /// Most bytes in one field name, and in one value. Default 64 KiB.
+    pub fn max_value_size(mut self, limit: usize) -> Self {
+        self.config.limits.max_value_size = limit;
+        self
+    }
+
+    /// Most bytes of user field names and values together. Default 256 KiB. A stored
+    /// session over this (written by someone else) is treated as no session.
+    pub fn max_session_size(mut self, limit: usize) -> Self {
+        self.config.limits.max_session_size = limit;
+        self
+    }
+
+    /// Name of the session cookie. Default `sid`. A `__Host-` name requires `Secure`,
+    /// `Path=/` and no `Domain`; a `__Secure-` name requires `Secure`.
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.config.cookie.name = name.into();
+        self
+    }
+
+    /// The cookie's `Secure` attribute. Default `true`; browsers accept `Secure` cookies
+    /// from `http://localhost`, so leave it on in development too.
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.config.cookie.secure = secure;
+        self
+    }
+
+    /// The cookie's `HttpOnly` attribute. Default `true`.
+    pub fn http_only(mut self, http_only: bool) -> Self {
+        self.config.cookie.http_only = http_only;
+        self
+    }
+
+    /// The cookie's `SameSite` attribute. Default [`SameSite::Lax`].
+    pub fn same_site(mut self, same_site: SameSite) -> Self {
+        self.config.cookie.same_site = same_site;
+        self
+    }
+
+    /// The cookie's `Path`. Default `/`.
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.config.cookie.path = path.into();
+        self
+    }
+
+    /// The cookie's `Domain`. Default: none (the cookie goes to the exact host only).
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.config.cookie.domain = Some(domain.into());
+        self
+    }
+
+    /// Make the cookie persistent: `Max-Age` follows the session's remaining TTL and is
+    /// refreshed on every response of a live session. Default `false`: a session cookie,
+    /// gone when the browser closes.
+    pub fn persistent_cookie(mut self, persistent: bool) -> Self {
+        self.config.cookie.persistent = persistent;
+        self
+    }
+
+    /// Builds the response sent when the session store fails (default: `503` with
+    /// `Retry-After: 1` and a one-line text body, or `500` for an unexpected reply). The
+    /// [`Error`] is also put in the response's extensions.
+    ///
+    /// ```
+    /// # use tower_redis_session::{fred::prelude::*, RedisSessionLayer};
+    /// # let client = Builder::default_centralized().build().unwrap();
+    /// let layer = RedisSessionLayer::builder(client)
+    ///     .error_response(|_err| {
+    ///         http::Response::builder()
+    ///             .status(503)
+    ///             .header("retry-after", "5")
+    ///             .header("content-type", "text/html")
+    ///             .body("<h1>Please try again in a moment</h1>".into())
+    ///             .unwrap()
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn error_response<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&Error) -> http::Response<Bytes> + Send + Sync + 'static,
+    {
+        self.config.error_response = Some(Arc::new(f) as ErrorResponseFn);
+        self
+    }
+
+    /// Checks the settings and builds the layer.
+    ///
+    /// ```
+    /// # use tower_redis_session::{fred::prelude::*, ConfigError, RedisSessionLayer};
+    /// # let client = Builder::default_centralized().build().unwrap();
+    /// let err = RedisSessionLayer::builder(client)
+    ///     .cookie_name("__Host-sid")
+    ///     .domain("example.com")
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, ConfigError::HostPrefix { .. }));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first setting that is out of range or breaks a
+    /// cookie-prefix rule.
+    pub fn build(self) -> Result<RedisSessionLayer, ConfigError> {
+        validate(&self.config)?;
+        let store = Store::new(self.redis, &self.config);
+        Ok(RedisSessionLayer {
+            shared: Arc::new(Shared {
+                config: self.config,
+                store,
+            }),
+        })
+    }
+}
+
+/// Largest TTL or lifetime accepted, in seconds (Redis keeps TTLs in ms as i64).
+const MAX_SECS: u64 = i64::MAX as u64 / 2000;
+
+fn validate(config: &Config) -> Result<(), ConfigError> {
+    let cookie = &config.cookie;
+    let is_token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if cookie.name.is_empty() || !cookie.name.bytes().all(is_token) {
+        return Err(ConfigError::InvalidCookieName {
+            name: cookie.name.clone(),
+        });
+    }
+    let is_attr = |s: &str| s.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b';');
+    if !cookie.path.starts_with('/') || !is_attr(&cookie.path) {
+        return Err(ConfigError::InvalidCookieAttribute { name: "path" });
+    }
+    if cookie.domain.as_deref().is_some_and(|d| d.is_empty() || !is_attr(d)) {
+        return Err(ConfigError::InvalidCookieAttribute { name: "domain" });
+    }
+    if cookie.name.starts_with("__Host-") {
+        let reason = if !cookie.secure {
+            Some("must be `Secure`")
+        } else if cookie.path != "/" {
+            Some("must have `Path=/`")
+        } else if cookie.domain.is_some() {
+            Some("must not have a `Domain`")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(ConfigError::HostPrefix { reason });
+        }
+    }
+    if cookie.name.starts_with("__Secure-") && !cookie.secure {
+        return Err(ConfigError::SecurePrefix);
+    }
+    if config.key_prefix.contains(['{', '}']) {
+        return Err(ConfigError::KeyPrefixHashTag {
+            prefix: config.key_prefix.clone(),
+        });
+    }
+    let secs = |setting, d: Duration| {
+        if d.as_secs() == 0 || d.as_secs() > MAX_SECS {
+            Err(ConfigError::InvalidDuration {
+                setting,
+                reason: "must be between 1 second and 68 years",
+            })
+        } else {
+            Ok(())
+        }
+    };
+    secs("idle_ttl", config.idle_ttl)?;
+    if let Some(lifetime) = config.absolute_lifetime {
+        secs("absolute_lifetime", lifetime)?;
+    }
+    if let Some(touch) = config.touch_interval {
+        if touch >= config.idle_ttl {
+            return Err(ConfigError::InvalidDuration {
+                setting: "touch_interval",
+                reason: "must be shorter than the idle TTL",
+            });
+        }
+    }
+    if config.command_timeout.is_zero() {
+        return Err(ConfigError::InvalidDuration {
+            setting: "command_timeout",
+            reason: "must be more than zero",
+        });
+    }
+    let limits = &config.limits;
+    for (setting, value) in [
+        ("max_fields", limits.max_fields),
+        ("max_value_size", limits.max_value_size),
+        ("max_session_size", limits.max_session_size),
+    ] {
+        if value == 0 {
+            return Err(ConfigError::InvalidLimit { setting });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(f: impl FnOnce(&mut Config)) -> Result<(), ConfigError> {
+        let mut config = Config::default();
+        f(&mut config);
+        validate(&config)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(check(|_| {}), Ok(()));
+    }
+
+    #[test]
+    fn host_prefix_rules_are_enforced() {
+        let host = |c: &mut Config| c.cookie.name = "__Host-sid".into();
+        assert_eq!(check(host), Ok(()));
+        let cases: [(&str, fn(&mut Config)); 3] = [
+            ("not secure", |c| c.cookie.secure = false),
+            ("path", |c| c.cookie.path = "/app".into()),
+            ("domain", |c| c.cookie.domain = Some("example.com".into())),
+        ];
+        for (name, f) in cases {
+            let result = check(|c| {
+                host(c);
+                f(c);
+            });
+            assert!(matches!(result, Err(ConfigError::HostPrefix { .. })), "{name}");
+        }
+        assert_eq!(
+            check(|c| {
+                c.cookie.name = "__Secure-sid".into();
+                c.cookie.secure = false;
+            }),
+            Err(ConfigError::SecurePrefix)
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let cases: [(&str, fn(&mut Config)); 9] = [
+            ("empty name", |c| c.cookie.name = String::new()),
+            ("name with space", |c| c.cookie.name = "s id".into()),
+            ("name with equals", |c| c.cookie.name = "s=id".into()),
+            ("relative path", |c| c.cookie.path = "app".into()),
+            ("path with semicolon", |c| c.cookie.path = "/a;b".into()),
+            ("hash tag prefix", |c| c.key_prefix = "{s}:".into()),
+            ("zero ttl", |c| c.idle_ttl = Duration::ZERO),
+            ("touch >= ttl", |c| c.touch_interval = Some(c.idle_ttl)),
+            ("zero limit", |c| c.limits.max_fields = 0),
+        ];
+        for (name, f) in cases {
+            assert!(check(f).is_err(), "{name}");
+        }
+    }
+}

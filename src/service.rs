@@ -1,0 +1,96 @@
+//! `RedisSession`, the middleware: finds the cookie, starts the load, calls the inner
+//! service.
+
+use std::{
+    fmt,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use http::{Request, Response};
+use tower_service::Service;
+
+use crate::{
+    cookie::{self, Incoming},
+    future::ResponseFuture,
+    layer::Shared,
+    ResponseBody, Session,
+};
+
+/// The session middleware, made by [`RedisSessionLayer`](crate::RedisSessionLayer).
+///
+/// Puts a [`Session`] in the extensions of every request and saves its changes once the
+/// inner service has answered. Store failures become error responses (503 by default),
+/// never service errors, so `Error = S::Error`.
+#[derive(Clone)]
+pub struct RedisSession<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> RedisSession<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the middleware, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RedisSession<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let config = &self.shared.config;
+        let incoming = cookie::find(req.headers(), &config.cookie.name);
+        if let Incoming::Id(id) = incoming {
+            // The inner service is called only once the session is loaded, so take the
+            // instance that `poll_ready` readied and leave a clone in its place. See
+            // https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
+            let clone = self.inner.clone();
+            let inner = std::mem::replace(&mut self.inner, clone);
+            return ResponseFuture::load(Arc::clone(&self.shared), inner, req, id);
+        }
+        let rejected = match incoming {
+            Incoming::Rejected(reason) => {
+                tracing::warn!(reason, "ignoring session cookie: possibly suspicious request");
+                true
+            }
+            _ => false,
+        };
+        let session = Session::anonymous(config.limits, config.idle_ttl, false);
+        req.extensions_mut().insert(session.clone());
+        let fut = self.inner.call(req);
+        ResponseFuture::inner(Arc::clone(&self.shared), session, fut, rejected)
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for RedisSession<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSession")
+            .field("inner", &self.inner)
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}

@@ -1,0 +1,278 @@
+//! The Redis side: keys, the scripts, and one typed call per step of a request.
+
+use std::{
+    future::Future,
+    sync::LazyLock,
+    time::Duration,
+};
+
+use fred::{
+    clients::{Client, Pool},
+    interfaces::KeysInterface as _,
+    types::{scripts::Script, Value},
+};
+
+use crate::{
+    config::Config,
+    session::{Change, Loaded},
+    Error, ErrorKind, SessionId,
+};
+
+const COMMON: &str = include_str!("lua/common.lua");
+
+fn script(body: &str) -> Script {
+    Script::from_lua(format!("{COMMON}\n{body}"))
+}
+
+static LOAD: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/load.lua")));
+static CREATE: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/create.lua")));
+static SAVE: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/save.lua")));
+
+/// Slack for internal fields in the load script's size checks.
+const INTERNAL_FIELDS: usize = 16;
+const INTERNAL_BYTES: usize = 1024;
+
+/// The fred handle the layer sends its commands through: a [`Client`] (one multiplexed
+/// connection per server) or a [`Pool`] of them. Build either with
+/// [`client_builder`](crate::client_builder) to get timeouts, reconnection and
+/// `TCP_NODELAY` right.
+#[derive(Clone, Debug)]
+pub enum Redis {
+    /// One fred client.
+    Client(Client),
+    /// A round-robin pool of fred clients.
+    Pool(Pool),
+}
+
+impl Redis {
+    /// The client for the next command: the client itself, or the pool's next one.
+    #[must_use]
+    pub fn client(&self) -> &Client {
+        match self {
+            Self::Client(client) => client,
+            Self::Pool(pool) => pool.next(),
+        }
+    }
+}
+
+impl From<Client> for Redis {
+    fn from(client: Client) -> Self {
+        Self::Client(client)
+    }
+}
+
+impl From<Pool> for Redis {
+    fn from(pool: Pool) -> Self {
+        Self::Pool(pool)
+    }
+}
+
+/// What loading a session found.
+#[derive(Debug)]
+pub(crate) enum LoadOutcome {
+    Found(Loaded),
+    /// No such session: never existed, expired, or destroyed.
+    Missing,
+    /// The key holds something that is not a usable session.
+    Unusable,
+}
+
+/// What creating a session found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum CreateOutcome {
+    Created,
+    /// The key exists (an ID collision): nothing written.
+    Exists,
+    /// The absolute deadline carried by a rotation has passed: nothing written.
+    Expired,
+}
+
+/// What applying changes to an existing session found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum WriteOutcome {
+    Applied,
+    /// The session was gone (destroyed, rotated away, expired): nothing written.
+    Gone,
+}
+
+/// Keys, limits and timeouts, shared by every request of one layer.
+#[derive(Debug)]
+pub(crate) struct Store {
+    redis: Redis,
+    key_prefix: String,
+    plain_keys: bool,
+    timeout: Duration,
+    touch_interval: u64,
+    load_max_fields: usize,
+    load_max_bytes: usize,
+    absolute_lifetime: u64,
+}
+
+fn text(s: impl Into<String>) -> Value {
+    Value::String(s.into().into())
+}
+
+fn int(n: u64) -> Value {
+    Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+impl Store {
+    pub(crate) fn new(redis: Redis, config: &Config) -> Self {
+        Self {
+            redis,
+            key_prefix: config.key_prefix.clone(),
+            plain_keys: config.plain_keys,
+            timeout: config.command_timeout,
+            touch_interval: config.touch_interval.map_or(0, |d| d.as_secs()),
+            load_max_fields: config.limits.max_fields + INTERNAL_FIELDS,
+            load_max_bytes: config.limits.max_session_size + INTERNAL_BYTES,
+            absolute_lifetime: config.absolute_lifetime.map_or(0, |d| d.as_secs()),
+        }
+    }
+
+    pub(crate) fn redis(&self) -> &Redis {
+        &self.redis
+    }
+
+    /// The Redis key of a session: the prefix and the ID's SHA-256 digest, or the ID
+    /// itself with `plain_keys`.
+    pub(crate) fn key(&self, id: &SessionId) -> String {
+        if self.plain_keys {
+            format!("{}{}", self.key_prefix, id.as_str())
+        } else {
+            format!("{}{}", self.key_prefix, id.digest())
+        }
+    }
+
+    /// Runs `fut` under the command timeout, mapping fred errors to ours.
+    async fn timed<T>(
+        &self,
+        fut: impl Future<Output = Result<T, fred::error::Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(result) => result.map_err(Error::from),
+            Err(_) => Err(Error::new(ErrorKind::Timeout, None)),
+        }
+    }
+
+    async fn run(&self, script: &Script, key: String, args: Vec<Value>) -> Result<Value, Error> {
+        self.timed(script.evalsha_with_reload(self.redis.client(), key, args))
+            .await
+    }
+
+    /// Loads the scripts into Redis (every primary of a cluster), so the first request
+    /// after start does not pay for a `NOSCRIPT` round trip.
+    pub(crate) async fn load_scripts(&self) -> Result<(), Error> {
+        for script in [&*LOAD, &*CREATE, &*SAVE] {
+            self.timed(script.load(self.redis.client())).await?;
+        }
+        Ok(())
+    }
+
+    /// One round trip: read the session and refresh its sliding expiry.
+    pub(crate) async fn load(&self, id: &SessionId) -> Result<LoadOutcome, Error> {
+        let args = vec![
+            int(self.touch_interval),
+            int(self.load_max_fields as u64),
+            int(self.load_max_bytes as u64),
+        ];
+        let reply = self.run(&LOAD, self.key(id), args).await?;
+        let Value::Array(items) = reply else {
+            return Err(Error::protocol("load: reply is not an array"));
+        };
+        let mut items = items.into_iter();
+        match items.next().and_then(|v| v.as_i64()) {
+            Some(0) => return Ok(LoadOutcome::Missing),
+            Some(-1) => return Ok(LoadOutcome::Unusable),
+            Some(1) => {}
+            _ => return Err(Error::protocol("load: unknown status")),
+        }
+        let (Some(Value::Array(flat)), Some(ttl_ms), Some(stamp)) =
+            (items.next(), items.next(), items.next())
+        else {
+            return Err(Error::protocol("load: reply too short"));
+        };
+        let mut fields = Vec::with_capacity(flat.len() / 2);
+        let mut flat = flat.into_iter();
+        while let (Some(name), Some(value)) = (flat.next(), flat.next()) {
+            fields.push((into_string(name), into_string(value)));
+        }
+        let stamp = into_string(stamp);
+        if !stamp.is_empty() {
+            match fields.iter_mut().find(|(name, _)| name == "last_accessed_at") {
+                Some(field) => field.1 = stamp,
+                None => fields.push(("last_accessed_at".to_owned(), stamp)),
+            }
+        }
+        let ttl_ms = ttl_ms.as_i64().unwrap_or(0).max(0);
+        Ok(LoadOutcome::Found(Loaded {
+            fields,
+            expires_in: Duration::from_millis(ttl_ms.unsigned_abs()),
+        }))
+    }
+
+    /// One round trip: create a session under `id` unless the key exists.
+    pub(crate) async fn create(
+        &self,
+        id: &SessionId,
+        ttl: Duration,
+        fields: &[(String, String)],
+    ) -> Result<CreateOutcome, Error> {
+        let mut args = Vec::with_capacity(2 + fields.len() * 2);
+        args.push(int(ttl.as_secs()));
+        args.push(int(self.absolute_lifetime));
+        for (name, value) in fields {
+            if name != "last_accessed_at" && name != "session_ttl" {
+                args.push(text(name.as_str()));
+                args.push(text(value.as_str()));
+            }
+        }
+        match self.run(&CREATE, self.key(id), args).await?.as_i64() {
+            Some(1) => Ok(CreateOutcome::Created),
+            Some(0) => Ok(CreateOutcome::Exists),
+            Some(-1) => Ok(CreateOutcome::Expired),
+            _ => Err(Error::protocol("create: unknown status")),
+        }
+    }
+
+    /// One round trip: apply field-level changes if the session still exists.
+    pub(crate) async fn save(
+        &self,
+        id: &SessionId,
+        ttl: Option<Duration>,
+        changes: Vec<(String, Change)>,
+    ) -> Result<WriteOutcome, Error> {
+        let mut args = Vec::with_capacity(1 + changes.len() * 3);
+        args.push(ttl.map_or_else(|| text(""), |t| int(t.as_secs())));
+        for (field, change) in changes {
+            let (op, value) = match change {
+                Change::Set(value) => ("s", text(value)),
+                Change::Remove => ("d", text("")),
+                Change::Increment(n) => ("i", Value::Integer(n)),
+            };
+            args.extend([text(op), text(field), value]);
+        }
+        match self.run(&SAVE, self.key(id), args).await?.as_i64() {
+            Some(1) => Ok(WriteOutcome::Applied),
+            Some(0) => Ok(WriteOutcome::Gone),
+            Some(-2) => Err(Error::protocol(
+                "save: an increment met a value that is not an integer",
+            )),
+            _ => Err(Error::protocol("save: unknown status")),
+        }
+    }
+
+    /// One round trip: delete a session. Returns whether it existed.
+    pub(crate) async fn delete(&self, id: &SessionId) -> Result<bool, Error> {
+        let deleted: i64 = self.timed(self.redis.client().del(self.key(id))).await?;
+        Ok(deleted > 0)
+    }
+}
+
+fn into_string(value: Value) -> String {
+    match value {
+        Value::String(s) => s.to_string(),
+        Value::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
+        other => other.as_string().unwrap_or_default(),
+    }
+}
