@@ -1,0 +1,172 @@
+//! DESIGN.md's per-request table, row by row, with the Redis round trips counted.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::support::{reset_stats, round_trips, RedisServer, TestApp};
+
+#[tokio::test]
+async fn no_cookie_and_no_write_costs_nothing_and_sets_no_cookie() {
+    let server = RedisServer::start();
+    let app = TestApp::new(&server).await;
+    reset_stats(&app.client).await;
+    let res = app.get("/none", None).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(res.set_cookie(), None);
+    // A handler that reads an empty session costs nothing either.
+    let res = app.get("/read/username", None).await;
+    assert_eq!(res.body, "");
+    assert_eq!(res.set_cookie(), None);
+    assert_eq!(round_trips(&app.client).await, 0);
+    app.check_keyspace().await;
+}
+
+#[tokio::test]
+async fn first_write_creates_the_session_in_one_round_trip() {
+    let server = RedisServer::start();
+    let app = TestApp::new(&server).await;
+    reset_stats(&app.client).await;
+    let res = app.post("/set/username/ferris", None).await;
+    assert_eq!(round_trips(&app.client).await, 1);
+    let id = res.new_id().expect("Set-Cookie with the new ID");
+    assert_eq!(res.headers["cache-control"], "no-store");
+
+    let hash = app.hash(&id).await;
+    assert_eq!(hash["username"], "ferris");
+    assert_eq!(hash["session_ttl"], "1800");
+    assert!(hash["created_at"].ends_with("+00:00"), "{}", hash["created_at"]);
+    assert_eq!(hash["created_at"].len(), "2026-04-02T12:34:56+00:00".len());
+    assert_eq!(hash["last_accessed_at"], hash["created_at"]);
+    let ttl = app.pttl(&id).await;
+    assert!(ttl > 1_790_000 && ttl <= 1_800_000, "{ttl}");
+    app.check_keyspace().await;
+}
+
+#[tokio::test]
+async fn reading_a_live_session_is_one_round_trip_and_refreshes_the_ttl() {
+    let server = RedisServer::start();
+    let app = TestApp::with(&server, |b| b.idle_ttl(Duration::from_secs(100))).await;
+    let id = app.login().await;
+    let _: () = fred::interfaces::KeysInterface::pexpire(&app.client, app.key(&id), 50_000, None)
+        .await
+        .unwrap();
+    reset_stats(&app.client).await;
+    let res = app.get("/read/username", Some(&id)).await;
+    assert_eq!(res.body, "ferris");
+    assert_eq!(res.set_cookie(), None, "a read sets no cookie");
+    assert_eq!(round_trips(&app.client).await, 1);
+    let ttl = app.pttl(&id).await;
+    assert!(ttl > 99_000, "sliding TTL pushed back to the idle TTL, got {ttl}");
+    app.check_keyspace().await;
+}
+
+#[tokio::test]
+async fn read_then_write_is_two_round_trips() {
+    let server = RedisServer::start();
+    let app = TestApp::new(&server).await;
+    let id = app.login().await;
+    reset_stats(&app.client).await;
+    let res = app.post("/incr/page_views", Some(&id)).await;
+    assert_eq!(res.body, "1");
+    assert_eq!(res.set_cookie(), None);
+    assert_eq!(round_trips(&app.client).await, 2);
+    assert_eq!(app.hash(&id).await["page_views"], "1");
+    app.check_keyspace().await;
+}
+
+#[tokio::test]
+async fn unknown_id_is_never_adopted_and_its_cookie_is_cleared() {
+    let server = RedisServer::start();
+    let app = TestApp::new(&server).await;
+    let unknown = tower_redis_session::SessionId::generate().to_string();
+
+    reset_stats(&app.client).await;
+    let res = app.get("/whoami", Some(&unknown)).await;
+    assert_eq!(round_trips(&app.client).await, 1);
+    assert!(res.body.contains("loaded=false expired=true"), "{}", res.body);
+    assert!(res.clears_cookie(), "{:?}", res.set_cookie());
+    assert_eq!(res.headers["cache-control"], "no-store");
+
+    let res = app.post("/set/a/1", Some(&unknown)).await;
+    let new = res.new_id().expect("a write gets a new ID");
+    assert_ne!(new, unknown, "the client's ID is never adopted");
+    let exists: bool = fred::interfaces::KeysInterface::exists(&app.client, app.key(&unknown))
+        .await
+        .unwrap();
+    assert!(!exists);
+    app.check_keyspace().await;
+}
+
+#[tokio::test]
+async fn changes_are_field_level_and_removals_and_ttl_changes_persist() {
+    let server = RedisServer::start();
+    let app = TestApp::new(&server).await;
+    let id = app.login().await;
+    app.post("/set/color/blue", Some(&id)).await;
+    let res = app.post("/remove/color", Some(&id)).await;
+    assert_eq!(res.body, "blue");
+    let res = app.post("/ttl/60", Some(&id)).await;
+    assert_eq!(res.status, StatusCode::OK);
+    let hash = app.hash(&id).await;
+    assert!(!hash.contains_key("color"));
+    assert_eq!(hash["session_ttl"], "60");
+    assert!(app.pttl(&id).await <= 60_000);
+    // The new TTL sticks: the next load refreshes to 60 s, not the default.
+    let res = app.get("/whoami", Some(&id)).await;
+    assert!(res.body.contains("ttl=60"), "{}", res.body);
+    assert!(app.pttl(&id).await <= 60_000);
+    app.check_keyspace().await;
+}
+
+#[tokio::test]
+async fn reserved_fields_are_refused_with_a_clear_error() {
+    let server = RedisServer::start();
+    let app = TestApp::new(&server).await;
+    let id = app.login().await;
+    let res = app.post("/set/session_ttl/999999", Some(&id)).await;
+    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(res.body.contains("reserved"), "{}", res.body);
+    assert_eq!(app.hash(&id).await["session_ttl"], "1800");
+    app.check_keyspace().await;
+}
+
+#[tokio::test]
+async fn logout_deletes_the_key_and_expires_the_cookie() {
+    let server = RedisServer::start();
+    let app = TestApp::new(&server).await;
+    let id = app.login().await;
+    reset_stats(&app.client).await;
+    let res = app.post("/logout", Some(&id)).await;
+    assert_eq!(round_trips(&app.client).await, 2, "load + DEL");
+    assert!(res.clears_cookie());
+    assert_eq!(res.headers["cache-control"], "no-store");
+    assert!(app.hash(&id).await.is_empty());
+    // The old cookie is dead.
+    let res = app.get("/read/username", Some(&id)).await;
+    assert_eq!(res.body, "");
+    app.check_keyspace().await;
+}
+
+#[tokio::test]
+async fn touch_interval_skips_the_refresh_write_but_still_loads_in_one_round_trip() {
+    let server = RedisServer::start();
+    let app = TestApp::with(&server, |b| {
+        b.idle_ttl(Duration::from_secs(100))
+            .touch_interval(Duration::from_secs(30))
+    })
+    .await;
+    let id = app.login().await;
+    let stamp = app.hash(&id).await["last_accessed_at"].clone();
+    let _: () = fred::interfaces::KeysInterface::pexpire(&app.client, app.key(&id), 90_000, None)
+        .await
+        .unwrap();
+    reset_stats(&app.client).await;
+    let res = app.get("/read/username", Some(&id)).await;
+    assert_eq!(res.body, "ferris");
+    assert_eq!(round_trips(&app.client).await, 1);
+    let ttl = app.pttl(&id).await;
+    assert!(ttl <= 90_000, "refresh skipped within the touch interval, got {ttl}");
+    assert_eq!(app.hash(&id).await["last_accessed_at"], stamp);
+    app.check_keyspace().await;
+}
