@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use fred::{
+    clients::Pool,
     error::Error as FredError,
+    interfaces::ClientLike as _,
     types::{
         config::{Config, ReconnectPolicy, TcpConfig, UnresponsiveConfig},
         Builder,
@@ -27,9 +29,11 @@ use fred::{
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), tower_redis_session::fred::error::Error> {
-/// use tower_redis_session::client_builder;
+/// use tower_redis_session::{client_builder, fred::prelude::*};
 ///
-/// let pool = client_builder("redis://127.0.0.1:6379")?.build_pool(2)?;
+/// let pool = client_builder("redis://127.0.0.1:6379")?
+///     .with_performance_config(|p| p.default_command_timeout = std::time::Duration::from_secs(1))
+///     .build_pool(4)?;
 /// pool.init().await?; // fails if Redis cannot be reached now
 /// # Ok(()) }
 /// ```
@@ -56,4 +60,25 @@ pub fn client_builder(url: &str) -> Result<Builder, FredError> {
         .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(2))
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
     Ok(builder)
+}
+
+/// Connects a pool of two clients built by [`client_builder`] and waits until it is
+/// connected: the short way to a ready [`Pool`] for [`RedisSessionLayer`](crate::RedisSessionLayer).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), tower_redis_session::fred::error::Error> {
+/// let pool = tower_redis_session::connect("redis://127.0.0.1:6379").await?;
+/// # Ok(()) }
+/// ```
+///
+/// To start while Redis is still down (requests get 503 until it is up), build the pool
+/// with [`client_builder`] and call `pool.connect()` instead of `pool.init()`.
+///
+/// # Errors
+///
+/// The URL is not one fred can read, or Redis cannot be reached now.
+pub async fn connect(url: &str) -> Result<Pool, FredError> {
+    let pool = client_builder(url)?.build_pool(2)?;
+    pool.init().await?;
+    Ok(pool)
 }

@@ -107,7 +107,11 @@ mod tests {
         let other = format!("xsid={id}; sidx={id}");
         let cases: Vec<(&str, Vec<&[u8]>, Incoming)> = vec![
             ("no header", vec![], Incoming::Absent),
-            ("one among others", vec![good.as_bytes()], Incoming::Id(id.clone())),
+            (
+                "one among others",
+                vec![good.as_bytes()],
+                Incoming::Id(id.clone()),
+            ),
             (
                 "split across headers",
                 vec![b"a=1".as_slice(), format!("sid={id}").leak().as_bytes()],

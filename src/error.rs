@@ -209,9 +209,16 @@ impl Error {
 impl From<fred::error::Error> for Error {
     fn from(err: fred::error::Error) -> Self {
         use fred::error::ErrorKind as F;
-        let transient = ["OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN"]
-            .iter()
-            .any(|p| err.details().starts_with(p));
+        let transient = [
+            "OOM",
+            "LOADING",
+            "BUSY",
+            "READONLY",
+            "MASTERDOWN",
+            "TRYAGAIN",
+        ]
+        .iter()
+        .any(|p| err.details().starts_with(p));
         let kind = match err.kind() {
             F::Timeout => ErrorKind::Timeout,
             // OOM, LOADING, BUSY, READONLY, ... replies come back as `Unknown`; they pass

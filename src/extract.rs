@@ -36,7 +36,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
     type Rejection = MissingSessionLayer;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<Self>().cloned().ok_or(MissingSessionLayer)
+        parts
+            .extensions
+            .get::<Self>()
+            .cloned()
+            .ok_or(MissingSessionLayer)
     }
 }
 
@@ -44,7 +48,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
 impl<S: Send + Sync> OptionalFromRequestParts<S> for Session {
     type Rejection = Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
         Ok(parts.extensions.get::<Self>().cloned())
     }
 }
@@ -55,9 +62,9 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Session {
 impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
         let status = match self {
-            Self::TooManyFields { .. } | Self::ValueTooLarge { .. } | Self::SessionTooLarge { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::TooManyFields { .. }
+            | Self::ValueTooLarge { .. }
+            | Self::SessionTooLarge { .. } => StatusCode::BAD_REQUEST,
             _ => {
                 tracing::error!(error = %self, "session change refused");
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -71,7 +71,12 @@ impl<S, ReqBody> ResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>>,
 {
-    pub(crate) fn load(shared: Arc<Shared>, inner: S, req: Request<ReqBody>, id: SessionId) -> Self {
+    pub(crate) fn load(
+        shared: Arc<Shared>,
+        inner: S,
+        req: Request<ReqBody>,
+        id: SessionId,
+    ) -> Self {
         let fut = {
             let shared = Arc::clone(&shared);
             let id = id.clone();
@@ -88,7 +93,12 @@ where
         }
     }
 
-    pub(crate) fn inner(shared: Arc<Shared>, session: Session, fut: S::Future, clear_cookie: bool) -> Self {
+    pub(crate) fn inner(
+        shared: Arc<Shared>,
+        session: Session,
+        fut: S::Future,
+        clear_cookie: bool,
+    ) -> Self {
         Self {
             state: State::Inner { fut },
             shared,
@@ -148,7 +158,10 @@ where
                             return Poll::Ready(Err(err));
                         }
                     };
-                    let session = this.session.take().expect("session set before the inner call");
+                    let session = this
+                        .session
+                        .take()
+                        .expect("session set before the inner call");
                     let config = &this.shared.config;
                     let plan = session.plan();
                     if let Plan::Nothing = plan {
@@ -216,7 +229,12 @@ async fn persist(shared: &Shared, plan: Plan) -> Result<CookieAction, Error> {
                 }
             }
         }
-        Plan::Rotate { old, new, ttl, fields } => {
+        Plan::Rotate {
+            old,
+            new,
+            ttl,
+            fields,
+        } => {
             // New key first, then retire the old one: a crash in between leaves an orphan
             // that expires, never a lost session. Works across cluster slots.
             let Some(new) = create(store, new, ttl, &fields).await? else {
@@ -273,7 +291,11 @@ fn short_digest(id: &SessionId) -> String {
     digest
 }
 
-fn finish<B>(shared: &Shared, response: Response<B>, action: CookieAction) -> Response<ResponseBody<B>> {
+fn finish<B>(
+    shared: &Shared,
+    response: Response<B>,
+    action: CookieAction,
+) -> Response<ResponseBody<B>> {
     let mut response = response.map(ResponseBody::inner);
     let cookie = &shared.config.cookie;
     let value = match action {
@@ -311,7 +333,10 @@ fn default_error_response(err: &Error) -> Response<Bytes> {
     let mut response = Response::new(Bytes::from_static(text.as_bytes()));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if status == StatusCode::SERVICE_UNAVAILABLE {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -330,6 +355,8 @@ where
             State::Save { .. } => "save",
             State::Done => "done",
         };
-        f.debug_struct("ResponseFuture").field("state", &state).finish_non_exhaustive()
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
     }
 }

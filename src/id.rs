@@ -126,7 +126,10 @@ mod tests {
             ("hash tag", format!("{{a}}{}", &good.as_str()[3..])),
             ("prefix", format!("session:{}", &good.as_str()[8..])),
             ("8 KB", "A".repeat(8192)),
-            ("non-canonical trailing bits", format!("{}B", &good.as_str()[..42])),
+            (
+                "non-canonical trailing bits",
+                format!("{}B", &good.as_str()[..42]),
+            ),
             ("multibyte", format!("é{}", &good.as_str()[2..])),
         ];
         for (name, input) in cases {

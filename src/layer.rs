@@ -21,11 +21,10 @@ pub(crate) struct Shared {
 /// A [`Layer`] that gives every request a [`Session`](crate::Session) stored in Redis.
 ///
 /// ```no_run
-/// use tower_redis_session::{client_builder, RedisSessionLayer};
+/// use tower_redis_session::RedisSessionLayer;
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let pool = client_builder("redis://127.0.0.1:6379")?.build_pool(2)?;
-/// pool.init().await?;
+/// let pool = tower_redis_session::connect("redis://127.0.0.1:6379").await?;
 /// let layer = RedisSessionLayer::builder(pool)
 ///     .cookie_name("__Host-sid")
 ///     .idle_ttl(std::time::Duration::from_secs(15 * 60))
@@ -99,7 +98,10 @@ impl fmt::Debug for Config {
             .field("command_timeout", &self.command_timeout)
             .field("limits", &self.limits)
             .field("cookie", &self.cookie)
-            .field("error_response", &self.error_response.as_ref().map(|_| ".."))
+            .field(
+                "error_response",
+                &self.error_response.as_ref().map(|_| ".."),
+            )
             .finish()
     }
 }
@@ -323,7 +325,11 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     if !cookie.path.starts_with('/') || !is_attr(&cookie.path) {
         return Err(ConfigError::InvalidCookieAttribute { name: "path" });
     }
-    if cookie.domain.as_deref().is_some_and(|d| d.is_empty() || !is_attr(d)) {
+    if cookie
+        .domain
+        .as_deref()
+        .is_some_and(|d| d.is_empty() || !is_attr(d))
+    {
         return Err(ConfigError::InvalidCookieAttribute { name: "domain" });
     }
     if cookie.name.starts_with("__Host-") {
@@ -393,6 +399,8 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
+    type Case = (&'static str, fn(&mut Config));
+
     fn check(f: impl FnOnce(&mut Config)) -> Result<(), ConfigError> {
         let mut config = Config::default();
         f(&mut config);
@@ -408,7 +416,7 @@ mod tests {
     fn host_prefix_rules_are_enforced() {
         let host = |c: &mut Config| c.cookie.name = "__Host-sid".into();
         assert_eq!(check(host), Ok(()));
-        let cases: [(&str, fn(&mut Config)); 3] = [
+        let cases: [Case; 3] = [
             ("not secure", |c| c.cookie.secure = false),
             ("path", |c| c.cookie.path = "/app".into()),
             ("domain", |c| c.cookie.domain = Some("example.com".into())),
@@ -418,7 +426,10 @@ mod tests {
                 host(c);
                 f(c);
             });
-            assert!(matches!(result, Err(ConfigError::HostPrefix { .. })), "{name}");
+            assert!(
+                matches!(result, Err(ConfigError::HostPrefix { .. })),
+                "{name}"
+            );
         }
         assert_eq!(
             check(|c| {
@@ -431,7 +442,7 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused() {
-        let cases: [(&str, fn(&mut Config)); 9] = [
+        let cases: [Case; 9] = [
             ("empty name", |c| c.cookie.name = String::new()),
             ("name with space", |c| c.cookie.name = "s id".into()),
             ("name with equals", |c| c.cookie.name = "s=id".into()),

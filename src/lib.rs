@@ -7,7 +7,7 @@
 //!
 //! ```rust,no_run
 //! use axum::{routing::get, Router};
-//! use tower_redis_session::{client_builder, RedisSessionLayer, Session, SessionError};
+//! use tower_redis_session::{RedisSessionLayer, Session, SessionError};
 //!
 //! async fn counter(session: Session) -> Result<String, SessionError> {
 //!     let views = session.increment("page_views", 1)?;
@@ -16,8 +16,7 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     let pool = client_builder("redis://127.0.0.1:6379")?.build_pool(2)?;
-//!     pool.init().await?;
+//!     let pool = tower_redis_session::connect("redis://127.0.0.1:6379").await?;
 //!     let app = Router::new()
 //!         .route("/", get(counter))
 //!         .layer(RedisSessionLayer::new(pool));
@@ -82,7 +81,8 @@
 //! handler; if the changes cannot be saved, the handler's response is replaced by the
 //! same 503, so the client is never told a change succeeded that may not have. The
 //! [`Error`] is put in the error response's extensions and logged through `tracing`.
-//! The client reconnects by itself when Redis is back (with [`client_builder`]).
+//! The client reconnects by itself when Redis is back (with [`connect`] or
+//! [`client_builder`]).
 //!
 //! A timeout means "outcome unknown", not "not applied": a write-back that timed out may
 //! still land later. The scripts make that harmless (they never recreate a deleted
@@ -114,9 +114,12 @@ mod session;
 mod store;
 mod time;
 
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use crate::extract::MissingSessionLayer;
 pub use crate::{
     body::ResponseBody,
-    client::client_builder,
+    client::{client_builder, connect},
     error::{ConfigError, Error, ErrorKind, SessionError},
     future::ResponseFuture,
     id::SessionId,
@@ -125,9 +128,6 @@ pub use crate::{
     session::{Session, RESERVED_FIELDS},
     store::Redis,
 };
-#[cfg(feature = "axum")]
-#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-pub use crate::extract::MissingSessionLayer;
 pub use ::cookie::SameSite;
 pub use fred;
 

@@ -74,7 +74,10 @@ where
         }
         let rejected = match incoming {
             Incoming::Rejected(reason) => {
-                tracing::warn!(reason, "ignoring session cookie: possibly suspicious request");
+                tracing::warn!(
+                    reason,
+                    "ignoring session cookie: possibly suspicious request"
+                );
                 true
             }
             _ => false,

@@ -147,7 +147,12 @@ impl Session {
     }
 
     /// A session loaded from Redis under `id`.
-    pub(crate) fn loaded(limits: Limits, default_ttl: Duration, id: SessionId, loaded: Loaded) -> Self {
+    pub(crate) fn loaded(
+        limits: Limits,
+        default_ttl: Duration,
+        id: SessionId,
+        loaded: Loaded,
+    ) -> Self {
         let mut state = State {
             id: Some(id.clone()),
             loaded_id: Some(id),
@@ -393,8 +398,10 @@ impl Session {
                 None => Plan::Nothing,
             };
         }
-        let (Some(id), dirty) = (state.id.clone(), !state.changes.is_empty() || state.ttl_changed)
-        else {
+        let (Some(id), dirty) = (
+            state.id.clone(),
+            !state.changes.is_empty() || state.ttl_changed,
+        ) else {
             return Plan::Nothing;
         };
         match state.loaded_id.clone() {
@@ -408,7 +415,12 @@ impl Session {
                 old,
                 new: id,
                 ttl: state.ttl,
-                fields: state.carried.iter().cloned().chain(user_fields(&state.fields)).collect(),
+                fields: state
+                    .carried
+                    .iter()
+                    .cloned()
+                    .chain(user_fields(&state.fields))
+                    .collect(),
             },
             Some(_) if dirty => Plan::Save {
                 id,
@@ -475,7 +487,8 @@ impl State {
                 limit: limits.max_fields,
             });
         }
-        let new_size = self.size - old.map_or(0, |v| field.len() + v.len()) + field.len() + value.len();
+        let new_size =
+            self.size - old.map_or(0, |v| field.len() + v.len()) + field.len() + value.len();
         if new_size > limits.max_session_size {
             return Err(SessionError::SessionTooLarge {
                 size: new_size,
@@ -590,7 +603,11 @@ mod tests {
         s.insert("a", "1").unwrap();
         let id = s.id().unwrap();
         match s.plan() {
-            Plan::Create { id: planned, fields, .. } => {
+            Plan::Create {
+                id: planned,
+                fields,
+                ..
+            } => {
                 assert_eq!(planned, id);
                 assert_eq!(fields, vec![("a".to_owned(), "1".to_owned())]);
             }
@@ -609,7 +626,10 @@ mod tests {
             assert!(s.remove(name).is_err());
             assert!(s.increment(name, 1).is_err());
         }
-        assert!(matches!(s.insert("", "x"), Err(SessionError::EmptyFieldName)));
+        assert!(matches!(
+            s.insert("", "x"),
+            Err(SessionError::EmptyFieldName)
+        ));
         assert_eq!(s.id(), None, "a refused change records nothing");
     }
 
@@ -632,7 +652,10 @@ mod tests {
         ));
         // Replacing a value within the limits is fine, and a refused change left no trace.
         s.insert("a", "x").unwrap();
-        assert_eq!(s.fields(), vec![("a".into(), "x".into()), ("b".into(), "1".into())]);
+        assert_eq!(
+            s.fields(),
+            vec![("a".into(), "x".into()), ("b".into(), "1".into())]
+        );
     }
 
     #[test]
@@ -674,7 +697,11 @@ mod tests {
         assert_eq!(s.increment("n", 1).unwrap(), 5);
         assert_eq!(s.remove("gone").unwrap().as_deref(), Some("x"));
         match s.plan() {
-            Plan::Save { id: planned, ttl, changes } => {
+            Plan::Save {
+                id: planned,
+                ttl,
+                changes,
+            } => {
                 assert_eq!(planned, id);
                 assert_eq!(ttl, None);
                 assert_eq!(
@@ -695,7 +722,10 @@ mod tests {
             Limits::default(),
             Duration::from_secs(60),
             SessionId::generate(),
-            Loaded { fields: vec![], expires_in: Duration::from_secs(60) },
+            Loaded {
+                fields: vec![],
+                expires_in: Duration::from_secs(60),
+            },
         );
         s.insert("a", "1").unwrap();
         s.rotate_id();
@@ -707,7 +737,10 @@ mod tests {
     #[test]
     fn ttl_must_be_positive() {
         let s = Session::detached();
-        assert!(matches!(s.set_ttl(Duration::ZERO), Err(SessionError::InvalidTtl)));
+        assert!(matches!(
+            s.set_ttl(Duration::ZERO),
+            Err(SessionError::InvalidTtl)
+        ));
         assert!(matches!(
             s.set_ttl(Duration::from_millis(999)),
             Err(SessionError::InvalidTtl)

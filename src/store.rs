@@ -1,10 +1,6 @@
 //! The Redis side: keys, the scripts, and one typed call per step of a request.
 
-use std::{
-    future::Future,
-    sync::LazyLock,
-    time::Duration,
-};
+use std::{future::Future, sync::LazyLock, time::Duration};
 
 use fred::{
     clients::{Client, Pool},
@@ -199,7 +195,10 @@ impl Store {
         }
         let stamp = into_string(stamp);
         if !stamp.is_empty() {
-            match fields.iter_mut().find(|(name, _)| name == "last_accessed_at") {
+            match fields
+                .iter_mut()
+                .find(|(name, _)| name == "last_accessed_at")
+            {
                 Some(field) => field.1 = stamp,
                 None => fields.push(("last_accessed_at".to_owned(), stamp)),
             }

@@ -8,7 +8,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// fractional seconds ignored). Anything else is `None`.
 pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':'
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
     {
         return None;
     }
@@ -54,7 +59,10 @@ mod tests {
     #[test]
     fn parses_the_data_model_format() {
         let t = parse_rfc3339("2026-04-02T12:34:56+00:00").unwrap();
-        assert_eq!(t.duration_since(UNIX_EPOCH).unwrap().as_secs(), 1_775_133_296);
+        assert_eq!(
+            t.duration_since(UNIX_EPOCH).unwrap().as_secs(),
+            1_775_133_296
+        );
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(UNIX_EPOCH));
         assert_eq!(
             parse_rfc3339("2000-02-29T23:59:59.123+00:00")

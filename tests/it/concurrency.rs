@@ -62,7 +62,10 @@ async fn logout_racing_an_in_flight_write_never_resurrects_the_session() {
         assert!(app.post("/logout", Some(&id)).await.clears_cookie());
         app.gate.release.notify_one();
         let res = held.await.unwrap();
-        assert!(res.clears_cookie(), "the late writer's response clears the cookie");
+        assert!(
+            res.clears_cookie(),
+            "the late writer's response clears the cookie"
+        );
         if !app.hash(&id).await.is_empty() {
             resurrections += 1;
         }

@@ -12,7 +12,11 @@ use crate::support::{all_keys, reset_stats, round_trips, RedisServer, TestApp};
 async fn cookie_attributes_follow_the_configuration() {
     let server = RedisServer::start();
     let cases: Vec<(&str, fn(_) -> _, &str)> = vec![
-        ("defaults", |b| b, "sid=ID; HttpOnly; SameSite=Lax; Secure; Path=/"),
+        (
+            "defaults",
+            |b| b,
+            "sid=ID; HttpOnly; SameSite=Lax; Secure; Path=/",
+        ),
         (
             "host prefix, strict",
             |b: tower_redis_session::RedisSessionLayerBuilder| {
@@ -23,7 +27,10 @@ async fn cookie_attributes_follow_the_configuration() {
         (
             "domain and path, not secure, script-readable",
             |b: tower_redis_session::RedisSessionLayerBuilder| {
-                b.domain("example.com").path("/app").secure(false).http_only(false)
+                b.domain("example.com")
+                    .path("/app")
+                    .secure(false)
+                    .http_only(false)
             },
             "sid=ID; SameSite=Lax; Path=/app; Domain=example.com",
         ),
@@ -40,8 +47,17 @@ async fn cookie_attributes_follow_the_configuration() {
         let cookie_name = expected.split('=').next().unwrap();
         let req = Request::post("/set/a/1").body(Body::empty()).unwrap();
         let res = app.send_request(req).await;
-        let set = res.set_cookie().unwrap_or_else(|| panic!("{name}: no Set-Cookie"));
-        let id = set.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
+        let set = res
+            .set_cookie()
+            .unwrap_or_else(|| panic!("{name}: no Set-Cookie"));
+        let id = set
+            .split(';')
+            .next()
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .to_owned();
         assert_eq!(set, expected.replace("ID", &id), "{name}");
         assert_eq!(res.headers["cache-control"], "no-store", "{name}");
         assert!(set.len() < 4096);
@@ -53,8 +69,15 @@ async fn cookie_attributes_follow_the_configuration() {
             .unwrap();
         let res = app.send_request(req).await;
         let removal = res.set_cookie().unwrap();
-        let attrs: Vec<_> = expected.split("; ").skip(1).filter(|a| !a.starts_with("Max-Age")).collect();
-        assert!(removal.starts_with(&format!("{cookie_name}=;")), "{name}: {removal}");
+        let attrs: Vec<_> = expected
+            .split("; ")
+            .skip(1)
+            .filter(|a| !a.starts_with("Max-Age"))
+            .collect();
+        assert!(
+            removal.starts_with(&format!("{cookie_name}=;")),
+            "{name}: {removal}"
+        );
         assert!(removal.contains("Max-Age=0"), "{name}: {removal}");
         for attr in attrs {
             assert!(removal.contains(attr), "{name}: {removal} lacks {attr}");
@@ -66,12 +89,18 @@ async fn cookie_attributes_follow_the_configuration() {
 #[tokio::test]
 async fn persistent_cookie_is_refreshed_on_every_response_of_a_live_session() {
     let server = RedisServer::start();
-    let app = TestApp::with(&server, |b| b.persistent_cookie(true).idle_ttl(Duration::from_secs(600))).await;
+    let app = TestApp::with(&server, |b| {
+        b.persistent_cookie(true).idle_ttl(Duration::from_secs(600))
+    })
+    .await;
     let id = app.login().await;
     let res = app.get("/read/username", Some(&id)).await;
     let set = res.set_cookie().expect("Max-Age refreshed");
     assert!(set.starts_with(&format!("sid={id};")));
-    assert!(set.ends_with("Max-Age=600") || set.ends_with("Max-Age=599"), "{set}");
+    assert!(
+        set.ends_with("Max-Age=600") || set.ends_with("Max-Age=599"),
+        "{set}"
+    );
     app.check_keyspace().await;
 }
 
@@ -92,7 +121,11 @@ async fn app_cache_control_is_left_alone() {
         .await
         .unwrap();
     assert!(res.headers().contains_key(header::SET_COOKIE));
-    let cc: Vec<_> = res.headers().get_all(header::CACHE_CONTROL).iter().collect();
+    let cc: Vec<_> = res
+        .headers()
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .collect();
     assert_eq!(cc, vec![HeaderValue::from_static("private, max-age=0")]);
 }
 
@@ -111,7 +144,7 @@ async fn bad_cookies_give_no_session_no_panic_and_touch_no_key_outside_the_prefi
         b"sid={a}b".to_vec(),
         b"sid=session:x".to_vec(),
         b"sid=\xff\xfe\xfd".to_vec(),
-        [b"sid=\xff".as_slice(), live[1..].as_bytes()].concat(),
+        [b"sid=\xff".as_slice(), &live.as_bytes()[1..]].concat(),
         format!("sid={}", &live[..42]).into_bytes(),
         format!("sid={live}=").into_bytes(),
         b"sid=".to_vec(),
@@ -125,7 +158,11 @@ async fn bad_cookies_give_no_session_no_panic_and_touch_no_key_outside_the_prefi
             .unwrap();
         let res = app.send_request(req).await;
         assert_eq!(res.status, StatusCode::OK, "{value:?}");
-        assert!(res.body.starts_with("loaded=false"), "{value:?}: {}", res.body);
+        assert!(
+            res.body.starts_with("loaded=false"),
+            "{value:?}: {}",
+            res.body
+        );
     }
     // Duplicate cookies in two headers are refused too.
     let req = Request::get("/whoami")
@@ -134,7 +171,11 @@ async fn bad_cookies_give_no_session_no_panic_and_touch_no_key_outside_the_prefi
         .body(Body::empty())
         .unwrap();
     assert!(app.send_request(req).await.body.starts_with("loaded=false"));
-    assert_eq!(round_trips(&app.client).await, 0, "no bad cookie reached Redis");
+    assert_eq!(
+        round_trips(&app.client).await,
+        0,
+        "no bad cookie reached Redis"
+    );
     let keys = all_keys(&app.client).await;
     assert_eq!(keys, vec![app.key(&live)]);
     app.check_keyspace().await;
@@ -144,9 +185,24 @@ async fn bad_cookies_give_no_session_no_panic_and_touch_no_key_outside_the_prefi
 async fn host_prefix_misconfiguration_is_refused_when_the_layer_is_built() {
     let client = Builder::default_centralized().build().unwrap();
     for (name, builder) in [
-        ("not secure", RedisSessionLayer::builder(client.clone()).cookie_name("__Host-sid").secure(false)),
-        ("path", RedisSessionLayer::builder(client.clone()).cookie_name("__Host-sid").path("/app")),
-        ("domain", RedisSessionLayer::builder(client.clone()).cookie_name("__Host-sid").domain("example.com")),
+        (
+            "not secure",
+            RedisSessionLayer::builder(client.clone())
+                .cookie_name("__Host-sid")
+                .secure(false),
+        ),
+        (
+            "path",
+            RedisSessionLayer::builder(client.clone())
+                .cookie_name("__Host-sid")
+                .path("/app"),
+        ),
+        (
+            "domain",
+            RedisSessionLayer::builder(client)
+                .cookie_name("__Host-sid")
+                .domain("example.com"),
+        ),
     ] {
         let err = builder.build().unwrap_err();
         assert!(err.to_string().contains("__Host-"), "{name}: {err}");

@@ -12,7 +12,11 @@ async fn idle_session_expires_and_the_next_request_says_so() {
     app.post("/ttl/1", Some(&id)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let res = app.get("/whoami", Some(&id)).await;
-    assert!(res.body.contains("loaded=false expired=true"), "{}", res.body);
+    assert!(
+        res.body.contains("loaded=false expired=true"),
+        "{}",
+        res.body
+    );
     assert!(res.clears_cookie());
     app.check_keyspace().await;
 }
@@ -37,10 +41,16 @@ async fn absolute_lifetime_ends_a_session_that_is_active_every_second() {
         }
         alive_for += 1;
         let ttl = app.pttl(&id).await;
-        assert!(ttl <= 3_000, "key TTL {ttl} ms exceeds what is left of the lifetime");
+        assert!(
+            ttl <= 3_000,
+            "key TTL {ttl} ms exceeds what is left of the lifetime"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!((4..=7).contains(&alive_for), "alive for {alive_for} half-seconds");
+    assert!(
+        (4..=7).contains(&alive_for),
+        "alive for {alive_for} half-seconds"
+    );
     assert!(app.hash(&id).await.is_empty(), "the key is gone");
     app.check_keyspace().await;
 }

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use http::StatusCode;
 use fred::interfaces::ClientLike as _;
+use http::StatusCode;
 
 use crate::support::{RedisServer, TestApp};
 
@@ -16,10 +16,17 @@ async fn redis_down_gives_503_and_requests_recover_when_it_is_back() {
     server.stop();
     let started = Instant::now();
     let res = app.get("/read/username", Some(&id)).await;
-    assert!(started.elapsed() < Duration::from_secs(2), "bounded by the timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "bounded by the timeout"
+    );
     assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(res.headers["retry-after"], "1");
-    assert!(res.body.contains("session store unavailable"), "{}", res.body);
+    assert!(
+        res.body.contains("session store unavailable"),
+        "{}",
+        res.body
+    );
 
     // A write without a cookie needs Redis only after the handler: the save fails, and
     // the response must not claim success.
@@ -49,13 +56,14 @@ async fn redis_down_gives_503_and_requests_recover_when_it_is_back() {
 async fn error_response_carries_the_error_and_can_be_customised() {
     let mut server = RedisServer::start();
     let app = TestApp::with(&server, |b| {
-        b.command_timeout(Duration::from_millis(300)).error_response(|err| {
-            http::Response::builder()
-                .status(503)
-                .header("retry-after", "7")
-                .body(format!("custom: {:?}", err.kind()).into())
-                .unwrap()
-        })
+        b.command_timeout(Duration::from_millis(300))
+            .error_response(|err| {
+                http::Response::builder()
+                    .status(503)
+                    .header("retry-after", "7")
+                    .body(format!("custom: {:?}", err.kind()).into())
+                    .unwrap()
+            })
     })
     .await;
     let id = app.login().await;
@@ -89,17 +97,28 @@ async fn a_key_that_is_not_a_session_is_treated_as_no_session() {
     let id = tower_redis_session::SessionId::generate().to_string();
     let key = app.key(&id);
     // A string, a hash without the internal fields: neither is read as a session.
-    let _: () = fred::interfaces::KeysInterface::set(&app.client, &key, "x", Some(fred::types::Expiration::EX(60)), None, false)
-        .await
-        .unwrap();
+    let _: () = fred::interfaces::KeysInterface::set(
+        &app.client,
+        &key,
+        "x",
+        Some(fred::types::Expiration::EX(60)),
+        None,
+        false,
+    )
+    .await
+    .unwrap();
     let res = app.get("/whoami", Some(&id)).await;
     assert_eq!(res.status, StatusCode::OK);
     assert!(res.body.starts_with("loaded=false"), "{}", res.body);
-    let _: () = fred::interfaces::KeysInterface::del(&app.client, &key).await.unwrap();
+    let _: () = fred::interfaces::KeysInterface::del(&app.client, &key)
+        .await
+        .unwrap();
     let _: () = fred::interfaces::HashesInterface::hset(&app.client, &key, ("username", "mallory"))
         .await
         .unwrap();
-    let _: () = fred::interfaces::KeysInterface::expire(&app.client, &key, 60, None).await.unwrap();
+    let _: () = fred::interfaces::KeysInterface::expire(&app.client, &key, 60, None)
+        .await
+        .unwrap();
     let res = app.get("/read/username", Some(&id)).await;
     assert_eq!(res.body, "");
 }

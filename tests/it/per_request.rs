@@ -35,7 +35,11 @@ async fn first_write_creates_the_session_in_one_round_trip() {
     let hash = app.hash(&id).await;
     assert_eq!(hash["username"], "ferris");
     assert_eq!(hash["session_ttl"], "1800");
-    assert!(hash["created_at"].ends_with("+00:00"), "{}", hash["created_at"]);
+    assert!(
+        hash["created_at"].ends_with("+00:00"),
+        "{}",
+        hash["created_at"]
+    );
     assert_eq!(hash["created_at"].len(), "2026-04-02T12:34:56+00:00".len());
     assert_eq!(hash["last_accessed_at"], hash["created_at"]);
     let ttl = app.pttl(&id).await;
@@ -57,7 +61,10 @@ async fn reading_a_live_session_is_one_round_trip_and_refreshes_the_ttl() {
     assert_eq!(res.set_cookie(), None, "a read sets no cookie");
     assert_eq!(round_trips(&app.client).await, 1);
     let ttl = app.pttl(&id).await;
-    assert!(ttl > 99_000, "sliding TTL pushed back to the idle TTL, got {ttl}");
+    assert!(
+        ttl > 99_000,
+        "sliding TTL pushed back to the idle TTL, got {ttl}"
+    );
     app.check_keyspace().await;
 }
 
@@ -84,7 +91,11 @@ async fn unknown_id_is_never_adopted_and_its_cookie_is_cleared() {
     reset_stats(&app.client).await;
     let res = app.get("/whoami", Some(&unknown)).await;
     assert_eq!(round_trips(&app.client).await, 1);
-    assert!(res.body.contains("loaded=false expired=true"), "{}", res.body);
+    assert!(
+        res.body.contains("loaded=false expired=true"),
+        "{}",
+        res.body
+    );
     assert!(res.clears_cookie(), "{:?}", res.set_cookie());
     assert_eq!(res.headers["cache-control"], "no-store");
 
@@ -166,7 +177,10 @@ async fn touch_interval_skips_the_refresh_write_but_still_loads_in_one_round_tri
     assert_eq!(res.body, "ferris");
     assert_eq!(round_trips(&app.client).await, 1);
     let ttl = app.pttl(&id).await;
-    assert!(ttl <= 90_000, "refresh skipped within the touch interval, got {ttl}");
+    assert!(
+        ttl <= 90_000,
+        "refresh skipped within the touch interval, got {ttl}"
+    );
     assert_eq!(app.hash(&id).await["last_accessed_at"], stamp);
     app.check_keyspace().await;
 }

@@ -16,7 +16,11 @@ async fn rotation_moves_data_and_ttl_and_kills_the_old_id() {
     reset_stats(&app.client).await;
     let res = app.post("/rotate", Some(&old)).await;
     assert_eq!(res.status, StatusCode::OK);
-    assert_eq!(round_trips(&app.client).await, 3, "load, create new, delete old");
+    assert_eq!(
+        round_trips(&app.client).await,
+        3,
+        "load, create new, delete old"
+    );
     let new = res.new_id().expect("new cookie set");
     assert_ne!(new, old);
     assert_eq!(res.headers["cache-control"], "no-store");

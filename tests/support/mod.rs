@@ -23,7 +23,9 @@ use http::{header, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use tokio::sync::Notify;
 use tower::ServiceExt as _;
-use tower_redis_session::{client_builder, RedisSessionLayer, RedisSessionLayerBuilder, Session, SessionError};
+use tower_redis_session::{
+    client_builder, RedisSessionLayer, RedisSessionLayerBuilder, Session, SessionError,
+};
 
 /// A `redis-server` started for one test, killed (by its own PID) when dropped.
 pub struct RedisServer {
@@ -63,7 +65,14 @@ impl RedisServer {
     fn spawn(&mut self) {
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
             .arg("--dir")
             .arg(&self.dir)
             .args(&self.extra)
@@ -85,13 +94,19 @@ impl RedisServer {
         while Instant::now() < deadline {
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
                 let mut buf = [0u8; 16];
-                if s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG")) {
+                if s.write_all(b"PING\r\n").is_ok()
+                    && s.read(&mut buf)
+                        .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+                {
                     return;
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server on port {} did not answer PING within 10 s", self.port);
+        panic!(
+            "redis-server on port {} did not answer PING within 10 s",
+            self.port
+        );
     }
 
     pub fn port(&self) -> u16 {
@@ -119,7 +134,10 @@ impl RedisServer {
     /// A well-configured fred client for this server, connected.
     pub async fn client(&self) -> Client {
         let client = client_builder(&self.url()).unwrap().build().unwrap();
-        client.init().await.expect("connect to the test redis-server");
+        client
+            .init()
+            .await
+            .expect("connect to the test redis-server");
         client
     }
 }
@@ -139,7 +157,10 @@ pub async fn round_trips(client: &Client) -> u64 {
         "hlen", "hgetall", "time", "pttl", "hset", "pexpire", "exists", "hget", "hincrby", "hdel",
     ];
     const HARNESS: &[&str] = &["info", "config|resetstat"];
-    let info: String = client.info(Some(fred::types::InfoKind::CommandStats)).await.unwrap();
+    let info: String = client
+        .info(Some(fred::types::InfoKind::CommandStats))
+        .await
+        .unwrap();
     info.lines()
         .filter_map(|line| {
             let rest = line.strip_prefix("cmdstat_")?;
@@ -162,10 +183,7 @@ pub async fn reset_stats(client: &Client) {
 
 /// Every key in the database.
 pub async fn all_keys(client: &Client) -> Vec<String> {
-    client
-        .custom(fred::cmd!("KEYS"), vec!["*"])
-        .await
-        .unwrap()
+    client.custom(fred::cmd!("KEYS"), vec!["*"]).await.unwrap()
 }
 
 /// A response, read whole.
@@ -228,7 +246,10 @@ async fn read(session: Session, Path(field): Path<String>) -> String {
     session.get(&field).unwrap_or_default()
 }
 
-async fn set(session: Session, Path((field, value)): Path<(String, String)>) -> Result<&'static str, SessionError> {
+async fn set(
+    session: Session,
+    Path((field, value)): Path<(String, String)>,
+) -> Result<&'static str, SessionError> {
     session.insert(&field, value)?;
     Ok("ok")
 }
@@ -268,7 +289,11 @@ async fn whoami(session: Session) -> String {
 
 /// Waits at the gate after the load and before the change, so a test can interleave
 /// another request deterministically.
-async fn gated_incr(State(gate): State<Arc<Gate>>, session: Session, Path(field): Path<String>) -> Result<String, SessionError> {
+async fn gated_incr(
+    State(gate): State<Arc<Gate>>,
+    session: Session,
+    Path(field): Path<String>,
+) -> Result<String, SessionError> {
     gate.arrived.notify_one();
     gate.release.notified().await;
     Ok(session.increment(&field, 1)?.to_string())
@@ -306,7 +331,10 @@ impl TestApp {
     }
 
     /// The test app with settings changed by `configure` (the key prefix is set here).
-    pub async fn with(server: &RedisServer, configure: impl FnOnce(RedisSessionLayerBuilder) -> RedisSessionLayerBuilder) -> Self {
+    pub async fn with(
+        server: &RedisServer,
+        configure: impl FnOnce(RedisSessionLayerBuilder) -> RedisSessionLayerBuilder,
+    ) -> Self {
         let client = server.client().await;
         let n = PREFIX_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let prefix = format!("test{n}:session:");
@@ -383,9 +411,15 @@ impl TestApp {
         let keys = all_keys(&self.client).await;
         let issued = self.issued.lock().unwrap().clone();
         for key in keys {
-            assert!(key.starts_with(&self.prefix), "key outside the prefix: {key:?}");
+            assert!(
+                key.starts_with(&self.prefix),
+                "key outside the prefix: {key:?}"
+            );
             let ttl: i64 = self.client.pttl(&key).await.unwrap();
-            assert!(ttl > 0 || ttl == -2, "session key without a TTL: {key:?} ({ttl})");
+            assert!(
+                ttl > 0 || ttl == -2,
+                "session key without a TTL: {key:?} ({ttl})"
+            );
             for id in &issued {
                 assert!(!key.contains(id.as_str()), "raw session ID in key {key:?}");
             }
