@@ -107,6 +107,8 @@ pub enum SessionError {
     },
     /// A TTL of zero, or longer than Redis can store.
     InvalidTtl,
+    /// An empty user id, or one longer than the value size limit.
+    InvalidUserId,
     /// The session was destroyed earlier in this request.
     Destroyed,
     /// A typed value could not be converted to or from JSON.
@@ -142,6 +144,9 @@ impl fmt::Display for SessionError {
                 write!(f, "field {field:?} does not hold a 64-bit integer")
             }
             Self::InvalidTtl => f.write_str("a session TTL must be between 1 second and 68 years"),
+            Self::InvalidUserId => {
+                f.write_str("a user id must be non-empty and within the value size limit")
+            }
             Self::Destroyed => f.write_str("the session was destroyed in this request"),
             #[cfg(feature = "serde")]
             Self::Json { field, .. } => write!(f, "field {field:?} is not the JSON expected"),

@@ -16,7 +16,7 @@ use tower_service::Service;
 
 use crate::{
     layer::Shared,
-    session::Plan,
+    session::{Plan, Tie},
     store::{CreateOutcome, LoadOutcome, WriteOutcome},
     Error, ErrorKind, ResponseBody, Session, SessionId,
 };
@@ -204,23 +204,65 @@ where
 }
 
 /// Applies a plan in Redis and says what the cookie must do.
+///
+/// Where a step spans two keys (a session and its user's index, or the old and new keys
+/// of a rotation), the order is chosen so that a crash in between leaves at worst an
+/// entry or key that is pruned or expires, never a lost session or an unindexed one.
 async fn persist(shared: &Shared, plan: Plan) -> Result<CookieAction, Error> {
     let store = &shared.store;
     match plan {
         Plan::Nothing => Ok(CookieAction::Keep),
-        Plan::Create { id, ttl, fields } => match create(store, id, ttl, &fields).await? {
-            Some(id) => Ok(CookieAction::Set(id, ttl)),
-            None => Err(Error::protocol("new session past its absolute lifetime")),
-        },
-        Plan::Save { id, ttl, changes } => {
-            let max_age = ttl;
+        Plan::Create {
+            id,
+            ttl,
+            fields,
+            user,
+        } => {
+            if let Some(user) = &user {
+                store.index_add(user, &id).await?;
+            }
+            match create(store, id.clone(), ttl, &fields).await? {
+                Some(created) => {
+                    if let (Some(user), true) = (&user, created != id) {
+                        // A collision moved the session to another ID: index that one.
+                        store.index_add(user, &created).await?;
+                        store.index_remove(user, &store.member(&id)).await?;
+                    }
+                    Ok(CookieAction::Set(created, ttl))
+                }
+                None => Err(Error::protocol("new session past its absolute lifetime")),
+            }
+        }
+        Plan::Save {
+            id,
+            ttl,
+            changes,
+            tie,
+        } => {
+            if let Some(tie) = &tie {
+                store.index_add(&tie.user, &id).await?;
+            }
             match store.save(&id, ttl, changes).await? {
-                WriteOutcome::Applied if shared.config.cookie.persistent => Ok(CookieAction::Set(
-                    id,
-                    max_age.unwrap_or(shared.config.idle_ttl),
-                )),
-                WriteOutcome::Applied => Ok(CookieAction::Keep),
+                WriteOutcome::Applied => {
+                    if let Some(Tie {
+                        user,
+                        previous: Some(previous),
+                    }) = &tie
+                    {
+                        if previous != user {
+                            store.index_remove(previous, &store.member(&id)).await?;
+                        }
+                    }
+                    Ok(if shared.config.cookie.persistent {
+                        CookieAction::Set(id, ttl.unwrap_or(shared.config.idle_ttl))
+                    } else {
+                        CookieAction::Keep
+                    })
+                }
                 WriteOutcome::Gone => {
+                    if let Some(tie) = &tie {
+                        store.index_remove(&tie.user, &store.member(&id)).await?;
+                    }
                     tracing::warn!(
                         session = %short_digest(&id),
                         "session ended (logout, rotation or expiry) before this request's changes were saved; changes dropped, cookie cleared"
@@ -234,29 +276,48 @@ async fn persist(shared: &Shared, plan: Plan) -> Result<CookieAction, Error> {
             new,
             ttl,
             fields,
+            user,
+            previous,
         } => {
             // New key first, then retire the old one: a crash in between leaves an orphan
             // that expires, never a lost session. Works across cluster slots.
-            let Some(new) = create(store, new, ttl, &fields).await? else {
-                // Past its absolute lifetime: the rotation ends the session instead.
-                store.delete(&old).await?;
-                return Ok(CookieAction::Clear);
-            };
-            if store.delete(&old).await? {
-                Ok(CookieAction::Set(new, ttl))
-            } else {
-                // The old session ended while this request ran (logout elsewhere): its
-                // copy must not live on under the new ID, which nobody has seen yet.
-                store.delete(&new).await?;
-                tracing::warn!(
-                    session = %short_digest(&old),
-                    "session ended before its ID rotation completed; cookie cleared"
-                );
-                Ok(CookieAction::Clear)
+            if let Some(user) = &user {
+                store.index_add(user, &new).await?;
+            }
+            let created = create(store, new.clone(), ttl, &fields).await?;
+            if let (Some(user), Some(created)) = (&user, &created) {
+                if *created != new {
+                    store.index_add(user, created).await?;
+                }
+            }
+            let old_existed = store.delete(&old).await?;
+            if let Some(previous) = &previous {
+                store.index_remove(previous, &store.member(&old)).await?;
+            }
+            match created {
+                Some(created) if old_existed => Ok(CookieAction::Set(created, ttl)),
+                Some(created) => {
+                    // The old session ended while this request ran (logout elsewhere): its
+                    // copy must not live on under the new ID, which nobody has seen yet.
+                    store.delete(&created).await?;
+                    if let Some(user) = &user {
+                        store.index_remove(user, &store.member(&created)).await?;
+                    }
+                    tracing::warn!(
+                        session = %short_digest(&old),
+                        "session ended before its ID rotation completed; cookie cleared"
+                    );
+                    Ok(CookieAction::Clear)
+                }
+                // Past its absolute lifetime: the rotation ended the session instead.
+                None => Ok(CookieAction::Clear),
             }
         }
-        Plan::Destroy { id } => {
+        Plan::Destroy { id, user } => {
             store.delete(&id).await?;
+            if let Some(user) = &user {
+                store.index_remove(user, &store.member(&id)).await?;
+            }
             Ok(CookieAction::Clear)
         }
     }

@@ -9,7 +9,7 @@ use tower_layer::Layer;
 use crate::{
     config::{Config, ErrorResponseFn},
     store::{Redis, Store},
-    ConfigError, Error, RedisSession,
+    ConfigError, Error, RedisSession, SessionManager,
 };
 
 /// What every request of one layer shares.
@@ -62,6 +62,12 @@ impl RedisSessionLayer {
     /// Redis is unreachable or refused the scripts.
     pub async fn load_scripts(&self) -> Result<(), Error> {
         self.shared.store.load_scripts().await
+    }
+
+    /// A handle to list, count and end the sessions this layer stores.
+    #[must_use]
+    pub fn manager(&self) -> SessionManager {
+        SessionManager::new(Arc::clone(&self.shared))
     }
 
     /// The fred handle the layer uses.

@@ -109,6 +109,7 @@ mod extract;
 mod future;
 mod id;
 mod layer;
+mod manager;
 mod service;
 mod session;
 mod store;
@@ -124,6 +125,7 @@ pub use crate::{
     future::ResponseFuture,
     id::SessionId,
     layer::{RedisSessionLayer, RedisSessionLayerBuilder},
+    manager::{SessionHandle, SessionInfo, SessionManager, SessionStats},
     service::RedisSession,
     session::{Session, RESERVED_FIELDS},
     store::Redis,

@@ -18,14 +18,13 @@ use crate::{config::Limits, SessionError, SessionId};
 /// | `last_accessed_at` | when a request last loaded it (RFC 3339, UTC) |
 /// | `session_ttl` | idle TTL in whole seconds |
 /// | `absolute_expires_at` | end of its absolute lifetime, if one is set (RFC 3339, UTC) |
-/// | `user_id`, `user_epoch` | reserved for the per-user session index |
+/// | `user_id` | the user the session is tied to ([`Session::set_user_id`]) |
 pub const RESERVED_FIELDS: &[&str] = &[
     "created_at",
     "last_accessed_at",
     "session_ttl",
     "absolute_expires_at",
     "user_id",
-    "user_epoch",
 ];
 
 /// Largest TTL Redis's `PEXPIRE` takes without overflow, rounded down to whole seconds.
@@ -85,6 +84,10 @@ struct State {
     created_at: Option<SystemTime>,
     last_accessed_at: Option<SystemTime>,
     expires_in: Option<Duration>,
+    /// The user the stored session is tied to.
+    user_id: Option<String>,
+    /// The user this request ties the session to.
+    tie: Option<String>,
     rotate: bool,
     destroy: bool,
     cookie_expired: bool,
@@ -102,17 +105,19 @@ pub(crate) struct Loaded {
 pub(crate) enum Plan {
     /// No Redis work.
     Nothing,
-    /// Create a new session under `id`.
+    /// Create a new session under `id` (indexed under `user` first, if tied).
     Create {
         id: SessionId,
         ttl: Duration,
         fields: Vec<(String, String)>,
+        user: Option<String>,
     },
     /// Apply field-level changes to the loaded session.
     Save {
         id: SessionId,
         ttl: Option<Duration>,
         changes: Vec<(String, Change)>,
+        tie: Option<Tie>,
     },
     /// Copy the session to `new` (carried internal fields + user fields), then retire `old`.
     Rotate {
@@ -120,9 +125,21 @@ pub(crate) enum Plan {
         new: SessionId,
         ttl: Duration,
         fields: Vec<(String, String)>,
+        /// The user the new ID is indexed under (before it is created).
+        user: Option<String>,
+        /// The user the old ID was indexed under (removed after it is deleted).
+        previous: Option<String>,
     },
-    /// Delete the loaded session.
-    Destroy { id: SessionId },
+    /// Delete the loaded session (and its entry in its user's index).
+    Destroy { id: SessionId, user: Option<String> },
+}
+
+/// A request that ties a stored session to a user.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Tie {
+    pub(crate) user: String,
+    /// The user it was tied to before, whose index entry goes.
+    pub(crate) previous: Option<String>,
 }
 
 fn is_reserved(name: &str) -> bool {
@@ -167,6 +184,7 @@ impl Session {
                     }
                 }
                 "last_accessed_at" => state.last_accessed_at = crate::time::parse_rfc3339(&value),
+                "user_id" => state.user_id = Some(value),
                 _ if is_reserved(&name) => {
                     if name == "created_at" {
                         state.created_at = crate::time::parse_rfc3339(&value);
@@ -266,6 +284,39 @@ impl Session {
     #[must_use]
     pub fn expires_in(&self) -> Option<Duration> {
         self.lock().expires_in
+    }
+
+    /// The user this session is tied to, if any (see [`set_user_id`](Self::set_user_id)).
+    #[must_use]
+    pub fn user_id(&self) -> Option<String> {
+        let state = self.lock();
+        state.tie.clone().or_else(|| state.user_id.clone())
+    }
+
+    /// Ties the session to a user, typically at login (together with
+    /// [`rotate_id`](Self::rotate_id)), so that
+    /// [`SessionManager`](crate::SessionManager) can list and end the user's sessions.
+    ///
+    /// At write-back the session is added to the user's index first and tied second, so
+    /// a crash in between never leaves a tied session the index does not know.
+    ///
+    /// # Errors
+    ///
+    /// An empty user id, one longer than the value size limit, or a destroyed session.
+    pub fn set_user_id(&self, user_id: impl Into<String>) -> Result<(), SessionError> {
+        let user_id = user_id.into();
+        let mut state = self.lock();
+        if state.destroy {
+            return Err(SessionError::Destroyed);
+        }
+        if user_id.is_empty() || user_id.len() > state.limits.max_value_size {
+            return Err(SessionError::InvalidUserId);
+        }
+        if state.user_id.as_deref() != Some(user_id.as_str()) {
+            state.tie = Some(user_id);
+            state.mark_dirty();
+        }
+        Ok(())
     }
 
     /// Sets a user field.
@@ -380,6 +431,7 @@ impl Session {
         state.size = 0;
         state.rotate = false;
         state.ttl_changed = false;
+        state.tie = None;
     }
 
     /// `true` once [`destroy`](Self::destroy) was called in this request.
@@ -394,39 +446,64 @@ impl Session {
         let state = &mut *state;
         if state.destroy {
             return match state.loaded_id.take() {
-                Some(id) => Plan::Destroy { id },
+                Some(id) => Plan::Destroy {
+                    id,
+                    user: state.user_id.take(),
+                },
                 None => Plan::Nothing,
             };
         }
-        let (Some(id), dirty) = (
-            state.id.clone(),
-            !state.changes.is_empty() || state.ttl_changed,
-        ) else {
+        let dirty = !state.changes.is_empty() || state.ttl_changed || state.tie.is_some();
+        let Some(id) = state.id.clone() else {
             return Plan::Nothing;
         };
+        let tie = state.tie.take();
         match state.loaded_id.clone() {
-            None if dirty => Plan::Create {
-                id,
-                ttl: state.ttl,
-                fields: user_fields(&state.fields).collect(),
-            },
+            None if dirty => {
+                let mut fields: Vec<_> = user_fields(&state.fields).collect();
+                fields.extend(tie.clone().map(|user| ("user_id".to_owned(), user)));
+                Plan::Create {
+                    id,
+                    ttl: state.ttl,
+                    fields,
+                    user: tie,
+                }
+            }
             None => Plan::Nothing,
-            Some(old) if state.rotate => Plan::Rotate {
-                old,
-                new: id,
-                ttl: state.ttl,
-                fields: state
+            Some(old) if state.rotate => {
+                let user = tie.or_else(|| state.user_id.clone());
+                let fields = state
                     .carried
                     .iter()
                     .cloned()
+                    .chain(user.clone().map(|user| ("user_id".to_owned(), user)))
                     .chain(user_fields(&state.fields))
-                    .collect(),
-            },
-            Some(_) if dirty => Plan::Save {
-                id,
-                ttl: state.ttl_changed.then_some(state.ttl),
-                changes: std::mem::take(&mut state.changes).into_iter().collect(),
-            },
+                    .collect();
+                Plan::Rotate {
+                    old,
+                    new: id,
+                    ttl: state.ttl,
+                    fields,
+                    user,
+                    previous: state.user_id.clone(),
+                }
+            }
+            Some(_) if dirty => {
+                let mut changes: Vec<_> = std::mem::take(&mut state.changes).into_iter().collect();
+                let tie = tie.map(|user| {
+                    changes.push(("user_id".to_owned(), Change::Set(user.clone())));
+                    Tie {
+                        user,
+                        previous: state.user_id.clone(),
+                    }
+                });
+                Plan::Save {
+                    id,
+                    ttl: state.ttl_changed.then_some(state.ttl),
+                    changes,
+                    tie,
+                }
+            }
             Some(_) => Plan::Nothing,
         }
     }
@@ -451,6 +528,8 @@ impl State {
             created_at: None,
             last_accessed_at: None,
             expires_in: None,
+            user_id: None,
+            tie: None,
             rotate: false,
             destroy: false,
             cookie_expired,
@@ -701,6 +780,7 @@ mod tests {
                 id: planned,
                 ttl,
                 changes,
+                tie: None,
             } => {
                 assert_eq!(planned, id);
                 assert_eq!(ttl, None);

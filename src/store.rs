@@ -2,11 +2,13 @@
 
 use std::{future::Future, sync::LazyLock, time::Duration};
 
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use fred::{
     clients::{Client, Pool},
-    interfaces::KeysInterface as _,
+    interfaces::{KeysInterface as _, SortedSetsInterface as _},
     types::{scripts::Script, Value},
 };
+use sha2::{Digest as _, Sha256};
 
 use crate::{
     config::Config,
@@ -130,18 +132,67 @@ impl Store {
         &self.redis
     }
 
-    /// The Redis key of a session: the prefix and the ID's SHA-256 digest, or the ID
-    /// itself with `plain_keys`.
-    pub(crate) fn key(&self, id: &SessionId) -> String {
+    /// What follows the prefix in a session's key: the ID's SHA-256 digest, or the ID
+    /// itself with `plain_keys`. Also the session's entry in its user's index.
+    pub(crate) fn member(&self, id: &SessionId) -> String {
         if self.plain_keys {
-            format!("{}{}", self.key_prefix, id.as_str())
+            id.as_str().to_owned()
         } else {
-            format!("{}{}", self.key_prefix, id.digest())
+            id.digest()
         }
     }
 
+    /// The Redis key of a session.
+    pub(crate) fn key(&self, id: &SessionId) -> String {
+        self.key_of(&self.member(id))
+    }
+
+    pub(crate) fn key_of(&self, member: &str) -> String {
+        format!("{}{member}", self.key_prefix)
+    }
+
+    /// The key of a user's index: a sorted set of the members of their sessions, scored
+    /// by when each was added. The user id is digested, so any id makes a valid key and
+    /// none shows in key names. `:` never occurs in a member, so no index key can be a
+    /// session key.
+    pub(crate) fn index_key(&self, user_id: &str) -> String {
+        let digest = URL_SAFE_NO_PAD.encode(Sha256::digest(user_id.as_bytes()));
+        format!("{}user:{digest}", self.key_prefix)
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
+    /// One round trip: adds a session to its user's index. The index has no TTL, so
+    /// `volatile-*` eviction never drops it; dead entries are pruned when it is read.
+    pub(crate) async fn index_add(&self, user_id: &str, id: &SessionId) -> Result<(), Error> {
+        let score = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let _: i64 = self
+            .timed(self.redis.client().zadd(
+                self.index_key(user_id),
+                None,
+                None,
+                false,
+                false,
+                (score, self.member(id)),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// One round trip: removes a session from its user's index.
+    pub(crate) async fn index_remove(&self, user_id: &str, member: &str) -> Result<(), Error> {
+        let _: i64 = self
+            .timed(self.redis.client().zrem(self.index_key(user_id), member))
+            .await?;
+        Ok(())
+    }
+
     /// Runs `fut` under the command timeout, mapping fred errors to ours.
-    async fn timed<T>(
+    pub(crate) async fn timed<T>(
         &self,
         fut: impl Future<Output = Result<T, fred::error::Error>>,
     ) -> Result<T, Error> {

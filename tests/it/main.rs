@@ -8,5 +8,6 @@ mod concurrency;
 mod cookies;
 mod expiry;
 mod failure;
+mod manager;
 mod per_request;
 mod rotation;

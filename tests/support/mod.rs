@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 use tower::ServiceExt as _;
 use tower_redis_session::{
     client_builder, RedisSessionLayer, RedisSessionLayerBuilder, Session, SessionError,
+    SessionManager,
 };
 
 /// A `redis-server` started for one test, killed (by its own PID) when dropped.
@@ -238,6 +239,7 @@ pub struct TestApp {
     pub client: Client,
     pub prefix: String,
     pub gate: Arc<Gate>,
+    pub manager: SessionManager,
     /// Every session ID any response set, to check that none appears in a key.
     issued: std::sync::Mutex<Vec<String>>,
 }
@@ -264,6 +266,17 @@ async fn remove(session: Session, Path(field): Path<String>) -> Result<String, S
 
 async fn set_ttl(session: Session, Path(secs): Path<u64>) -> Result<&'static str, SessionError> {
     session.set_ttl(Duration::from_secs(secs))?;
+    Ok("ok")
+}
+
+/// Login: ties the session to a user and rotates its ID.
+async fn login_as(
+    session: Session,
+    Path(user): Path<String>,
+) -> Result<&'static str, SessionError> {
+    session.insert("username", &user)?;
+    session.set_user_id(user)?;
+    session.rotate_id();
     Ok("ok")
 }
 
@@ -316,6 +329,7 @@ pub fn routes(gate: Arc<Gate>) -> Router {
         .route("/remove/{field}", post(remove))
         .route("/ttl/{secs}", post(set_ttl))
         .route("/rotate", post(rotate))
+        .route("/login/{user}", post(login_as))
         .route("/logout", post(logout))
         .route("/gated/incr/{field}", post(gated_incr))
         .route("/gated/rotate", post(gated_rotate))
@@ -343,7 +357,9 @@ impl TestApp {
             .unwrap();
         layer.load_scripts().await.unwrap();
         let gate = Arc::new(Gate::default());
+        let manager = layer.manager();
         Self {
+            manager,
             router: routes(Arc::clone(&gate)).layer(layer),
             client,
             prefix,
@@ -391,6 +407,15 @@ impl TestApp {
         res.new_id().expect("a new session sets a cookie")
     }
 
+    /// Starts a session tied to `user` (login pattern: a first request, then a login that
+    /// rotates the ID) and returns its ID.
+    pub async fn login_as(&self, user: &str) -> String {
+        let first = self.post("/set/visited/1", None).await.new_id().unwrap();
+        let res = self.post(&format!("/login/{user}"), Some(&first)).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+        res.new_id().expect("login rotates the ID")
+    }
+
     /// The Redis key of a session ID (digest form).
     pub fn key(&self, id: &str) -> String {
         let id = tower_redis_session::SessionId::parse(id).unwrap();
@@ -405,9 +430,19 @@ impl TestApp {
         self.client.pttl(self.key(id)).await.unwrap()
     }
 
+    /// [`check_keyspace`](Self::check_keyspace), allowing user index keys (which have
+    /// no TTL by design).
+    pub async fn check_keyspace_with_indexes(&self) {
+        self.check_keys(true).await;
+    }
+
     /// The checks every test ends with: no key outside the prefix, no session key without
     /// a TTL, no raw session ID in any key.
     pub async fn check_keyspace(&self) {
+        self.check_keys(false).await;
+    }
+
+    async fn check_keys(&self, indexes_allowed: bool) {
         let keys = all_keys(&self.client).await;
         let issued = self.issued.lock().unwrap().clone();
         for key in keys {
@@ -415,6 +450,9 @@ impl TestApp {
                 key.starts_with(&self.prefix),
                 "key outside the prefix: {key:?}"
             );
+            if indexes_allowed && key[self.prefix.len()..].starts_with("user:") {
+                continue;
+            }
             let ttl: i64 = self.client.pttl(&key).await.unwrap();
             assert!(
                 ttl > 0 || ttl == -2,

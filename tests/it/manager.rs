@@ -1,0 +1,243 @@
+//! Managing sessions: the per-user index, listing, terminating, counting.
+
+use std::{sync::Arc, time::Duration};
+
+use http::StatusCode;
+use tower_redis_session::SessionHandle;
+
+use crate::support::{all_keys, RedisServer, TestApp};
+
+fn handle(app: &TestApp, id: &str) -> SessionHandle {
+    app.manager
+        .handle(&tower_redis_session::SessionId::parse(id).unwrap())
+}
+
+#[tokio::test]
+async fn list_end_one_and_log_out_everywhere_but_current() {
+    let server = RedisServer::start();
+    let app = TestApp::new(&server).await;
+    let alice: Vec<String> = [
+        app.login_as("alice").await,
+        app.login_as("alice").await,
+        app.login_as("alice").await,
+    ]
+    .into();
+    let bob = app.login_as("bob").await;
+    app.post("/set/theme/dark", Some(&alice[0])).await;
+
+    let list = app.manager.list("alice").await.unwrap();
+    assert_eq!(list.len(), 3);
+    let mut handles: Vec<_> = list.iter().map(|i| i.handle.clone()).collect();
+    handles.sort();
+    let mut expected: Vec<_> = alice.iter().map(|id| handle(&app, id)).collect();
+    expected.sort();
+    assert_eq!(handles, expected);
+    for info in &list {
+        assert!(info.expires_in > Duration::from_secs(1700));
+        assert!(info.created_at.is_some() && info.last_accessed_at.is_some());
+        assert!(info.fields.contains(&("username".into(), "alice".into())));
+        assert!(info
+            .fields
+            .iter()
+            .all(|(k, _)| k != "user_id" && k != "created_at"));
+    }
+    let first = list
+        .iter()
+        .find(|i| i.handle == handle(&app, &alice[0]))
+        .unwrap();
+    assert!(first.fields.contains(&("theme".into(), "dark".into())));
+
+    // End one.
+    assert!(app
+        .manager
+        .terminate("alice", &handle(&app, &alice[1]))
+        .await
+        .unwrap());
+    assert_eq!(app.get("/read/username", Some(&alice[1])).await.body, "");
+    // Alice cannot end Bob's session with his handle.
+    assert!(!app
+        .manager
+        .terminate("alice", &handle(&app, &bob))
+        .await
+        .unwrap());
+    assert_eq!(app.get("/read/username", Some(&bob)).await.body, "bob");
+
+    // Log out everywhere but the current one.
+    let ended = app
+        .manager
+        .terminate_all("alice", Some(&handle(&app, &alice[0])))
+        .await
+        .unwrap();
+    assert_eq!(ended, 1);
+    assert_eq!(app.get("/read/username", Some(&alice[2])).await.body, "");
+    assert_eq!(
+        app.get("/read/username", Some(&alice[0])).await.body,
+        "alice"
+    );
+    assert_eq!(app.manager.list("alice").await.unwrap().len(), 1);
+    assert_eq!(
+        app.manager.list("bob").await.unwrap().len(),
+        1,
+        "other user untouched"
+    );
+
+    // Log out everywhere.
+    assert_eq!(app.manager.terminate_all("alice", None).await.unwrap(), 1);
+    assert!(app.manager.list("alice").await.unwrap().is_empty());
+    app.check_keyspace_with_indexes().await;
+}
+
+#[tokio::test]
+async fn expired_sessions_vanish_from_the_listing_and_the_index() {
+    let server = RedisServer::start();
+    let app = TestApp::new(&server).await;
+    let short = app.login_as("carol").await;
+    let long = app.login_as("carol").await;
+    app.post("/ttl/1", Some(&short)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let list = app.manager.list("carol").await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].handle, handle(&app, &long));
+    let index: Vec<String> = fred::interfaces::SortedSetsInterface::zrange(
+        &app.client,
+        format!("{}user:{}", app.prefix, digest("carol")),
+        0,
+        -1,
+        None,
+        false,
+        None,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(index, vec![handle(&app, &long).to_string()]);
+    // Once the last one ends, the index key is gone too.
+    app.post("/logout", Some(&long)).await;
+    assert!(app.manager.list("carol").await.unwrap().is_empty());
+    assert_eq!(all_keys(&app.client).await, Vec::<String>::new());
+}
+
+fn digest(s: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+#[tokio::test]
+async fn rotation_and_destroy_keep_the_index_right() {
+    let server = RedisServer::start();
+    let app = TestApp::new(&server).await;
+    let id = app.login_as("dave").await;
+    let rotated = app.post("/rotate", Some(&id)).await.new_id().unwrap();
+    let list = app.manager.list("dave").await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].handle, handle(&app, &rotated));
+    // The tie moves with the rotation: the new session still belongs to dave.
+    assert_eq!(app.hash(&rotated).await["user_id"], "dave");
+
+    app.post("/logout", Some(&rotated)).await;
+    assert!(app.manager.list("dave").await.unwrap().is_empty());
+    assert_eq!(
+        all_keys(&app.client).await,
+        Vec::<String>::new(),
+        "index deleted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_terminated_while_a_request_is_in_flight_stays_terminated() {
+    let server = RedisServer::start();
+    let app = Arc::new(TestApp::new(&server).await);
+    for _ in 0..100 {
+        let id = app.login_as("erin").await;
+        let held = {
+            let (app, id) = (Arc::clone(&app), id.clone());
+            tokio::spawn(async move { app.post("/gated/incr/n", Some(&id)).await })
+        };
+        app.gate.arrived.notified().await;
+        assert_eq!(app.manager.terminate_all("erin", None).await.unwrap(), 1);
+        app.gate.release.notify_one();
+        let res = held.await.unwrap();
+        assert_eq!(res.status, StatusCode::OK);
+        assert!(res.clears_cookie());
+        assert!(app.hash(&id).await.is_empty(), "no resurrection");
+    }
+    assert_eq!(all_keys(&app.client).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn stats_count_sessions_indexes_and_memory() {
+    let server = RedisServer::start();
+    let app = TestApp::new(&server).await;
+    for _ in 0..5 {
+        app.login().await;
+    }
+    app.login_as("frank").await;
+    let stats = app.manager.stats().await.unwrap();
+    assert_eq!(stats.sessions, 6);
+    assert_eq!(stats.user_indexes, 1);
+    assert!(stats.session_bytes > 6 * 50, "{stats:?}");
+}
+
+#[tokio::test]
+async fn terminate_all_by_scan_ends_sessions_the_index_lost() {
+    let server = RedisServer::start();
+    let app = TestApp::new(&server).await;
+    let a = app.login_as("grace").await;
+    let b = app.login_as("grace").await;
+    let other = app.login_as("heidi").await;
+    // The index is lost (e.g. evicted under an allkeys-* policy).
+    let _: () = fred::interfaces::KeysInterface::del(
+        &app.client,
+        format!("{}user:{}", app.prefix, digest("grace")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(app.manager.terminate_all("grace", None).await.unwrap(), 0);
+    assert_eq!(app.manager.terminate_all_by_scan("grace").await.unwrap(), 2);
+    assert_eq!(app.get("/read/username", Some(&a)).await.body, "");
+    assert_eq!(app.get("/read/username", Some(&b)).await.body, "");
+    assert_eq!(app.get("/read/username", Some(&other)).await.body, "heidi");
+}
+
+/// Under `volatile-lru`, memory pressure evicts session keys (they have TTLs) but never
+/// the user index (it has none), so "log out everywhere" still finds every survivor.
+#[tokio::test]
+async fn volatile_lru_evicts_sessions_but_never_the_index() {
+    let server =
+        RedisServer::start_with(&["--maxmemory", "4mb", "--maxmemory-policy", "volatile-lru"]);
+    let app = TestApp::new(&server).await;
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(app.login_as("ivan").await);
+    }
+    // Fill memory with other sessions carrying TTLs until Redis must evict.
+    let filler = "x".repeat(60_000);
+    for i in 0..200 {
+        let res = app.post(&format!("/set/f/{filler}{i}"), None).await;
+        assert!(res.status == StatusCode::OK || res.status.is_server_error());
+    }
+    let info: String =
+        fred::interfaces::ClientLike::info(&app.client, Some(fred::types::InfoKind::Stats))
+            .await
+            .unwrap();
+    let evicted: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("evicted_keys:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(evicted > 0, "the test must actually cause eviction");
+    let index_exists: bool = fred::interfaces::KeysInterface::exists(
+        &app.client,
+        format!("{}user:{}", app.prefix, digest("ivan")),
+    )
+    .await
+    .unwrap();
+    assert!(index_exists, "the index survived eviction");
+    let alive_before = app.manager.list("ivan").await.unwrap().len();
+    let ended = app.manager.terminate_all("ivan", None).await.unwrap();
+    assert_eq!(ended, alive_before);
+    for id in &ids {
+        assert!(app.hash(id).await.is_empty());
+    }
+}
