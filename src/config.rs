@@ -28,6 +28,10 @@ pub(crate) struct Config {
     pub(crate) limits: Limits,
     pub(crate) cookie: CookieConfig,
     pub(crate) error_response: Option<ErrorResponseFn>,
+    #[cfg(feature = "encryption")]
+    pub(crate) encryption: Option<Arc<crate::KeyRing>>,
+    #[cfg(feature = "encryption")]
+    pub(crate) decrypt_failure: crate::DecryptFailure,
 }
 
 impl Default for Config {
@@ -42,6 +46,10 @@ impl Default for Config {
             limits: Limits::default(),
             cookie: CookieConfig::default(),
             error_response: None,
+            #[cfg(feature = "encryption")]
+            encryption: None,
+            #[cfg(feature = "encryption")]
+            decrypt_failure: crate::DecryptFailure::default(),
         }
     }
 }

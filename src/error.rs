@@ -39,6 +39,13 @@ pub enum ConfigError {
         /// What it must be.
         reason: &'static str,
     },
+    /// An encryption key or key id is not usable.
+    InvalidKey {
+        /// The key id (empty if the problem is not with one key).
+        id: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// A session limit is zero.
     InvalidLimit {
         /// The setting.
@@ -58,6 +65,10 @@ impl fmt::Display for ConfigError {
                 "key prefix {prefix:?} holds a brace: a hash tag would put every session in one cluster slot"
             ),
             Self::InvalidDuration { setting, reason } => write!(f, "`{setting}` {reason}"),
+            Self::InvalidKey { id, reason } if id.is_empty() => {
+                write!(f, "invalid encryption key ring: {reason}")
+            }
+            Self::InvalidKey { id, reason } => write!(f, "invalid encryption key {id:?}: {reason}"),
             Self::InvalidLimit { setting } => write!(f, "`{setting}` must be at least 1"),
         }
     }

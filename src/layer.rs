@@ -287,6 +287,29 @@ impl RedisSessionLayerBuilder {
         self
     }
 
+    /// Encrypts user field values at rest with `ring`'s newest key (XChaCha20-Poly1305,
+    /// bound to the session and the field name); every key in the ring decrypts. Default:
+    /// values are stored as given.
+    ///
+    /// Field names stay plaintext (field-level writes need them), and so do counters
+    /// written by [`Session::increment`](crate::Session::increment): `HINCRBY` needs a
+    /// plaintext integer. Internal fields stay plaintext too.
+    #[cfg(feature = "encryption")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "encryption")))]
+    pub fn encryption(mut self, ring: crate::KeyRing) -> Self {
+        self.config.encryption = Some(Arc::new(ring));
+        self
+    }
+
+    /// What to do with a stored value that fails to decrypt. Default
+    /// [`DecryptFailure::DropField`](crate::DecryptFailure::DropField).
+    #[cfg(feature = "encryption")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "encryption")))]
+    pub fn on_decrypt_failure(mut self, policy: crate::DecryptFailure) -> Self {
+        self.config.decrypt_failure = policy;
+        self
+    }
+
     /// Checks the settings and builds the layer.
     ///
     /// ```

@@ -94,6 +94,7 @@
 //! |---|---|---|
 //! | `axum` | [`Session`] as an axum extractor (`Session` and `Option<Session>`) | yes |
 //! | `serde` | [`Session::get_json`] and [`Session::insert_json`] for serde types | no |
+//! | `encryption` | encrypt user field values at rest with a key ring ([`KeyRing`], `RedisSessionLayerBuilder::encryption`) | no |
 //! | `enable-rustls` | fred's rustls TLS, for `rediss://` | no |
 //! | `enable-native-tls` | fred's native-tls TLS, for `rediss://` | no |
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -102,6 +103,9 @@ mod body;
 mod client;
 mod config;
 mod cookie;
+#[cfg(feature = "encryption")]
+#[cfg_attr(docsrs, doc(cfg(feature = "encryption")))]
+mod crypto;
 mod error;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
@@ -115,6 +119,9 @@ mod session;
 mod store;
 mod time;
 
+#[cfg(feature = "encryption")]
+#[cfg_attr(docsrs, doc(cfg(feature = "encryption")))]
+pub use crate::crypto::{DecryptFailure, KeyRing};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use crate::extract::MissingSessionLayer;

@@ -155,11 +155,16 @@ impl SessionManager {
                 continue;
             }
             let time = |name: &str| hash.get(name).and_then(|t| crate::time::parse_rfc3339(t));
-            let mut fields: Vec<_> = hash
+            let user_fields = hash
                 .iter()
                 .filter(|(name, _)| !RESERVED_FIELDS.contains(&name.as_str()))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
+            // Values that fail to decrypt are left out, whatever the layer's policy.
+            let mut fields = store
+                .open(&member, user_fields)
+                .map(|opened| opened.fields)
+                .unwrap_or_default();
             fields.sort_unstable();
             infos.push(SessionInfo {
                 handle: SessionHandle(member),

@@ -2,7 +2,7 @@
 //! record of changes that the middleware applies on the way out.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     fmt,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, SystemTime},
@@ -39,6 +39,10 @@ pub(crate) enum Change {
     Remove,
     /// `HINCRBY field n`: atomic, so concurrent increments all count.
     Increment(i64),
+    /// `HSET field n` of an integer counter, always in plaintext (so later increments
+    /// can be `HINCRBY`, even with encryption at rest). Used when this request set or
+    /// removed the field before incrementing it, or when it was stored encrypted.
+    Counter(i64),
 }
 
 /// The session of one request.
@@ -76,6 +80,8 @@ struct State {
     fields: HashMap<String, String>,
     /// Internal fields that move with the session on rotation (`created_at`, ...).
     carried: Vec<(String, String)>,
+    /// User fields that were stored encrypted (never `HINCRBY` targets).
+    sealed: HashSet<String>,
     /// Bytes of user field names and values in `fields`.
     size: usize,
     changes: BTreeMap<String, Change>,
@@ -98,6 +104,8 @@ struct State {
 pub(crate) struct Loaded {
     pub(crate) fields: Vec<(String, String)>,
     pub(crate) expires_in: Duration,
+    /// User fields that were stored encrypted.
+    pub(crate) sealed: HashSet<String>,
 }
 
 /// What the middleware must do in Redis once the handler is done.
@@ -174,6 +182,7 @@ impl Session {
             id: Some(id.clone()),
             loaded_id: Some(id),
             expires_in: Some(loaded.expires_in),
+            sealed: loaded.sealed,
             ..State::new(limits, default_ttl, false)
         };
         for (name, value) in loaded.fields {
@@ -378,7 +387,8 @@ impl Session {
             Some(Change::Increment(n)) => {
                 Change::Increment(n.checked_add(by).ok_or_else(not_an_integer)?)
             }
-            Some(_) => Change::Set(new.to_string()),
+            Some(_) => Change::Counter(new),
+            None if state.sealed.contains(field) => Change::Counter(new),
             None => Change::Increment(by),
         };
         state.changes.insert(field.to_owned(), change);
@@ -521,6 +531,7 @@ impl State {
             loaded_id: None,
             fields: HashMap::new(),
             carried: Vec::new(),
+            sealed: HashSet::new(),
             size: 0,
             changes: BTreeMap::new(),
             ttl,
@@ -769,6 +780,7 @@ mod tests {
                     ("gone".into(), "x".into()),
                 ],
                 expires_in: Duration::from_secs(90),
+                sealed: HashSet::new(),
             },
         );
         assert_eq!(s.ttl(), Duration::from_secs(90));
@@ -805,6 +817,7 @@ mod tests {
             Loaded {
                 fields: vec![],
                 expires_in: Duration::from_secs(60),
+                sealed: HashSet::new(),
             },
         );
         s.insert("a", "1").unwrap();

@@ -1,6 +1,6 @@
 //! The Redis side: keys, the scripts, and one typed call per step of a request.
 
-use std::{future::Future, sync::LazyLock, time::Duration};
+use std::{collections::HashSet, future::Future, sync::LazyLock, time::Duration};
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use fred::{
@@ -104,6 +104,16 @@ pub(crate) struct Store {
     load_max_fields: usize,
     load_max_bytes: usize,
     absolute_lifetime: u64,
+    #[cfg(feature = "encryption")]
+    crypto: Option<(std::sync::Arc<crate::KeyRing>, crate::DecryptFailure)>,
+}
+
+/// User fields as stored, opened: decrypted where they were encrypted.
+pub(crate) struct Opened {
+    pub(crate) fields: Vec<(String, String)>,
+    /// Fields that were stored encrypted, or failed to open and were dropped: targets an
+    /// increment must overwrite rather than `HINCRBY`.
+    pub(crate) sealed: HashSet<String>,
 }
 
 fn text(s: impl Into<String>) -> Value {
@@ -116,16 +126,83 @@ fn int(n: u64) -> Value {
 
 impl Store {
     pub(crate) fn new(redis: Redis, config: &Config) -> Self {
+        let limits = &config.limits;
+        // Encrypted values take up to 4/3 of their size plus a nonce, tag and header.
+        #[cfg(feature = "encryption")]
+        let load_max_bytes = if config.encryption.is_some() {
+            limits.max_session_size / 3 * 4 + limits.max_fields * 96 + INTERNAL_BYTES
+        } else {
+            limits.max_session_size + INTERNAL_BYTES
+        };
+        #[cfg(not(feature = "encryption"))]
+        let load_max_bytes = limits.max_session_size + INTERNAL_BYTES;
         Self {
             redis,
             key_prefix: config.key_prefix.clone(),
             plain_keys: config.plain_keys,
             timeout: config.command_timeout,
             touch_interval: config.touch_interval.map_or(0, |d| d.as_secs()),
-            load_max_fields: config.limits.max_fields + INTERNAL_FIELDS,
-            load_max_bytes: config.limits.max_session_size + INTERNAL_BYTES,
+            load_max_fields: limits.max_fields + INTERNAL_FIELDS,
+            load_max_bytes,
             absolute_lifetime: config.absolute_lifetime.map_or(0, |d| d.as_secs()),
+            #[cfg(feature = "encryption")]
+            crypto: config
+                .encryption
+                .clone()
+                .map(|ring| (ring, config.decrypt_failure)),
         }
+    }
+
+    /// A user field's value as it goes into Redis: encrypted when encryption is on.
+    /// Internal fields stay plaintext.
+    fn seal(&self, member: &str, field: &str, value: &str) -> Value {
+        #[cfg(feature = "encryption")]
+        if let Some((ring, _)) = &self.crypto {
+            if !crate::RESERVED_FIELDS.contains(&field) {
+                return text(ring.encrypt(member, field, value));
+            }
+        }
+        let _ = (member, field);
+        text(value)
+    }
+
+    /// Opens the user fields of a stored session. `None` if a value failed to decrypt and
+    /// the policy rejects the whole session.
+    pub(crate) fn open(&self, member: &str, fields: Vec<(String, String)>) -> Option<Opened> {
+        #[cfg(feature = "encryption")]
+        if let Some((ring, policy)) = &self.crypto {
+            use crate::crypto::Opened as O;
+            let mut opened = Opened {
+                fields: Vec::with_capacity(fields.len()),
+                sealed: HashSet::new(),
+            };
+            for (name, value) in fields {
+                if crate::RESERVED_FIELDS.contains(&name.as_str()) {
+                    opened.fields.push((name, value));
+                    continue;
+                }
+                match ring.open(member, &name, &value) {
+                    O::Decrypted(plain) => {
+                        opened.sealed.insert(name.clone());
+                        opened.fields.push((name, plain));
+                    }
+                    O::Plain => opened.fields.push((name, value)),
+                    O::Failed(reason) => {
+                        tracing::warn!(field = %name, reason, "session value failed to decrypt; not given to the handler");
+                        if *policy == crate::DecryptFailure::RejectSession {
+                            return None;
+                        }
+                        opened.sealed.insert(name);
+                    }
+                }
+            }
+            return Some(opened);
+        }
+        let _ = member;
+        Some(Opened {
+            fields,
+            sealed: HashSet::new(),
+        })
     }
 
     pub(crate) fn redis(&self) -> &Redis {
@@ -255,9 +332,13 @@ impl Store {
             }
         }
         let ttl_ms = ttl_ms.as_i64().unwrap_or(0).max(0);
+        let Some(opened) = self.open(&self.member(id), fields) else {
+            return Ok(LoadOutcome::Unusable);
+        };
         Ok(LoadOutcome::Found(Loaded {
-            fields,
+            fields: opened.fields,
             expires_in: Duration::from_millis(ttl_ms.unsigned_abs()),
+            sealed: opened.sealed,
         }))
     }
 
@@ -268,13 +349,14 @@ impl Store {
         ttl: Duration,
         fields: &[(String, String)],
     ) -> Result<CreateOutcome, Error> {
+        let member = self.member(id);
         let mut args = Vec::with_capacity(2 + fields.len() * 2);
         args.push(int(ttl.as_secs()));
         args.push(int(self.absolute_lifetime));
         for (name, value) in fields {
             if name != "last_accessed_at" && name != "session_ttl" {
                 args.push(text(name.as_str()));
-                args.push(text(value.as_str()));
+                args.push(self.seal(&member, name, value));
             }
         }
         match self.run(&CREATE, self.key(id), args).await?.as_i64() {
@@ -292,11 +374,13 @@ impl Store {
         ttl: Option<Duration>,
         changes: Vec<(String, Change)>,
     ) -> Result<WriteOutcome, Error> {
+        let member = self.member(id);
         let mut args = Vec::with_capacity(1 + changes.len() * 3);
         args.push(ttl.map_or_else(|| text(""), |t| int(t.as_secs())));
         for (field, change) in changes {
             let (op, value) = match change {
-                Change::Set(value) => ("s", text(value)),
+                Change::Set(value) => ("s", self.seal(&member, &field, &value)),
+                Change::Counter(n) => ("s", Value::Integer(n)),
                 Change::Remove => ("d", text("")),
                 Change::Increment(n) => ("i", Value::Integer(n)),
             };
