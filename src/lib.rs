@@ -140,6 +140,48 @@ pub use crate::{
 pub use ::cookie::SameSite;
 pub use fred;
 
+/// Entry points for the fuzz targets in `fuzz/` (built with `--cfg fuzzing` by
+/// cargo-fuzz); not part of the API.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::time::Duration;
+
+    use crate::{
+        session::{Change, Plan},
+        Session, SessionId,
+    };
+
+    /// The session ID the layer would read from these headers, if any.
+    pub fn session_cookie(headers: &http::HeaderMap, name: &str) -> Option<SessionId> {
+        match crate::cookie::find(headers, name) {
+            crate::cookie::Incoming::Id(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The save script's ARGV for a session's recorded changes (as a fresh session with
+    /// no Redis behind it would send them), as strings.
+    pub fn save_args(session: &Session) -> Option<Vec<String>> {
+        let changes = match session.plan() {
+            Plan::Save { changes, .. } => changes,
+            Plan::Create { fields, .. } => fields
+                .into_iter()
+                .map(|(k, v)| (k, Change::Set(v)))
+                .collect(),
+            _ => return None,
+        };
+        let client = fred::clients::Client::default();
+        let store = crate::store::Store::new(client.into(), &crate::config::Config::default());
+        let args = store.save_args("member", Some(Duration::from_secs(1)), changes);
+        Some(
+            args.into_iter()
+                .map(|v| v.as_string().unwrap_or_default())
+                .collect(),
+        )
+    }
+}
+
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

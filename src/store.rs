@@ -374,18 +374,7 @@ impl Store {
         ttl: Option<Duration>,
         changes: Vec<(String, Change)>,
     ) -> Result<WriteOutcome, Error> {
-        let member = self.member(id);
-        let mut args = Vec::with_capacity(1 + changes.len() * 3);
-        args.push(ttl.map_or_else(|| text(""), |t| int(t.as_secs())));
-        for (field, change) in changes {
-            let (op, value) = match change {
-                Change::Set(value) => ("s", self.seal(&member, &field, &value)),
-                Change::Counter(n) => ("s", Value::Integer(n)),
-                Change::Remove => ("d", text("")),
-                Change::Increment(n) => ("i", Value::Integer(n)),
-            };
-            args.extend([text(op), text(field), value]);
-        }
+        let args = self.save_args(&self.member(id), ttl, changes);
         match self.run(&SAVE, self.key(id), args).await?.as_i64() {
             Some(1) => Ok(WriteOutcome::Applied),
             Some(0) => Ok(WriteOutcome::Gone),
@@ -394,6 +383,27 @@ impl Store {
             )),
             _ => Err(Error::protocol("save: unknown status")),
         }
+    }
+
+    /// ARGV of the save script: the TTL, then one op/field/value triple per change.
+    pub(crate) fn save_args(
+        &self,
+        member: &str,
+        ttl: Option<Duration>,
+        changes: Vec<(String, Change)>,
+    ) -> Vec<Value> {
+        let mut args = Vec::with_capacity(1 + changes.len() * 3);
+        args.push(ttl.map_or_else(|| text(""), |t| int(t.as_secs())));
+        for (field, change) in changes {
+            let (op, value) = match change {
+                Change::Set(value) => ("s", self.seal(member, &field, &value)),
+                Change::Counter(n) => ("s", Value::Integer(n)),
+                Change::Remove => ("d", text("")),
+                Change::Increment(n) => ("i", Value::Integer(n)),
+            };
+            args.extend([text(op), text(field), value]);
+        }
+        args
     }
 
     /// One round trip: delete a session. Returns whether it existed.
