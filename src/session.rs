@@ -274,9 +274,9 @@ impl Session {
         self.lock().created_at
     }
 
-    /// When the session was last loaded before this request's own load refreshed it, by
-    /// Redis's clock. With a touch interval set, refreshes closer together than the
-    /// interval are skipped.
+    /// When a request last loaded the session before this one, by Redis's clock (`None`
+    /// for a new session). With a touch interval set, loads closer together than the
+    /// interval do not update it.
     #[must_use]
     pub fn last_accessed_at(&self) -> Option<SystemTime> {
         self.lock().last_accessed_at
@@ -420,14 +420,18 @@ impl Session {
     /// the response sets the new cookie.
     ///
     /// Writes that other requests make to the old ID after this request loaded it are not
-    /// carried over. Does nothing on a destroyed session.
+    /// carried over. Does nothing on a destroyed session, or on a new session (which gets
+    /// a fresh ID at its first write anyway).
     pub fn rotate_id(&self) {
         let mut state = self.lock();
         if state.destroy {
             return;
         }
         state.rotate = state.loaded_id.is_some();
-        state.id = Some(SessionId::generate());
+        // A new session gets its (fresh) ID at its first write; nothing to rotate before.
+        if state.id.is_some() {
+            state.id = Some(SessionId::generate());
+        }
     }
 
     /// Ends the session when the response goes out: the key is deleted and the cookie

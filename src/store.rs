@@ -311,25 +311,13 @@ impl Store {
             Some(1) => {}
             _ => return Err(Error::protocol("load: unknown status")),
         }
-        let (Some(Value::Array(flat)), Some(ttl_ms), Some(stamp)) =
-            (items.next(), items.next(), items.next())
-        else {
+        let (Some(Value::Array(flat)), Some(ttl_ms)) = (items.next(), items.next()) else {
             return Err(Error::protocol("load: reply too short"));
         };
         let mut fields = Vec::with_capacity(flat.len() / 2);
         let mut flat = flat.into_iter();
         while let (Some(name), Some(value)) = (flat.next(), flat.next()) {
             fields.push((into_string(name), into_string(value)));
-        }
-        let stamp = into_string(stamp);
-        if !stamp.is_empty() {
-            match fields
-                .iter_mut()
-                .find(|(name, _)| name == "last_accessed_at")
-            {
-                Some(field) => field.1 = stamp,
-                None => fields.push(("last_accessed_at".to_owned(), stamp)),
-            }
         }
         let ttl_ms = ttl_ms.as_i64().unwrap_or(0).max(0);
         let Some(opened) = self.open(&self.member(id), fields) else {

@@ -6,9 +6,8 @@
 -- ARGV[2]  most fields a stored session may have (internal ones included)
 -- ARGV[3]  most bytes its field names and values may take together
 --
--- Reply    {1, fields, ttl_ms, stamp}  loaded: the hash as a flat array, the key's TTL
---                                      now, and the new last_accessed_at ('' if the
---                                      refresh was skipped)
+-- Reply    {1, fields, ttl_ms}         loaded: the hash as a flat array as it was before
+--                                      this load touched it, and the key's TTL now
 --          {0}                         no session: never existed, expired, or past its
 --                                      absolute deadline (then deleted here)
 --          {-1}                        the key holds no usable session (wrong type,
@@ -49,7 +48,7 @@ if touch > 0 then
   local last = parse_rfc3339(f.last_accessed_at)
   local pttl = redis.call('PTTL', key)
   if last and pttl > 0 and now < (last + touch) * 1000 then
-    return {1, h, pttl, ''}
+    return {1, h, pttl}
   end
 end
 
@@ -57,4 +56,4 @@ local stamp = rfc3339(math.floor(now / 1000))
 local ttl = expire_ms(idle, deadline, now)
 redis.call('HSET', key, 'last_accessed_at', stamp)
 redis.call('PEXPIRE', key, ttl)
-return {1, h, ttl, stamp}
+return {1, h, ttl}
