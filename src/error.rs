@@ -20,10 +20,10 @@ pub enum ConfigError {
         /// The name given.
         name: String,
     },
-    /// A cookie attribute holds characters it cannot hold (or the path does not start
-    /// with `/`).
+    /// A cookie attribute holds characters it cannot hold, the path does not start with
+    /// `/`, or the cookie would not fit in the 4096 bytes browsers keep.
     InvalidCookieAttribute {
-        /// The attribute: `path` or `domain`.
+        /// The attribute at fault.
         name: &'static str,
     },
     /// The key prefix holds `{` or `}`: a hash tag would put every session in one

@@ -361,7 +361,9 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     {
         return Err(ConfigError::InvalidCookieAttribute { name: "domain" });
     }
-    if cookie.name.starts_with("__Host-") {
+    // Browsers match the prefixes case-insensitively, so the rules apply to `__HOST-` too.
+    let lower_name = cookie.name.to_ascii_lowercase();
+    if lower_name.starts_with("__host-") {
         let reason = if !cookie.secure {
             Some("must be `Secure`")
         } else if cookie.path != "/" {
@@ -375,8 +377,19 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
             return Err(ConfigError::HostPrefix { reason });
         }
     }
-    if cookie.name.starts_with("__Secure-") && !cookie.secure {
+    if lower_name.starts_with("__secure-") && !cookie.secure {
         return Err(ConfigError::SecurePrefix);
+    }
+    // Name, ID, attributes and `Max-Age` must stay under the 4096 bytes browsers keep.
+    let longest_cookie = cookie.name.len()
+        + cookie.path.len()
+        + cookie.domain.as_ref().map_or(0, String::len)
+        + crate::id::ID_LEN
+        + 96;
+    if longest_cookie > 4096 {
+        return Err(ConfigError::InvalidCookieAttribute {
+            name: "name, path and domain together (the cookie must stay under 4096 bytes)",
+        });
     }
     if config.key_prefix.contains(['{', '}']) {
         return Err(ConfigError::KeyPrefixHashTag {
@@ -471,7 +484,14 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused() {
-        let cases: [Case; 9] = [
+        let cases: [Case; 11] = [
+            ("lower-case host prefix, not secure", |c| {
+                c.cookie.name = "__host-sid".into();
+                c.cookie.secure = false;
+            }),
+            ("cookie over 4096 bytes", |c| {
+                c.cookie.path = format!("/{}", "a".repeat(4000))
+            }),
             ("empty name", |c| c.cookie.name = String::new()),
             ("name with space", |c| c.cookie.name = "s id".into()),
             ("name with equals", |c| c.cookie.name = "s=id".into()),
