@@ -125,6 +125,13 @@ impl SessionManager {
         SessionHandle(self.shared.store.member(id))
     }
 
+    /// The Redis key of a session (prefix + digest, or prefix + ID with `plain_keys`), for
+    /// looking at it with your own commands or `redis-cli`.
+    #[must_use]
+    pub fn redis_key(&self, id: &SessionId) -> String {
+        self.shared.store.key(id)
+    }
+
     /// The user's live sessions, oldest first. Two round trips (the index, then one
     /// pipeline reading every session), plus one to prune dead entries if there are any.
     ///
