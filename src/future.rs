@@ -165,11 +165,18 @@ where
                     let config = &this.shared.config;
                     let plan = session.plan();
                     if let Plan::Nothing = plan {
+                        // A loaded session that is destroyed plans a `Destroy`, so here
+                        // a destroyed session is a new one: it has nothing to keep.
                         let action = match session.id() {
-                            Some(id) if config.cookie.persistent && session.is_loaded() => {
+                            Some(id)
+                                if config.cookie.persistent
+                                    && session.is_loaded()
+                                    && !session.is_destroyed() =>
+                            {
                                 CookieAction::Set(id, session.expires_in().unwrap_or_default())
                             }
-                            None if *this.clear_cookie => CookieAction::Clear,
+                            Some(_) if !session.is_destroyed() => CookieAction::Keep,
+                            _ if *this.clear_cookie => CookieAction::Clear,
                             _ => CookieAction::Keep,
                         };
                         this.state.set(State::Done);
