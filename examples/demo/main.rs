@@ -1,5 +1,5 @@
 //! The interactive demo: start a session with a short TTL, watch it in Redis, rotate its
-//! ID, log out, or let it expire.
+//! ID, see and end your other sessions, log out (here or everywhere), or let it expire.
 //!
 //! Run with
 //!
@@ -23,8 +23,17 @@
 //! request is a POST form, checked twice against cross-site requests: the `Origin`
 //! header must be this server's, and (for a live session) the form must carry the
 //! session's CSRF token, a random value stored in the session itself.
+//!
+//! Login ties the session to its username ([`Session::set_user_id`]), so the page can
+//! list the user's other live sessions through the layer's [`SessionManager`] and end
+//! one of them, all the others, or all of them.
 
-use std::{collections::HashMap, net::IpAddr, process::ExitCode, time::Duration};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    process::ExitCode,
+    time::{Duration, SystemTime},
+};
 
 use axum::{
     extract::{Query, Request, State},
@@ -36,7 +45,8 @@ use axum::{
 };
 use serde::Deserialize;
 use tower_redis_session::{
-    fred::prelude::*, Redis, RedisSessionLayer, Session, SessionError, SessionId, RESERVED_FIELDS,
+    fred::prelude::*, Redis, RedisSessionLayer, Session, SessionError, SessionHandle, SessionId,
+    SessionInfo, SessionManager, RESERVED_FIELDS,
 };
 
 /// The Redis key prefix of the demo's sessions (the crate's default, set explicitly
@@ -66,11 +76,14 @@ const COUNTER: &str = "counter";
 const CSRF_TOKEN: &str = "csrf_token";
 
 /// What every handler shares: the Redis handle the layer uses (to show the hash as it is
-/// stored) and the Redis URL to show on the page.
+/// stored), the layer's session manager (to list and end a user's sessions) and the Redis
+/// URL to show on the page.
 #[derive(Clone)]
 struct App {
     /// The layer's fred handle.
     redis: Redis,
+    /// The layer's session manager.
+    manager: SessionManager,
     /// `REDIS_URL` without its password.
     redis_label: String,
 }
@@ -145,6 +158,7 @@ async fn run() -> Result<(), String> {
 
     let app = App {
         redis: layer.redis().clone(),
+        manager: layer.manager(),
         redis_label: redis_label.clone(),
     };
     let pages = Router::new()
@@ -154,6 +168,9 @@ async fn run() -> Result<(), String> {
         .route("/ttl", post(change_ttl))
         .route("/rotate", post(rotate))
         .route("/logout", post(logout))
+        .route("/sessions/end", post(end_session))
+        .route("/sessions/end-others", post(end_other_sessions))
+        .route("/sessions/end-all", post(end_all_sessions))
         .layer(layer)
         .with_state(app);
     // Static files stay outside the session layer: fetching them neither loads the
@@ -213,10 +230,15 @@ fn redact(url: &str) -> String {
 /// Query parameters of `/`: which notice to show after a redirect.
 #[derive(Debug, Default, Deserialize)]
 struct Notice {
-    /// `login`, `ttl`, `rotated`, `logged-out` or `expired`.
+    /// `login`, `ttl`, `rotated`, `logged-out`, `expired`, `ended`, `not-ended`,
+    /// `ended-others` or `ended-all`.
     notice: Option<String>,
-    /// The start of the previous key's digest, for `rotated` and `logged-out`.
+    /// The start of a session's handle (see [`short_handle`]): the previous key's for
+    /// `rotated` and `logged-out`, the ended session's for `ended`.
     from: Option<String>,
+    /// How many sessions were ended, for `ended-others` and `ended-all` (kept as text so
+    /// that a garbled value shows no notice rather than an error).
+    n: Option<String>,
 }
 
 /// `GET /`: the session page, or the login form.
@@ -241,11 +263,23 @@ async fn index(
     let Some(id) = session.id() else {
         return Err(AppError::Internal("a loaded session without an ID"));
     };
-    let key = redis_key(&id);
+    let key = app.manager.redis_key(&id);
     let client = app.redis.client();
     let hash: HashMap<String, String> = client.hgetall(&key).await?;
     let pttl: i64 = client.pttl(&key).await?;
-    let body = session_page(&session, &username, &id, &key, &hash, pttl, &notice);
+    let others = match session.user_id() {
+        Some(user_id) => {
+            let this = app.manager.handle(&id);
+            let mut sessions = app.manager.list(&user_id).await?;
+            sessions.retain(|info| info.handle != this);
+            Some((user_id, sessions))
+        }
+        None => None,
+    };
+    let others = other_sessions(&session, others.as_ref(), SystemTime::now());
+    let body = session_page(
+        &session, &username, &id, &key, &hash, pttl, &notice, &others,
+    );
     Ok(page(
         "Your session",
         &app.redis_label,
@@ -264,7 +298,8 @@ struct LoginForm {
 }
 
 /// `POST /login`: starts a session (or, if one exists, moves it to a new ID first, as
-/// every login must) with the username, a counter at 0 and a fresh CSRF token.
+/// every login must) tied to the username as its user id, with the username, a counter at
+/// 0 and a fresh CSRF token.
 async fn login(
     State(app): State<App>,
     session: Session,
@@ -296,6 +331,8 @@ async fn login(
     if session.is_loaded() {
         session.rotate_id();
     }
+    // The user id is what "your other sessions" and "log out everywhere" go by.
+    session.set_user_id(username)?;
     session.insert(USERNAME, username)?;
     session.insert(COUNTER, "0")?;
     session.insert(CSRF_TOKEN, SessionId::generate().as_str())?;
@@ -310,6 +347,8 @@ struct ActionForm {
     csrf: String,
     /// The new idle TTL in seconds (`POST /ttl` only).
     ttl: Option<u64>,
+    /// The handle of the session to end (`POST /sessions/end` only).
+    handle: Option<String>,
 }
 
 /// `POST /counter`: adds one to the counter (an atomic `HINCRBY` in Redis).
@@ -340,26 +379,100 @@ async fn change_ttl(
 
 /// `POST /rotate`: moves the session to a new ID; the data and TTL stay.
 async fn rotate(
+    State(app): State<App>,
     session: Session,
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Result<Response, AppError> {
     check_action(&session, &headers, &form)?;
-    let from = session.id().map(|id| short_digest(&id)).unwrap_or_default();
+    let from = short_handle_of(&app.manager, &session);
     session.rotate_id();
     Ok(Redirect::to(&format!("/?notice=rotated&from={from}")).into_response())
 }
 
 /// `POST /logout`: deletes the session's key and clears the cookie.
 async fn logout(
+    State(app): State<App>,
     session: Session,
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Result<Response, AppError> {
     check_action(&session, &headers, &form)?;
-    let from = session.id().map(|id| short_digest(&id)).unwrap_or_default();
+    let from = short_handle_of(&app.manager, &session);
     session.destroy();
     Ok(Redirect::to(&format!("/?notice=logged-out&from={from}")).into_response())
+}
+
+/// `POST /sessions/end`: ends one of the user's other sessions (its key is deleted, so
+/// its next request finds no session). The manager refuses a handle that is not one of
+/// this user's sessions.
+async fn end_session(
+    State(app): State<App>,
+    session: Session,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Result<Response, AppError> {
+    check_action(&session, &headers, &form)?;
+    let (user_id, this) = user_of(&app.manager, &session)?;
+    let handle = form
+        .handle
+        .as_deref()
+        .and_then(SessionHandle::parse)
+        .ok_or(AppError::BadRequest("That is not a session handle."))?;
+    if handle == this {
+        return Err(AppError::BadRequest(
+            "That is this session: use Log out to end it.",
+        ));
+    }
+    let notice = if app.manager.terminate(&user_id, &handle).await? {
+        format!("ended&from={}", short_handle(&handle))
+    } else {
+        "not-ended".to_owned()
+    };
+    Ok(Redirect::to(&format!("/?notice={notice}")).into_response())
+}
+
+/// `POST /sessions/end-others`: "log out everywhere else", ending all of the user's
+/// sessions but this one.
+async fn end_other_sessions(
+    State(app): State<App>,
+    session: Session,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Result<Response, AppError> {
+    check_action(&session, &headers, &form)?;
+    let (user_id, this) = user_of(&app.manager, &session)?;
+    let ended = app.manager.terminate_all(&user_id, Some(&this)).await?;
+    Ok(Redirect::to(&format!("/?notice=ended-others&n={ended}")).into_response())
+}
+
+/// `POST /sessions/end-all`: "log out everywhere", ending all of the user's sessions,
+/// this one included; then the cookie is cleared and the login form comes back.
+async fn end_all_sessions(
+    State(app): State<App>,
+    session: Session,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Result<Response, AppError> {
+    check_action(&session, &headers, &form)?;
+    let (user_id, _) = user_of(&app.manager, &session)?;
+    let ended = app.manager.terminate_all(&user_id, None).await?;
+    // This session's key is gone already; destroying it clears the cookie too.
+    session.destroy();
+    Ok(Redirect::to(&format!("/?notice=ended-all&n={ended}")).into_response())
+}
+
+/// The user the session is tied to, and the session's own handle.
+fn user_of(
+    manager: &SessionManager,
+    session: &Session,
+) -> Result<(String, SessionHandle), AppError> {
+    match (session.user_id(), session.id()) {
+        (Some(user_id), Some(id)) => Ok((user_id, manager.handle(&id))),
+        _ => Err(AppError::BadRequest(
+            "This session is not tied to a user: log out and in again.",
+        )),
+    }
 }
 
 /// `GET /assets/style.css`.
@@ -470,14 +583,18 @@ fn valid_ttl(ttl: u64) -> bool {
     TTL_CHOICES.iter().any(|&(secs, _)| secs == ttl)
 }
 
-/// The Redis key of a session: the prefix and the SHA-256 digest of its ID.
-fn redis_key(id: &SessionId) -> String {
-    format!("{KEY_PREFIX}{}", id.digest())
+/// The first characters of a session's handle (the SHA-256 digest of its ID, which its
+/// Redis key ends with), enough to tell two sessions apart.
+fn short_handle(handle: &SessionHandle) -> String {
+    handle.as_str().chars().take(12).collect()
 }
 
-/// The first characters of a session's key digest, enough to tell two keys apart.
-fn short_digest(id: &SessionId) -> String {
-    id.digest()[..12].to_owned()
+/// [`short_handle`] of the request's session (empty without one).
+fn short_handle_of(manager: &SessionManager, session: &Session) -> String {
+    session
+        .id()
+        .map(|id| short_handle(&manager.handle(&id)))
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -491,6 +608,8 @@ enum AppError {
     Session(SessionError),
     /// Redis failed while the page read the hash.
     Redis(tower_redis_session::fred::error::Error),
+    /// The session manager's store failed.
+    Store(tower_redis_session::Error),
     /// A POST for a session that is not there (expired, or never started).
     NoSession {
         /// The request carried a cookie for a session that is gone.
@@ -507,6 +626,12 @@ enum AppError {
 impl From<SessionError> for AppError {
     fn from(e: SessionError) -> Self {
         Self::Session(e)
+    }
+}
+
+impl From<tower_redis_session::Error> for AppError {
+    fn from(e: tower_redis_session::Error) -> Self {
+        Self::Store(e)
     }
 }
 
@@ -529,6 +654,13 @@ impl IntoResponse for AppError {
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "Redis did not answer; try again in a moment.",
+                )
+            }
+            Self::Store(e) => {
+                tracing::error!(error = %e, "listing or ending sessions failed");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Redis did not answer while listing or ending sessions; try again in a moment.",
                 )
             }
             Self::Forbidden(text) => (StatusCode::FORBIDDEN, text),
@@ -595,19 +727,24 @@ fn login_page(
     page("Start a session", redis_label, &body, status)
 }
 
-/// The notice for a session that is gone.
+/// The notice for a session that is gone. The layer only sees that the cookie's session
+/// is no longer in Redis, not why.
 fn expired_notice() -> String {
-    r#"<p class="notice warn" id="notice">Your session expired: no request came within its idle TTL, so Redis deleted its key. Start a new one below.</p>"#.to_owned()
+    r#"<p class="notice warn" id="notice">Your session expired or was ended: either no request came within its idle TTL, so Redis deleted its key, or it was ended from another of your sessions. Start a new one below.</p>"#.to_owned()
 }
 
 /// The notice on the login form after a redirect, if any.
 fn login_notice(notice: &Notice) -> Option<String> {
-    let from = notice.from.as_deref().filter(|f| is_short_digest(f));
+    let from = notice.from.as_deref().filter(|f| is_short_handle(f));
     let text = match notice.notice.as_deref()? {
         "expired" => return Some(expired_notice()),
         "logged-out" => format!(
             "Logged out: the key <code>{KEY_PREFIX}{}…</code> was deleted from Redis and the cookie cleared.",
             from.unwrap_or("")
+        ),
+        "ended-all" => format!(
+            "Logged out everywhere: {} ended, this one included; their keys were deleted from Redis.",
+            sessions(notice, false)
         ),
         "login" => "Your browser did not send the session cookie back, so there is no session to show. \
                     Is it blocking cookies for this site? (Served on an address other than localhost over \
@@ -618,9 +755,22 @@ fn login_notice(notice: &Notice) -> Option<String> {
     Some(format!(r#"<p class="notice info" id="notice">{text}</p>"#))
 }
 
-/// `true` for the shape [`short_digest`] makes (URL-safe base64, 12 characters), so a
+/// How many sessions a notice speaks of (`?n=`, digits only), in words: `1 session`,
+/// `2 other sessions`.
+fn sessions(notice: &Notice, other: bool) -> String {
+    let n = notice
+        .n
+        .as_deref()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0);
+    let other = if other { "other " } else { "" };
+    let plural = if n == 1 { "" } else { "s" };
+    format!("{n} {other}session{plural}")
+}
+
+/// `true` for the shape [`short_handle`] makes (URL-safe base64, 12 characters), so a
 /// query parameter can be shown as it is.
-fn is_short_digest(s: &str) -> bool {
+fn is_short_handle(s: &str) -> bool {
     s.len() == 12
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -644,9 +794,7 @@ fn describe_internal(field: &str) -> &'static str {
         "last_accessed_at" => "when a request last loaded the session (this page did)",
         "session_ttl" => "idle TTL in seconds: every request pushes the key's expiry back to it",
         "absolute_expires_at" => "hard deadline, however active the session is",
-        "user_id" | "user_epoch" => {
-            "ties the session to a user, for listing and ending their sessions"
-        }
+        "user_id" => "ties the session to a user, for listing and ending their sessions",
         _ => "kept by the session layer",
     }
 }
@@ -671,11 +819,12 @@ fn session_page(
     hash: &HashMap<String, String>,
     pttl: i64,
     notice: &Notice,
+    other_sessions: &str,
 ) -> String {
     let ttl = session.ttl().as_secs();
     let csrf = escape(&session.get(CSRF_TOKEN).unwrap_or_default());
 
-    let from = notice.from.as_deref().filter(|f| is_short_digest(f));
+    let from = notice.from.as_deref().filter(|f| is_short_handle(f));
     let notice = match notice.notice.as_deref() {
         Some("login") => format!("Session started with an idle TTL of {ttl} s."),
         Some("ttl") => format!("Idle TTL changed to {ttl} s: the key's TTL in Redis follows at once."),
@@ -683,6 +832,18 @@ fn session_page(
             "Session ID rotated: the data moved from <code>{KEY_PREFIX}{}…</code> to the key below, \
              and the old ID no longer works.",
             from.unwrap_or("")
+        ),
+        Some("ended") => format!(
+            "Session <code>{}…</code> ended: its key was deleted from Redis, so its next request finds no session.",
+            from.unwrap_or("")
+        ),
+        Some("not-ended") => {
+            "That session was already gone (it expired or was ended), so there was nothing to end."
+                .to_owned()
+        }
+        Some("ended-others") => format!(
+            "Logged out everywhere else: {} ended; this one stays.",
+            sessions(notice, true)
         ),
         _ => String::new(),
     };
@@ -759,15 +920,88 @@ fn session_page(
         ttl_ms = ttl * 1000,
         pttl_value = pttl.max(0),
         options = ttl_options(ttl),
-        other_sessions = other_sessions(session),
     )
 }
 
-/// Where "your other sessions" goes: the user's other live sessions with their TTLs and
-/// a button to end each. Empty until the session manager (the per-user index) lands;
-/// render the section here, below the actions.
-fn other_sessions(_session: &Session) -> String {
-    "<!-- your other sessions: see other_sessions() -->".to_owned()
+/// "Your other sessions": the live sessions of the user this one is tied to, other than
+/// this one (`others`, from [`SessionManager::list`]), each with its age, last use,
+/// remaining TTL and a button to end it; then "log out everywhere else" and "log out
+/// everywhere". `now` is when the page was made.
+fn other_sessions(
+    session: &Session,
+    others: Option<&(String, Vec<SessionInfo>)>,
+    now: SystemTime,
+) -> String {
+    let Some((user_id, others)) = others else {
+        return r#"<section class="card" id="other-sessions">
+  <h2>Your other sessions</h2>
+  <p>This session is not tied to a user, so there is nothing to list. Log out and in again.</p>
+</section>"#
+            .to_owned();
+    };
+    let csrf = escape(&session.get(CSRF_TOKEN).unwrap_or_default());
+    let user = escape(user_id);
+    let listing = if others.is_empty() {
+        format!(
+            r#"<p id="no-other-sessions">No other live sessions. Log in as <strong>{user}</strong> in another browser (or a private window) and reload this page to see it here.</p>"#
+        )
+    } else {
+        let rows: String = others
+            .iter()
+            .map(|info| other_session_row(info, &csrf, now))
+            .collect();
+        format!(
+            r#"<table id="others"><thead><tr><th>session</th><th>started</th><th>last used</th><th>expires in</th><th>counter</th><th></th></tr></thead><tbody>
+{rows}
+  </tbody></table>"#
+        )
+    };
+    let count = others.len();
+    format!(
+        r#"<section class="card" id="other-sessions">
+  <h2>Your other sessions <small id="other-count">({count})</small></h2>
+  <p>Every session <strong>{user}</strong> has in other browsers, as <code>SessionManager::list</code> reads them from the user's index in Redis (a sorted set of session handles), this one left out. A handle is the digest the session's key ends with: it names the session without being usable as its cookie.</p>
+  {listing}
+  <div class="everywhere">
+    <form method="post" action="/sessions/end-others" class="inline"><input type="hidden" name="csrf" value="{csrf}"><button id="end-others">Log out everywhere else</button></form>
+    <form method="post" action="/sessions/end-all" class="inline"><input type="hidden" name="csrf" value="{csrf}"><button id="end-all" class="danger">Log out everywhere</button></form>
+  </div>
+  <p class="hint">Ending a session deletes its key: its very next request finds no session, even one already on its way. "Log out everywhere" ends this session too.</p>
+</section>"#
+    )
+}
+
+/// One row of "your other sessions".
+fn other_session_row(info: &SessionInfo, csrf: &str, now: SystemTime) -> String {
+    let handle = escape(info.handle.as_str());
+    let ago = |at: Option<SystemTime>| match at {
+        Some(at) => format!("{} ago", human(now.duration_since(at).unwrap_or_default())),
+        None => "unknown".to_owned(),
+    };
+    let counter = info
+        .fields
+        .iter()
+        .find(|(name, _)| name == COUNTER)
+        .map_or("", |(_, value)| value.as_str());
+    let ttl_ms = info.expires_in.as_millis();
+    format!(
+        r#"<tr class="other-session" data-handle="{handle}"><td><code>{short}…</code></td><td class="age">{age}</td><td class="last-used">{last}</td><td class="expires-in" data-pttl-ms="{ttl_ms}">{ttl}</td><td class="counter">{counter}</td><td><form method="post" action="/sessions/end"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="handle" value="{handle}"><button class="end-session danger">End</button></form></td></tr>"#,
+        short = escape(&short_handle(&info.handle)),
+        age = ago(info.created_at),
+        last = ago(info.last_accessed_at),
+        ttl = human(info.expires_in),
+        counter = escape(counter),
+    )
+}
+
+/// A duration in words, to the second: `42 s`, `3 min 5 s`, `2 h 10 min`.
+fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0..=59 => format!("{secs} s"),
+        60..=3599 => format!("{} min {} s", secs / 60, secs % 60),
+        _ => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
+    }
 }
 
 /// Escapes text for HTML element content and quoted attribute values.
