@@ -71,8 +71,8 @@ pub fn client_builder(url: &str) -> Result<Builder, FredError> {
 /// # Ok(()) }
 /// ```
 ///
-/// To start while Redis is still down (requests get 503 until it is up), build the pool
-/// with [`client_builder`] and call `pool.connect()` instead of `pool.init()`.
+/// To start while Redis may still be down (requests get 503 until it is up), use
+/// [`connect_lazy`] instead.
 ///
 /// # Errors
 ///
@@ -80,5 +80,29 @@ pub fn client_builder(url: &str) -> Result<Builder, FredError> {
 pub async fn connect(url: &str) -> Result<Pool, FredError> {
     let pool = client_builder(url)?.build_pool(2)?;
     pool.init().await?;
+    Ok(pool)
+}
+
+/// Like [`connect`], but returns at once, without waiting for Redis: the pool keeps
+/// trying to connect in the background (fred's `fail_fast` is turned off, or its first
+/// failed connection would end the connection task for good). Until Redis answers,
+/// requests that need their session get 503; then they are served, with no restart.
+/// Call it from within a Tokio runtime.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), tower_redis_session::fred::error::Error> {
+/// let pool = tower_redis_session::connect_lazy("redis://127.0.0.1:6379").await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// The URL is not one fred can read.
+pub async fn connect_lazy(url: &str) -> Result<Pool, FredError> {
+    let mut builder = client_builder(url)?;
+    builder.with_config(|config| config.fail_fast = false);
+    let pool = builder.build_pool(2)?;
+    // The connection task runs until the pool is dropped or quits.
+    let _connection_task = pool.connect();
     Ok(pool)
 }

@@ -339,8 +339,8 @@ impl RedisSessionLayerBuilder {
     }
 }
 
-/// Largest TTL or lifetime accepted, in seconds (Redis keeps TTLs in ms as i64).
-const MAX_SECS: u64 = i64::MAX as u64 / 2000;
+/// Largest TTL or lifetime accepted, in seconds: 68 years (see `session::MAX_TTL_SECS`).
+const MAX_SECS: u64 = crate::session::MAX_TTL_SECS;
 
 fn validate(config: &Config) -> Result<(), ConfigError> {
     let cookie = &config.cookie;

@@ -127,7 +127,7 @@ pub use crate::crypto::{DecryptFailure, KeyRing};
 pub use crate::extract::MissingSessionLayer;
 pub use crate::{
     body::ResponseBody,
-    client::{client_builder, connect},
+    client::{client_builder, connect, connect_lazy},
     error::{ConfigError, Error, ErrorKind, SessionError},
     future::ResponseFuture,
     id::SessionId,

@@ -27,8 +27,10 @@ pub const RESERVED_FIELDS: &[&str] = &[
     "user_id",
 ];
 
-/// Largest TTL Redis's `PEXPIRE` takes without overflow, rounded down to whole seconds.
-const MAX_TTL_SECS: u64 = (i64::MAX / 1000 / 2) as u64;
+/// Largest TTL accepted: 2^31 - 1 seconds (68 years). The scripts pass TTLs to `PEXPIRE`
+/// in ms as Lua numbers, which Redis receives in exponent form (`1e+17`, refused) from
+/// 10^14 s on; this keeps them exact integers. load.lua refuses larger stored TTLs.
+pub(crate) const MAX_TTL_SECS: u64 = (1 << 31) - 1;
 
 /// One recorded change to a field, applied by the save script.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -376,7 +378,12 @@ impl Session {
             field: field.to_owned(),
         };
         let current = match state.fields.get(field) {
-            Some(v) => v.parse::<i64>().map_err(|_| not_an_integer())?,
+            // Only the canonical form ("7", "-7"; not "07", "+7", "-0"): the one Redis's
+            // HINCRBY reads as an integer, so the write-back cannot fail on it.
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) if n.to_string() == *v => n,
+                _ => return Err(not_an_integer()),
+            },
             None => 0,
         };
         let new = current.checked_add(by).ok_or_else(not_an_integer)?;

@@ -28,7 +28,8 @@ end
 if size > tonumber(ARGV[3]) then return {-1} end
 
 local idle = tonumber(f.session_ttl)
-if not idle or idle < 1 or idle ~= math.floor(idle) or not parse_rfc3339(f.created_at) then
+if not idle or idle < 1 or idle > 2147483647 or idle ~= math.floor(idle)
+  or not parse_rfc3339(f.created_at) then
   return {-1}
 end
 local deadline = nil

@@ -18,7 +18,7 @@ local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then return 0 end
 
 local stored_idle = tonumber(redis.call('HGET', key, 'session_ttl'))
-if not stored_idle then return 0 end
+if not stored_idle or stored_idle < 1 or stored_idle > 2147483647 then return 0 end
 local now = now_ms()
 local deadline = parse_rfc3339(redis.call('HGET', key, 'absolute_expires_at'))
 if deadline and now >= deadline * 1000 then
@@ -26,28 +26,37 @@ if deadline and now >= deadline * 1000 then
   return 0
 end
 
--- Check every increment before writing anything, so a bad one changes nothing.
+-- Increments first: HINCRBY checks the stored value and the 64-bit range exactly. If
+-- one fails, the ones before it are undone and nothing else is written.
+local undo = {}
 for i = 2, #ARGV, 3 do
   if ARGV[i] == 'i' then
-    local cur = redis.call('HGET', key, ARGV[i + 1])
-    if cur then
-      local n = tonumber(cur)
-      if not string.match(cur, '^-?%d+$') or #cur > 19 or math.abs(n + tonumber(ARGV[i + 2])) >= 9.2e18 then
-        return -2
+    local field = ARGV[i + 1]
+    local before = redis.call('HGET', key, field)
+    local r = redis.pcall('HINCRBY', key, field, ARGV[i + 2])
+    if type(r) == 'table' and r.err then
+      for j = #undo, 1, -1 do
+        if undo[j][2] then
+          redis.call('HSET', key, undo[j][1], undo[j][2])
+        else
+          redis.call('HDEL', key, undo[j][1])
+        end
       end
+      -- Out of memory is the store's state, not the value's: pass the error on.
+      if string.sub(r.err, 1, 3) == 'OOM' then return r end
+      return -2
     end
+    undo[#undo + 1] = {field, before}
   end
 end
 
 local sets, dels = {}, {}
 for i = 2, #ARGV, 3 do
   local op, field = ARGV[i], ARGV[i + 1]
-  if op == 'i' then
-    redis.call('HINCRBY', key, field, ARGV[i + 2])
-  elseif op == 's' then
+  if op == 's' then
     sets[#sets + 1] = field
     sets[#sets + 1] = ARGV[i + 2]
-  else
+  elseif op == 'd' then
     dels[#dels + 1] = field
   end
 end

@@ -1,0 +1,911 @@
+//! Faults under load, on 127.0.0.1 only, each against a `redis-server` of its own: SIGKILL
+//! with an AOF, SIGSTOP, Redis down at start, connection churn, two app instances on one
+//! Redis, a connection limit, out of memory, and the ACL user of `docs/production.md`.
+//!
+//! Every test prints its figures (`cargo test --test faults -- --nocapture`). Counts are
+//! kept small (100 sessions, a few hundred requests per fault) so the whole file runs in
+//! well under two minutes on two cores.
+
+#[path = "support/hardening.rs"]
+mod hardening;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use axum::Router;
+use http::StatusCode;
+use tokio::task::JoinHandle;
+use tower_redis_session::{fred::prelude::*, RedisSessionLayer, RedisSessionLayerBuilder};
+
+use hardening::{key, pool, routes, send, Gate, Redis, Reply};
+
+/// The layer's command timeout in these tests.
+const TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest a request may take: a load and a save, each bounded by the timeout.
+const MAX_LATENCY: Duration = Duration::from_millis(2 * 1000 + 700);
+const PREFIX: &str = "session:";
+
+fn app_on(redis: impl Into<tower_redis_session::Redis>) -> (Router, RedisSessionLayer) {
+    app_with(redis, |b| b)
+}
+
+fn app_with(
+    redis: impl Into<tower_redis_session::Redis>,
+    configure: impl FnOnce(RedisSessionLayerBuilder) -> RedisSessionLayerBuilder,
+) -> (Router, RedisSessionLayer) {
+    let layer = configure(RedisSessionLayer::builder(redis).command_timeout(TIMEOUT))
+        .build()
+        .unwrap();
+    (
+        routes(Arc::new(Gate::default())).layer(layer.clone()),
+        layer,
+    )
+}
+
+/// Starts `n` sessions (one field each) and returns their IDs.
+async fn start_sessions(app: &Router, n: usize) -> Arc<Vec<String>> {
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let res = send(app, "POST", "/set/username/ferris", None).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+        ids.push(res.new_id().unwrap());
+    }
+    Arc::new(ids)
+}
+
+/// One request of a load run.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    session: usize,
+    status: StatusCode,
+    start: Instant,
+    end: Instant,
+}
+
+impl Sample {
+    fn ok(&self) -> bool {
+        self.status == StatusCode::OK
+    }
+}
+
+/// `POST /incr` on the sessions from `workers` tasks, one request per worker every
+/// `pace`, until `stop`.
+struct Load {
+    samples: Arc<Mutex<Vec<Sample>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(app: &Router, ids: &Arc<Vec<String>>, workers: usize, pace: Duration) -> Self {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..workers)
+            .map(|w| {
+                let (app, ids, samples, stop) = (
+                    app.clone(),
+                    Arc::clone(ids),
+                    Arc::clone(&samples),
+                    Arc::clone(&stop),
+                );
+                tokio::spawn(async move {
+                    let mut i = w;
+                    while !stop.load(Ordering::Relaxed) {
+                        let session = i % ids.len();
+                        i += workers;
+                        let start = Instant::now();
+                        let res = send(&app, "POST", "/incr", Some(&ids[session])).await;
+                        samples.lock().unwrap().push(Sample {
+                            session,
+                            status: res.status,
+                            start,
+                            end: Instant::now(),
+                        });
+                        tokio::time::sleep(pace).await;
+                    }
+                })
+            })
+            .collect();
+        Self {
+            samples,
+            stop,
+            tasks,
+        }
+    }
+
+    fn snapshot(&self) -> Vec<Sample> {
+        self.samples.lock().unwrap().clone()
+    }
+
+    /// Waits until a request that started after `since` succeeds; returns how long after
+    /// `since` it ended.
+    async fn recovery_after(&self, since: Instant, limit: Duration) -> Duration {
+        loop {
+            if let Some(first) = self
+                .snapshot()
+                .iter()
+                .filter(|s| s.start >= since && s.ok())
+                .map(|s| s.end)
+                .min()
+            {
+                return first - since;
+            }
+            assert!(
+                since.elapsed() < limit,
+                "no successful request within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn finish(self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        let samples = self.samples.lock().unwrap().clone();
+        samples
+    }
+}
+
+/// Counts by status, and the longest request.
+fn summary(samples: &[Sample]) -> (usize, usize, Duration) {
+    let ok = samples.iter().filter(|s| s.ok()).count();
+    let unavailable = samples
+        .iter()
+        .filter(|s| s.status == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    let others: Vec<_> = samples
+        .iter()
+        .filter(|s| !s.ok() && s.status != StatusCode::SERVICE_UNAVAILABLE)
+        .map(|s| s.status)
+        .collect();
+    assert!(
+        others.is_empty(),
+        "statuses other than 200 and 503: {others:?}"
+    );
+    let max = samples
+        .iter()
+        .map(|s| s.end - s.start)
+        .max()
+        .unwrap_or_default();
+    assert!(
+        max <= MAX_LATENCY,
+        "a request took {max:?}, past the command timeouts"
+    );
+    (ok, unavailable, max)
+}
+
+/// The stored counter of every session (0 where the field or session is missing).
+fn stored_counts(redis: &Redis, ids: &[String]) -> Vec<i64> {
+    ids.iter()
+        .map(|id| {
+            redis
+                .cmd(&["HGET", &key(PREFIX, id), "n"])
+                .text()
+                .map_or(0, |n| n.parse().unwrap())
+        })
+        .collect()
+}
+
+/// Acknowledged increments per session among `samples` that match `pick`.
+fn acked(samples: &[Sample], n: usize, pick: impl Fn(&Sample) -> bool) -> Vec<i64> {
+    let mut counts = vec![0; n];
+    for s in samples.iter().filter(|s| s.ok() && pick(s)) {
+        counts[s.session] += 1;
+    }
+    counts
+}
+
+/// Every key under the prefix is a session hash with its internal fields and a TTL, or
+/// (with `indexes`) a user index.
+fn check_keyspace(redis: &Redis, indexes: bool) -> usize {
+    let keys = redis.cmd(&["KEYS", "*"]);
+    let mut sessions = 0;
+    for k in keys.items() {
+        let k = k.text().unwrap();
+        assert!(k.starts_with(PREFIX), "key outside the prefix: {k}");
+        if indexes && k.starts_with("session:user:") {
+            continue;
+        }
+        let ttl = redis.cmd(&["PTTL", &k]).int().unwrap();
+        assert!(
+            ttl > 0 || ttl == -2,
+            "session key without a TTL: {k} ({ttl})"
+        );
+        let fields = redis.cmd(&["HMGET", &k, "created_at", "session_ttl"]);
+        if ttl > 0 {
+            assert!(
+                fields.items().iter().all(|f| f.text().is_some()),
+                "half-made session hash {k}: {fields:?}"
+            );
+            sessions += 1;
+        }
+    }
+    sessions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_then_aof_restart_keeps_every_increment_acknowledged_a_second_before() {
+    let mut redis = Redis::start(&["--appendonly", "yes", "--appendfsync", "everysec"]);
+    let (app, _) = app_on(pool(&redis.url()).await);
+    let ids = start_sessions(&app, 100).await;
+
+    let load = Load::start(&app, &ids, 4, Duration::from_millis(20));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed_at = Instant::now();
+    redis.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let restart_began = Instant::now();
+    let redis = tokio::task::spawn_blocking(move || {
+        redis.spawn();
+        redis
+    })
+    .await
+    .unwrap();
+    let back_at = Instant::now();
+    let recovery = load.recovery_after(back_at, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let samples = load.finish().await;
+
+    let (ok, unavailable, max) = summary(&samples);
+    // While Redis was down, nothing succeeded.
+    let while_down: Vec<_> = samples
+        .iter()
+        .filter(|s| s.start > killed_at && s.end < restart_began)
+        .collect();
+    assert!(!while_down.is_empty());
+    assert!(
+        while_down.iter().all(|s| !s.ok()),
+        "a 200 while Redis was down"
+    );
+
+    let n = ids.len();
+    let stored = stored_counts(&redis, &ids);
+    let cutoff = killed_at - Duration::from_secs(1);
+    let before = acked(&samples, n, |s| s.end < cutoff);
+    let after = acked(&samples, n, |s| s.start > back_at);
+    let all = acked(&samples, n, |_| true);
+    for i in 0..n {
+        assert!(
+            stored[i] >= before[i] + after[i],
+            "session {i}: {} stored, {} acknowledged more than 1 s before the kill and {} after the restart",
+            stored[i],
+            before[i],
+            after[i]
+        );
+    }
+    let lost: i64 = (0..n).map(|i| (all[i] - stored[i]).max(0)).sum();
+    let extra: i64 = (0..n).map(|i| (stored[i] - all[i]).max(0)).sum();
+    println!(
+        "SIGKILL + AOF everysec: {} requests, {ok} acknowledged ({} more than 1 s before the kill), \
+         {} stored after restart, {lost} acknowledged but lost, {extra} applied without an acknowledgement, \
+         {unavailable} answered 503 ({} while down), recovery {recovery:?} after Redis was back, \
+         longest request {max:?}",
+        samples.len(),
+        before.iter().sum::<i64>(),
+        stored.iter().sum::<i64>(),
+        while_down.len(),
+    );
+    assert_eq!(check_keyspace(&redis, false), n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstop_longer_than_the_timeout_gives_bounded_503s_then_recovers() {
+    let redis = Redis::start(&[]);
+    let (app, _) = app_on(pool(&redis.url()).await);
+    let ids = start_sessions(&app, 100).await;
+
+    let load = Load::start(&app, &ids, 4, Duration::from_millis(20));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let paused_at = Instant::now();
+    redis.pause();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    redis.resume();
+    let resumed_at = Instant::now();
+    let recovery = load
+        .recovery_after(resumed_at, Duration::from_secs(10))
+        .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let samples = load.finish().await;
+
+    let (ok, unavailable, max) = summary(&samples);
+    let settled = resumed_at + Duration::from_secs(2);
+    let late_errors = samples
+        .iter()
+        .filter(|s| s.start > settled && !s.ok())
+        .count();
+    assert_eq!(late_errors, 0, "503s more than 2 s after SIGCONT");
+    let during = samples
+        .iter()
+        .filter(|s| s.end > paused_at && s.start < settled)
+        .count();
+    assert!(unavailable <= during, "503s outside the pause");
+
+    // Nothing acknowledged is lost; timed-out writes may have landed after all.
+    let n = ids.len();
+    let stored = stored_counts(&redis, &ids);
+    let all = acked(&samples, n, |_| true);
+    for i in 0..n {
+        assert!(
+            stored[i] >= all[i],
+            "session {i}: acknowledged increments lost"
+        );
+    }
+    let extra: i64 = (0..n).map(|i| stored[i] - all[i]).sum();
+    println!(
+        "SIGSTOP 2.5 s (timeout {TIMEOUT:?}): {} requests, {ok} acknowledged, none lost, \
+         {extra} timed out but applied anyway, {unavailable} answered 503 (of {during} in flight \
+         during the pause or the 2 s after), recovery {recovery:?} after SIGCONT, longest request {max:?}",
+        samples.len()
+    );
+    assert_eq!(check_keyspace(&redis, false), n);
+}
+
+/// A pool that starts without waiting for Redis ([`connect_lazy`]): a first connection
+/// that fails is retried with the reconnect policy.
+async fn lazy_pool(url: &str) -> Pool {
+    tower_redis_session::connect_lazy(url).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_starting_while_redis_is_down_answers_503_then_serves_without_restart() {
+    start_while_down().await;
+}
+
+async fn start_while_down() {
+    let mut redis = Redis::reserve(&[]);
+    let (app, _) = app_on(lazy_pool(&redis.url()).await);
+
+    let res = send(&app, "POST", "/set/a/1", None).await;
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE, "{}", res.body);
+    assert!(res.elapsed <= MAX_LATENCY, "{:?}", res.elapsed);
+    assert!(res.new_id().is_none());
+    assert_eq!(
+        send(&app, "GET", "/none", None).await.status,
+        StatusCode::OK,
+        "requests without a session are served"
+    );
+
+    let app2 = app.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = Arc::clone(&stop);
+    let probe = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while !stop2.load(Ordering::Relaxed) {
+            let res = send(&app2, "POST", "/set/a/1", None).await;
+            seen.push((Instant::now(), res.status, res.elapsed));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        seen
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let redis = tokio::task::spawn_blocking(move || {
+        redis.spawn();
+        redis
+    })
+    .await
+    .unwrap();
+    let up_at = Instant::now();
+    let deadline = up_at + Duration::from_secs(15);
+    let recovery = loop {
+        let res = send(&app, "POST", "/set/a/1", None).await;
+        if res.status == StatusCode::OK {
+            break up_at.elapsed();
+        }
+        assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            Instant::now() < deadline,
+            "no recovery within 15 s: {}",
+            res.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    stop.store(true, Ordering::Relaxed);
+    let seen = probe.await.unwrap();
+    let down: Vec<_> = seen.iter().filter(|(t, _, _)| *t < up_at).collect();
+    assert!(down
+        .iter()
+        .all(|(_, status, _)| *status == StatusCode::SERVICE_UNAVAILABLE));
+    let longest = seen.iter().map(|(_, _, e)| *e).max().unwrap();
+    assert!(longest <= MAX_LATENCY, "{longest:?}");
+    let id = send(&app, "POST", "/set/b/2", None).await.new_id().unwrap();
+    assert_eq!(send(&app, "GET", "/read/b", Some(&id)).await.body, "2");
+    println!(
+        "Redis down at start, up 5 s later: {} requests while down, all 503 (longest {longest:?}); \
+         first 200 {recovery:?} after Redis was up, no app restart",
+        down.len()
+    );
+    check_keyspace(&redis, false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_churn_gives_bounded_errors_and_loses_nothing_acknowledged() {
+    let redis = Redis::start(&[]);
+    let (app, _) = app_on(pool(&redis.url()).await);
+    let ids = start_sessions(&app, 100).await;
+
+    let load = Load::start(&app, &ids, 4, Duration::from_millis(25));
+    let mut killed = 0;
+    let churn_started = Instant::now();
+    while churn_started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // SKIPME yes (the default): the admin connection itself is spared.
+        killed += redis
+            .cmd(&["CLIENT", "KILL", "TYPE", "normal"])
+            .int()
+            .unwrap();
+    }
+    let churn_ended = Instant::now();
+    let recovery = load
+        .recovery_after(churn_ended, Duration::from_secs(10))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let samples = load.finish().await;
+
+    let (ok, unavailable, max) = summary(&samples);
+    assert!(
+        unavailable * 5 <= samples.len(),
+        "{unavailable} of {} requests failed",
+        samples.len()
+    );
+    let n = ids.len();
+    let stored = stored_counts(&redis, &ids);
+    let all = acked(&samples, n, |_| true);
+    for i in 0..n {
+        assert!(
+            stored[i] >= all[i],
+            "session {i}: acknowledged increments lost"
+        );
+    }
+    let extra: i64 = (0..n).map(|i| stored[i] - all[i]).sum();
+    println!(
+        "connection churn (CLIENT KILL TYPE normal every 500 ms for 10 s, {killed} connections \
+         killed): {} requests, {ok} acknowledged, none lost, {extra} applied without an \
+         acknowledgement, {unavailable} answered 503, first 200 {recovery:?} after the churn, \
+         longest request {max:?}",
+        samples.len()
+    );
+    assert_eq!(check_keyspace(&redis, false), n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_app_instances_on_one_redis_keep_every_promise() {
+    let redis = Redis::start(&[]);
+    let gate = Arc::new(Gate::default());
+    let layer_a = RedisSessionLayer::builder(pool(&redis.url()).await)
+        .build()
+        .unwrap();
+    let layer_b = RedisSessionLayer::builder(pool(&redis.url()).await)
+        .build()
+        .unwrap();
+    let a = routes(Arc::clone(&gate)).layer(layer_a);
+    let b = routes(Arc::new(Gate::default())).layer(layer_b);
+    let apps = [a.clone(), b.clone()];
+
+    // A session made on one is the same session on the other.
+    let id = send(&a, "POST", "/set/username/ferris", None)
+        .await
+        .new_id()
+        .unwrap();
+    assert_eq!(
+        send(&b, "GET", "/read/username", Some(&id)).await.body,
+        "ferris"
+    );
+
+    // 100 concurrent increments alternating between them add exactly 100.
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let app = apps[i % 2].clone();
+            let id = id.clone();
+            tokio::spawn(async move { send(&app, "POST", "/incr", Some(&id)).await.status })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(send(&a, "GET", "/read/n", Some(&id)).await.body, "100");
+
+    // Concurrent writes to different fields through different instances both persist.
+    let (x, y) = tokio::join!(
+        send(&a, "POST", "/set/x/1", Some(&id)),
+        send(&b, "POST", "/set/y/2", Some(&id))
+    );
+    assert_eq!((x.status, y.status), (StatusCode::OK, StatusCode::OK));
+    let stored = redis.cmd(&["HMGET", &key(PREFIX, &id), "x", "y"]);
+    assert_eq!(
+        stored.items().iter().map(Reply::text).collect::<Vec<_>>(),
+        vec![Some("1".into()), Some("2".into())]
+    );
+
+    // Logout on B while a write on A is in flight: no resurrection.
+    let held = {
+        let a = a.clone();
+        let id = id.clone();
+        tokio::spawn(async move { send(&a, "POST", "/gated/incr", Some(&id)).await })
+    };
+    gate.arrived.notified().await;
+    assert_eq!(
+        send(&b, "POST", "/logout", Some(&id)).await.status,
+        StatusCode::OK
+    );
+    gate.release.notify_one();
+    let res = held.await.unwrap();
+    assert_eq!(res.status, StatusCode::OK);
+    assert!(
+        res.clears_cookie(),
+        "the late write clears the cookie instead"
+    );
+    assert_eq!(
+        redis.cmd(&["EXISTS", &key(PREFIX, &id)]).int(),
+        Some(0),
+        "resurrected"
+    );
+    assert!(send(&a, "GET", "/whoami", Some(&id))
+        .await
+        .body
+        .starts_with("loaded=false"));
+
+    // Rotation on A: the old ID is dead on B at once, the new one works there.
+    let id = send(&a, "POST", "/set/username/ferris", None)
+        .await
+        .new_id()
+        .unwrap();
+    let rotated = send(&a, "POST", "/rotate", Some(&id))
+        .await
+        .new_id()
+        .unwrap();
+    assert!(send(&b, "GET", "/whoami", Some(&id))
+        .await
+        .body
+        .starts_with("loaded=false"));
+    assert_eq!(
+        send(&b, "GET", "/read/username", Some(&rotated)).await.body,
+        "ferris"
+    );
+    println!("two app instances, one Redis: 100/100 alternating increments, field-level writes, no resurrection, rotation seen by both");
+    check_keyspace(&redis, false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maxclients_reached_gives_a_clear_error_and_no_panic_then_recovers() {
+    let redis = Redis::start(&["--maxclients", "1"]);
+    // This connection takes the only slot.
+    let mut hog = redis.conn();
+    assert_eq!(hog.cmd(&["PING"]).unwrap(), Reply::Status("PONG".into()));
+
+    let started = Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        tower_redis_session::connect(&redis.url()),
+    )
+    .await
+    .expect("connect() gives up by itself")
+    .expect_err("no connection slot is free");
+    let connect_took = started.elapsed();
+    assert!(
+        err.to_string().contains("max number of clients"),
+        "unclear error: {err}"
+    );
+
+    // An app that started anyway answers 503 within the timeouts, then recovers.
+    let (app, _) = app_on(lazy_pool(&redis.url()).await);
+    let res = send(&app, "POST", "/set/a/1", None).await;
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE, "{}", res.body);
+    assert!(res.elapsed <= MAX_LATENCY, "{:?}", res.elapsed);
+
+    assert_eq!(
+        hog.cmd(&["CONFIG", "SET", "maxclients", "100"]).unwrap(),
+        Reply::Status("OK".into())
+    );
+    let raised = Instant::now();
+    let recovery = loop {
+        let res = send(&app, "POST", "/set/a/1", None).await;
+        if res.status == StatusCode::OK {
+            break raised.elapsed();
+        }
+        assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            raised.elapsed() < Duration::from_secs(15),
+            "no recovery: {}",
+            res.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "maxclients reached: connect() failed in {connect_took:?} with \"{err}\"; an app started \
+         anyway answered 503 in {:?}; first 200 {recovery:?} after the limit was raised",
+        res.elapsed
+    );
+}
+
+/// Captures the `tracing` output of the current thread.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+// current_thread: the layer's log events are emitted on the test's thread, where the
+// capturing subscriber is the default.
+#[tokio::test(flavor = "current_thread")]
+async fn out_of_memory_under_noeviction_gives_503_and_a_log_event_and_corrupts_nothing() {
+    let redis = Redis::start(&["--maxmemory-policy", "noeviction"]);
+    let (app, _) = app_on(pool(&redis.url()).await);
+    let ids = start_sessions(&app, 20).await;
+    let used: u64 = redis.info_field("memory", "used_memory").parse().unwrap();
+    let limit = (used + 1_500_000).to_string();
+    redis.cmd(&["CONFIG", "SET", "maxmemory", &limit]);
+
+    let (logs, _guard) = capture_logs();
+    let value = "v".repeat(8 * 1024);
+    let mut created = 0;
+    let refused = loop {
+        let res = send(&app, "POST", &format!("/set/blob/{value}"), None).await;
+        if res.status != StatusCode::OK {
+            break res;
+        }
+        created += 1;
+        assert!(created < 2000, "maxmemory never reached");
+    };
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        refused.new_id().is_none(),
+        "no cookie for an unsaved session"
+    );
+    assert!(refused.body.contains("session store unavailable"));
+    let err = refused
+        .body
+        .clone()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    // A write to an existing session, and a read (whose load refreshes the TTL, a write).
+    let write = send(&app, "POST", "/incr", Some(&ids[0])).await;
+    let read = send(&app, "GET", "/read/username", Some(&ids[1])).await;
+    let log = logs.text();
+    assert!(
+        log.contains("ERROR") && log.contains("OOM"),
+        "no error event naming OOM: {log}"
+    );
+    println!(
+        "maxmemory + noeviction: {created} sessions of 8 KiB fit; then a new session got {} ({err:?}), \
+         a write to an existing one {}, a read {}; logged: {}",
+        refused.status,
+        write.status,
+        read.status,
+        log.lines().find(|l| l.contains("OOM")).unwrap_or_default()
+    );
+    assert_eq!(write.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    // Nothing half-written, and everything works again once memory is there.
+    let sessions = check_keyspace(&redis, false);
+    assert_eq!(sessions, ids.len() + created);
+    let counts = stored_counts(&redis, &ids[..1]);
+    assert_eq!(counts, vec![0], "the refused increment left no trace");
+    redis.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+    assert_eq!(
+        send(&app, "POST", "/incr", Some(&ids[0])).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_memory_under_volatile_lru_evicts_whole_sessions_never_indexes() {
+    let redis = Redis::start(&["--maxmemory-policy", "volatile-lru"]);
+    let (app, layer) = app_on(pool(&redis.url()).await);
+    // A user with sessions: their index key has no TTL, so it is never evicted.
+    let mut alice = Vec::new();
+    for _ in 0..3 {
+        let first = send(&app, "POST", "/set/visited/1", None)
+            .await
+            .new_id()
+            .unwrap();
+        let res = send(&app, "POST", "/login/alice", Some(&first)).await;
+        alice.push(res.new_id().unwrap());
+    }
+    let used: u64 = redis.info_field("memory", "used_memory").parse().unwrap();
+    redis.cmd(&[
+        "CONFIG",
+        "SET",
+        "maxmemory",
+        &(used + 1_000_000).to_string(),
+    ]);
+
+    let value = "v".repeat(8 * 1024);
+    let mut statuses: HashMap<StatusCode, usize> = HashMap::new();
+    for _ in 0..400 {
+        let res = send(&app, "POST", &format!("/set/blob/{value}"), None).await;
+        *statuses.entry(res.status).or_default() += 1;
+    }
+    let evicted: u64 = redis.info_field("stats", "evicted_keys").parse().unwrap();
+    assert!(evicted > 0, "maxmemory never reached");
+    assert_eq!(statuses.get(&StatusCode::OK), Some(&400), "{statuses:?}");
+    let index = redis.cmd(&["KEYS", "session:user:*"]);
+    assert_eq!(index.items().len(), 1, "the user index survived eviction");
+    // Whatever is left is whole; the index still lists alice's live sessions.
+    let sessions = check_keyspace(&redis, true);
+    let listed = layer.manager().list("alice").await.unwrap();
+    let alive = alice
+        .iter()
+        .filter(|id| redis.cmd(&["EXISTS", &key(PREFIX, id)]).int() == Some(1))
+        .count();
+    assert_eq!(listed.len(), alive);
+    println!(
+        "maxmemory + volatile-lru: 400/400 new sessions of 8 KiB saved, {evicted} session keys \
+         evicted, {sessions} whole sessions left, the user index kept ({alive} of alice's 3 sessions live and listed)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_acl_user_runs_every_feature_and_nothing_else() {
+    let redis = Redis::start(&[]);
+    let url = redis.create_documented_acl_user("test-password-1");
+    redis.cmd(&["CONFIG", "RESETSTAT"]);
+    let layer = RedisSessionLayer::builder(pool(&url).await)
+        .build()
+        .unwrap();
+    layer.load_scripts().await.unwrap();
+    let manager = layer.manager();
+    let app = routes(Arc::new(Gate::default())).layer(layer);
+    let ok = |res: hardening::Res| {
+        assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+        res
+    };
+
+    // Create, read, write, log in (tie to a user + rotate), rotate, log out.
+    let id = ok(send(&app, "POST", "/set/a/1", None).await)
+        .new_id()
+        .unwrap();
+    assert_eq!(ok(send(&app, "GET", "/read/a", Some(&id)).await).body, "1");
+    ok(send(&app, "POST", "/incr", Some(&id)).await);
+    assert_eq!(
+        ok(send(&app, "POST", "/remove/a", Some(&id)).await).body,
+        "1"
+    );
+    let alice1 = ok(send(&app, "POST", "/login/alice", Some(&id)).await)
+        .new_id()
+        .unwrap();
+    let other = ok(send(&app, "POST", "/set/a/1", None).await)
+        .new_id()
+        .unwrap();
+    let alice2 = ok(send(&app, "POST", "/login/alice", Some(&other)).await)
+        .new_id()
+        .unwrap();
+    let rotated = ok(send(&app, "POST", "/rotate", Some(&alice2)).await)
+        .new_id()
+        .unwrap();
+    let spare = ok(send(&app, "POST", "/set/a/1", None).await)
+        .new_id()
+        .unwrap();
+    ok(send(&app, "POST", "/logout", Some(&spare)).await);
+
+    // The manager: list, terminate one, stats, terminate all (index and scan).
+    let listed = manager.list("alice").await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(manager.terminate("alice", &listed[0].handle).await.unwrap());
+    let stats = manager.stats().await.unwrap();
+    assert_eq!(stats.user_indexes, 1);
+    assert_eq!(manager.terminate_all("alice", None).await.unwrap(), 1);
+    let bob = ok(send(
+        &app,
+        "POST",
+        "/login/bob",
+        Some(
+            &ok(send(&app, "POST", "/set/a/1", None).await)
+                .new_id()
+                .unwrap(),
+        ),
+    )
+    .await)
+    .new_id()
+    .unwrap();
+    assert_eq!(manager.terminate_all_by_scan("bob").await.unwrap(), 1);
+    for dead in [&alice1, &rotated, &bob] {
+        assert!(ok(send(&app, "GET", "/whoami", Some(dead)).await)
+            .body
+            .starts_with("loaded=false"));
+    }
+
+    // After a script cache flush (a restart or failover) the scripts are loaded again,
+    // and after the connections are killed the clients log in again.
+    redis.cmd(&["SCRIPT", "FLUSH"]);
+    let id = ok(send(&app, "POST", "/set/a/1", None).await)
+        .new_id()
+        .unwrap();
+    redis.cmd(&["CLIENT", "KILL", "TYPE", "normal"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let res = send(&app, "POST", "/incr", Some(&id)).await;
+        if res.status == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", res.body);
+    }
+
+    // Nothing was refused along the way.
+    let denied: Vec<String> = redis
+        .cmd(&["ACL", "LOG"])
+        .items()
+        .iter()
+        .map(|entry| {
+            let fields: Vec<_> = entry.items().iter().filter_map(Reply::text).collect();
+            fields.join(" ")
+        })
+        .collect();
+    assert!(denied.is_empty(), "the ACL refused something: {denied:#?}");
+    let mut used: Vec<String> = redis
+        .command_calls()
+        .into_iter()
+        .filter(|(name, _)| !["info", "config|resetstat", "acl|setuser"].contains(&name.as_str()))
+        .map(|(name, calls)| format!("{name}={calls}"))
+        .collect();
+    used.sort();
+    println!(
+        "documented ACL user: every feature ran, nothing refused; commands seen (the app's, \
+         its scripts', and the admin's SCRIPT FLUSH/CLIENT KILL): {}",
+        used.join(" ")
+    );
+
+    // And it can do nothing else.
+    let mut conn = redis.conn();
+    let user = hardening::documented_acl_line()
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        conn.cmd(&["AUTH", &user, "test-password-1"]).unwrap(),
+        Reply::Status("OK".into())
+    );
+    for forbidden in [
+        vec!["GET", "other:key"],
+        vec!["HGETALL", "other:session"],
+        vec!["KEYS", "*"],
+        vec!["FLUSHALL"],
+        vec!["CONFIG", "GET", "*"],
+        vec!["EVAL", "return 1", "0"],
+        vec!["SCRIPT", "FLUSH"],
+        vec!["CLIENT", "LIST"],
+        vec!["MONITOR"],
+        vec!["SUBSCRIBE", "x"],
+        vec!["PING"],
+    ] {
+        match conn.cmd(&forbidden).unwrap() {
+            Reply::Error(e) if e.starts_with("NOPERM") => {}
+            other => panic!("{forbidden:?} was allowed: {other:?}"),
+        }
+    }
+    check_keyspace(&redis, true);
+}
