@@ -691,7 +691,7 @@ async fn out_of_memory_under_noeviction_gives_503_and_a_log_event_and_corrupts_n
         .next()
         .unwrap_or_default()
         .to_owned();
-    // A write to an existing session, and a read (whose load refreshes the TTL, a write).
+    // A write to an existing session, and a read (whose refresh write Redis refuses).
     let write = send(&app, "POST", "/incr", Some(&ids[0])).await;
     let read = send(&app, "GET", "/read/username", Some(&ids[1])).await;
     let log = logs.text();
@@ -708,6 +708,12 @@ async fn out_of_memory_under_noeviction_gives_503_and_a_log_event_and_corrupts_n
         log.lines().find(|l| l.contains("OOM")).unwrap_or_default()
     );
     assert_eq!(write.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        read.status,
+        StatusCode::OK,
+        "reads are served without their refresh"
+    );
+    assert_eq!(read.body, "ferris");
 
     // Nothing half-written, and everything works again once memory is there.
     let sessions = check_keyspace(&redis, false);

@@ -55,6 +55,11 @@ end
 
 local stamp = rfc3339(math.floor(now / 1000))
 local ttl = expire_ms(idle, deadline, now)
-redis.call('HSET', key, 'last_accessed_at', stamp)
+-- A Redis out of memory (noeviction) refuses the refresh; the read is still served, and
+-- the key keeps the TTL it has.
+local refreshed = redis.pcall('HSET', key, 'last_accessed_at', stamp)
+if type(refreshed) == 'table' and refreshed.err then
+  return {1, h, redis.call('PTTL', key)}
+end
 redis.call('PEXPIRE', key, ttl)
 return {1, h, ttl}
