@@ -20,7 +20,12 @@ use fred::{
 ///   no reconnection at all: one dropped connection would need an app restart);
 /// - a connection timeout of 2 s, and connections that stop answering for 10 s are
 ///   closed and reopened;
-/// - `TCP_NODELAY` (fred leaves Nagle's algorithm on).
+/// - `TCP_NODELAY` (fred leaves Nagle's algorithm on);
+/// - on Redis Cluster, fred follows no `MOVED` or `ASK` redirection itself
+///   (`max_redirections = 0`): on `MOVED` it refreshes its slot map and the layer
+///   retries the script once, on the slot's new owner. fred 10.1.0's own `ASK` handling
+///   hands replies to the wrong commands (another session's data) and can stop the
+///   client for good, so it must never run. Keep this setting if you change others.
 ///
 /// `url` is any URL fred reads: `redis://`, `rediss://` (TLS, with a TLS feature),
 /// `redis-cluster://host:port?node=host2:port2`, or
@@ -52,6 +57,12 @@ pub fn client_builder(url: &str) -> Result<Builder, FredError> {
                 nodelay: Some(true),
                 ..TcpConfig::default()
             };
+            // fred 10.1.0 answers an ASK by sending ASKING on the target's pipelined
+            // connection and taking the next reply as its own (replies then shift onto
+            // other commands: another session's data), re-sends the command to the old
+            // owner, and ends its router task for good when that has failed three times.
+            // With 0 it follows no redirection: see `Store::run` and tests/it/cluster_faults.rs.
+            c.max_redirections = 0;
             c.unresponsive = UnresponsiveConfig {
                 max_timeout: Some(Duration::from_secs(10)),
                 interval: Duration::from_secs(1),

@@ -233,7 +233,7 @@ async fn persist(shared: &Shared, plan: Plan) -> Result<CookieAction, Error> {
                     if let (Some(user), true) = (&user, created != id) {
                         // A collision moved the session to another ID: index that one.
                         store.index_add(user, &created).await?;
-                        store.index_remove(user, &store.member(&id)).await?;
+                        store.index_remove(user, store.member(&id)).await?;
                     }
                     Ok(CookieAction::Set(created, ttl))
                 }
@@ -257,7 +257,7 @@ async fn persist(shared: &Shared, plan: Plan) -> Result<CookieAction, Error> {
                     }) = &tie
                     {
                         if previous != user {
-                            store.index_remove(previous, &store.member(&id)).await?;
+                            store.index_remove(previous, store.member(&id)).await?;
                         }
                     }
                     Ok(if shared.config.cookie.persistent {
@@ -268,7 +268,7 @@ async fn persist(shared: &Shared, plan: Plan) -> Result<CookieAction, Error> {
                 }
                 WriteOutcome::Gone => {
                     if let Some(tie) = &tie {
-                        store.index_remove(&tie.user, &store.member(&id)).await?;
+                        store.index_remove(&tie.user, store.member(&id)).await?;
                     }
                     tracing::warn!(
                         session = %short_digest(&id),
@@ -299,7 +299,7 @@ async fn persist(shared: &Shared, plan: Plan) -> Result<CookieAction, Error> {
             }
             let old_existed = store.delete(&old).await?;
             if let Some(previous) = &previous {
-                store.index_remove(previous, &store.member(&old)).await?;
+                store.index_remove(previous, store.member(&old)).await?;
             }
             match created {
                 Some(created) if old_existed => Ok(CookieAction::Set(created, ttl)),
@@ -308,7 +308,7 @@ async fn persist(shared: &Shared, plan: Plan) -> Result<CookieAction, Error> {
                     // copy must not live on under the new ID, which nobody has seen yet.
                     store.delete(&created).await?;
                     if let Some(user) = &user {
-                        store.index_remove(user, &store.member(&created)).await?;
+                        store.index_remove(user, store.member(&created)).await?;
                     }
                     tracing::warn!(
                         session = %short_digest(&old),
@@ -323,7 +323,7 @@ async fn persist(shared: &Shared, plan: Plan) -> Result<CookieAction, Error> {
         Plan::Destroy { id, user } => {
             store.delete(&id).await?;
             if let Some(user) = &user {
-                store.index_remove(user, &store.member(&id)).await?;
+                store.index_remove(user, store.member(&id)).await?;
             }
             Ok(CookieAction::Clear)
         }
@@ -353,10 +353,8 @@ async fn create(
 
 /// The first 12 characters of the ID's digest: enough to follow one session through the
 /// logs, useless for taking it over.
-fn short_digest(id: &SessionId) -> String {
-    let mut digest = id.digest();
-    digest.truncate(12);
-    digest
+fn short_digest(id: &SessionId) -> &str {
+    &id.digest()[..12]
 }
 
 fn finish<B>(

@@ -35,7 +35,11 @@ pub(crate) const ID_LEN: usize = 43;
 /// }
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SessionId(Box<str>);
+pub struct SessionId {
+    text: Box<str>,
+    /// Computed once, with the ID: every ID the layer holds names a key.
+    digest: Box<str>,
+}
 
 impl SessionId {
     /// Makes a new random ID.
@@ -44,7 +48,7 @@ impl SessionId {
         let mut bytes = [0u8; ID_BYTES];
         // ThreadRng is a CSPRNG (ChaCha12) seeded and reseeded from the OS.
         rand::rng().fill_bytes(&mut bytes);
-        Self(URL_SAFE_NO_PAD.encode(bytes).into_boxed_str())
+        Self::new(URL_SAFE_NO_PAD.encode(bytes).into_boxed_str())
     }
 
     /// Parses the text form of an ID, as found in a cookie.
@@ -60,22 +64,29 @@ impl SessionId {
         // The decoder rejects characters outside the alphabet and non-canonical
         // trailing bits, so exactly one text form exists per ID.
         match URL_SAFE_NO_PAD.decode_slice(s, &mut bytes) {
-            Ok(ID_BYTES) => Some(Self(s.into())),
+            Ok(ID_BYTES) => Some(Self::new(s.into())),
             _ => None,
         }
+    }
+
+    fn new(text: Box<str>) -> Self {
+        let digest = URL_SAFE_NO_PAD
+            .encode(Sha256::digest(text.as_bytes()))
+            .into();
+        Self { text, digest }
     }
 
     /// The ID's text form, as sent in the cookie.
     #[must_use]
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
     /// The SHA-256 digest of the ID's text form, as URL-safe base64 without padding:
     /// what goes into the Redis key by default, and what logs may show.
     #[must_use]
-    pub fn digest(&self) -> String {
-        URL_SAFE_NO_PAD.encode(Sha256::digest(self.0.as_bytes()))
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 }
 
@@ -87,7 +98,7 @@ impl fmt::Debug for SessionId {
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 

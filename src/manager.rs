@@ -122,7 +122,7 @@ impl SessionManager {
     /// listing or keep it in [`terminate_all`](Self::terminate_all).
     #[must_use]
     pub fn handle(&self, id: &SessionId) -> SessionHandle {
-        SessionHandle(self.shared.store.member(id))
+        SessionHandle(self.shared.store.member(id).to_owned())
     }
 
     /// The Redis key of a session (prefix + digest, or prefix + ID with `plain_keys`), for
@@ -420,7 +420,7 @@ mod tests {
     #[test]
     fn handles_parse_strictly() {
         let id = SessionId::generate();
-        assert!(SessionHandle::parse(&id.digest()).is_some());
+        assert!(SessionHandle::parse(id.digest()).is_some());
         assert!(SessionHandle::parse("user:abc").is_none());
         assert!(SessionHandle::parse("").is_none());
     }

@@ -18,8 +18,13 @@ use crate::{
 
 const COMMON: &str = include_str!("lua/common.lua");
 
+/// A session script: the shared helpers, then `body` run as a function whose result is
+/// replied together with `KEYS[1]`, so that [`Store::run`] can check that a reply is for
+/// the key it asked about.
 fn script(body: &str) -> Script {
-    Script::from_lua(format!("{COMMON}\n{body}"))
+    Script::from_lua(format!(
+        "{COMMON}\nlocal function main()\n{body}\nend\nreturn {{main(), KEYS[1]}}\n"
+    ))
 }
 
 static LOAD: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/load.lua")));
@@ -211,9 +216,9 @@ impl Store {
 
     /// What follows the prefix in a session's key: the ID's SHA-256 digest, or the ID
     /// itself with `plain_keys`. Also the session's entry in its user's index.
-    pub(crate) fn member(&self, id: &SessionId) -> String {
+    pub(crate) fn member<'a>(&self, id: &'a SessionId) -> &'a str {
         if self.plain_keys {
-            id.as_str().to_owned()
+            id.as_str()
         } else {
             id.digest()
         }
@@ -221,7 +226,7 @@ impl Store {
 
     /// The Redis key of a session.
     pub(crate) fn key(&self, id: &SessionId) -> String {
-        self.key_of(&self.member(id))
+        self.key_of(self.member(id))
     }
 
     pub(crate) fn key_of(&self, member: &str) -> String {
@@ -280,8 +285,36 @@ impl Store {
     }
 
     async fn run(&self, script: &Script, key: String, args: Vec<Value>) -> Result<Value, Error> {
-        self.timed(script.evalsha_with_reload(self.redis.client(), key, args))
-            .await
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let call = || script.evalsha_with_reload(self.redis.client(), key.clone(), args.clone());
+        let result = match tokio::time::timeout_at(deadline, call()).await {
+            // A MOVED or ASK reply, which fred does not follow (see `client_builder`): the
+            // script did not run, and on MOVED fred has refreshed its slot map, so one retry
+            // (within the same timeout) reaches the slot's new owner.
+            Ok(Err(e)) if is_redirection(&e) => tokio::time::timeout_at(deadline, call()).await,
+            other => other,
+        };
+        let reply = match result {
+            Ok(reply) => reply.map_err(Error::from)?,
+            Err(_) => return Err(Error::new(ErrorKind::Timeout, None)),
+        };
+        // Every script replies `{result, KEYS[1]}`. A reply for another key means the
+        // client handed this command another command's reply (as fred 10.1.0 does after
+        // an ASK): never act on it, and never show another session's data.
+        match reply {
+            Value::Array(mut items) if items.len() == 2 => {
+                let echoed = items.pop().and_then(Value::into_string);
+                if echoed.as_deref() == Some(key.as_str()) {
+                    Ok(items.pop().unwrap_or(Value::Null))
+                } else {
+                    tracing::error!(
+                        "the Redis client returned a reply meant for another command; discarded"
+                    );
+                    Err(Error::protocol("script reply for another key"))
+                }
+            }
+            _ => Err(Error::protocol("script reply without its key")),
+        }
     }
 
     /// Loads the scripts into Redis (every primary of a cluster), so the first request
@@ -320,7 +353,7 @@ impl Store {
             fields.push((into_string(name), into_string(value)));
         }
         let ttl_ms = ttl_ms.as_i64().unwrap_or(0).max(0);
-        let Some(opened) = self.open(&self.member(id), fields) else {
+        let Some(opened) = self.open(self.member(id), fields) else {
             return Ok(LoadOutcome::Unusable);
         };
         Ok(LoadOutcome::Found(Loaded {
@@ -344,7 +377,7 @@ impl Store {
         for (name, value) in fields {
             if name != "last_accessed_at" && name != "session_ttl" {
                 args.push(text(name.as_str()));
-                args.push(self.seal(&member, name, value));
+                args.push(self.seal(member, name, value));
             }
         }
         match self.run(&CREATE, self.key(id), args).await?.as_i64() {
@@ -362,7 +395,7 @@ impl Store {
         ttl: Option<Duration>,
         changes: Vec<(String, Change)>,
     ) -> Result<WriteOutcome, Error> {
-        let args = self.save_args(&self.member(id), ttl, changes);
+        let args = self.save_args(self.member(id), ttl, changes);
         match self.run(&SAVE, self.key(id), args).await?.as_i64() {
             Some(1) => Ok(WriteOutcome::Applied),
             Some(0) => Ok(WriteOutcome::Gone),
@@ -399,6 +432,12 @@ impl Store {
         let deleted: i64 = self.timed(self.redis.client().del(self.key(id))).await?;
         Ok(deleted > 0)
     }
+}
+
+/// fred's error for a MOVED or ASK it did not follow (`max_redirections` spent): the
+/// command was not run.
+fn is_redirection(err: &fred::error::Error) -> bool {
+    *err.kind() == fred::error::ErrorKind::Routing && err.details() == "Too many redirections."
 }
 
 fn into_string(value: Value) -> String {

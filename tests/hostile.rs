@@ -46,7 +46,8 @@ fn runner(cases: u32) -> TestRunner {
 /// scripts run inside are left out, and so are this harness's own `INFO`s).
 fn round_trips(redis: &Redis) -> u64 {
     const INSIDE_SCRIPTS: &[&str] = &[
-        "hlen", "hgetall", "time", "pttl", "hset", "pexpire", "exists", "hget", "hincrby", "hdel",
+        "hlen", "hgetall", "time", "pttl", "hset", "pexpire", "exists", "hget", "hmget", "hincrby",
+        "hdel",
     ];
     redis
         .command_calls()

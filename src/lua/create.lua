@@ -33,8 +33,19 @@ end
 local ttl = expire_ms(idle, deadline, now)
 if ttl <= 0 then return -1 end
 
-redis.call('HSET', key, 'created_at', created, 'last_accessed_at', stamp, 'session_ttl', idle)
-if new_deadline then redis.call('HSET', key, 'absolute_expires_at', new_deadline) end
-call_chunked('HSET', key, ARGV, 3)
+if #ARGV <= 190 then
+  -- The common case: one HSET for everything.
+  if new_deadline then
+    redis.call('HSET', key, 'created_at', created, 'last_accessed_at', stamp,
+      'session_ttl', idle, 'absolute_expires_at', new_deadline, unpack(ARGV, 3))
+  else
+    redis.call('HSET', key, 'created_at', created, 'last_accessed_at', stamp,
+      'session_ttl', idle, unpack(ARGV, 3))
+  end
+else
+  redis.call('HSET', key, 'created_at', created, 'last_accessed_at', stamp, 'session_ttl', idle)
+  if new_deadline then redis.call('HSET', key, 'absolute_expires_at', new_deadline) end
+  call_chunked('HSET', key, ARGV, 3)
+end
 redis.call('PEXPIRE', key, ttl)
 return 1

@@ -15,24 +15,33 @@
 --          -2  an increment met a value that is not a 64-bit integer: nothing written
 
 local key = KEYS[1]
-if redis.call('EXISTS', key) == 0 then return 0 end
-
-local stored_idle = tonumber(redis.call('HGET', key, 'session_ttl'))
+-- One read for what every save needs: the idle TTL (missing: the session is gone), the
+-- absolute deadline, and the current value of each incremented field (to undo with).
+local names = {'session_ttl', 'absolute_expires_at'}
+for i = 2, #ARGV, 3 do
+  if ARGV[i] == 'i' then names[#names + 1] = ARGV[i + 1] end
+end
+local got = redis.pcall('HMGET', key, unpack(names))
+if got.err then return 0 end
+local stored_idle = tonumber(got[1])
 if not stored_idle or stored_idle < 1 or stored_idle > 2147483647 then return 0 end
-local now = now_ms()
-local deadline = parse_rfc3339(redis.call('HGET', key, 'absolute_expires_at'))
-if deadline and now >= deadline * 1000 then
-  redis.call('DEL', key)
-  return 0
+local deadline, now = nil, nil
+if got[2] then
+  deadline = parse_rfc3339(got[2])
+  now = now_ms()
+  if deadline and now >= deadline * 1000 then
+    redis.call('DEL', key)
+    return 0
+  end
 end
 
 -- Increments first: HINCRBY checks the stored value and the 64-bit range exactly. If
 -- one fails, the ones before it are undone and nothing else is written.
-local undo = {}
+local undo, n = {}, 2
 for i = 2, #ARGV, 3 do
   if ARGV[i] == 'i' then
+    n = n + 1
     local field = ARGV[i + 1]
-    local before = redis.call('HGET', key, field)
     local r = redis.pcall('HINCRBY', key, field, ARGV[i + 2])
     if type(r) == 'table' and r.err then
       for j = #undo, 1, -1 do
@@ -46,7 +55,7 @@ for i = 2, #ARGV, 3 do
       if string.sub(r.err, 1, 3) == 'OOM' then return r end
       return -2
     end
-    undo[#undo + 1] = {field, before}
+    undo[#undo + 1] = {field, got[n]}
   end
 end
 

@@ -4,12 +4,11 @@ use std::sync::Arc;
 
 use http::StatusCode;
 
-use crate::support::{RedisServer, TestApp};
+use crate::support::{TestApp, Topology};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_concurrent_increments_add_exactly_fifty() {
-    let server = RedisServer::start();
-    let app = Arc::new(TestApp::new(&server).await);
+async fn fifty_concurrent_increments_add_exactly_fifty(topology: Topology) {
+    let redis = topology.start().await;
+    let app = Arc::new(TestApp::new(&redis).await);
     let id = app.login().await;
     let tasks: Vec<_> = (0..50)
         .map(|_| {
@@ -24,10 +23,9 @@ async fn fifty_concurrent_increments_add_exactly_fifty() {
     app.check_keyspace().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_writes_to_different_fields_both_persist() {
-    let server = RedisServer::start();
-    let app = Arc::new(TestApp::new(&server).await);
+async fn concurrent_writes_to_different_fields_both_persist(topology: Topology) {
+    let redis = topology.start().await;
+    let app = Arc::new(TestApp::new(&redis).await);
     let id = app.login().await;
     // Hold one writer between its load and its save while the other completes.
     let held = {
@@ -47,10 +45,9 @@ async fn concurrent_writes_to_different_fields_both_persist() {
 
 /// A request in flight while another logs out cannot bring the session back: 1,000
 /// rounds, each held deterministically between its load and its save.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logout_racing_an_in_flight_write_never_resurrects_the_session() {
-    let server = RedisServer::start();
-    let app = Arc::new(TestApp::new(&server).await);
+async fn logout_racing_an_in_flight_write_never_resurrects_the_session(topology: Topology) {
+    let redis = topology.start().await;
+    let app = Arc::new(TestApp::new(&redis).await);
     let mut resurrections = 0;
     for _ in 0..1000 {
         let id = app.login().await;
@@ -74,10 +71,9 @@ async fn logout_racing_an_in_flight_write_never_resurrects_the_session() {
     app.check_keyspace().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotation_racing_an_in_flight_write_leaves_one_live_session() {
-    let server = RedisServer::start();
-    let app = Arc::new(TestApp::new(&server).await);
+async fn rotation_racing_an_in_flight_write_leaves_one_live_session(topology: Topology) {
+    let redis = topology.start().await;
+    let app = Arc::new(TestApp::new(&redis).await);
     for _ in 0..200 {
         let id = app.login().await;
         let held = {
@@ -95,10 +91,9 @@ async fn rotation_racing_an_in_flight_write_leaves_one_live_session() {
     app.check_keyspace().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logout_racing_a_rotation_leaves_no_session() {
-    let server = RedisServer::start();
-    let app = Arc::new(TestApp::new(&server).await);
+async fn logout_racing_a_rotation_leaves_no_session(topology: Topology) {
+    let redis = topology.start().await;
+    let app = Arc::new(TestApp::new(&redis).await);
     for _ in 0..200 {
         let id = app.login().await;
         let held = {
@@ -110,8 +105,16 @@ async fn logout_racing_a_rotation_leaves_no_session() {
         app.gate.release.notify_one();
         let res = held.await.unwrap();
         assert!(res.clears_cookie(), "{:?}", res.set_cookie());
-        let keys = crate::support::all_keys(&app.client).await;
+        let keys = app.keys().await;
         assert!(keys.is_empty(), "left behind: {keys:?}");
     }
     app.check_keyspace().await;
+}
+
+session_tests! {
+    fifty_concurrent_increments_add_exactly_fifty,
+    concurrent_writes_to_different_fields_both_persist,
+    logout_racing_an_in_flight_write_never_resurrects_the_session,
+    rotation_racing_an_in_flight_write_leaves_one_live_session,
+    logout_racing_a_rotation_leaves_no_session,
 }

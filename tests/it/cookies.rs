@@ -6,11 +6,10 @@ use axum::body::Body;
 use http::{header, HeaderValue, Request, StatusCode};
 use tower_redis_session::{fred::prelude::*, RedisSessionLayer, SameSite};
 
-use crate::support::{all_keys, reset_stats, round_trips, RedisServer, TestApp};
+use crate::support::{reset_stats, round_trips, TestApp, Topology};
 
-#[tokio::test]
-async fn cookie_attributes_follow_the_configuration() {
-    let server = RedisServer::start();
+async fn cookie_attributes_follow_the_configuration(topology: Topology) {
+    let redis = topology.start().await;
     let cases: Vec<(&str, fn(_) -> _, &str)> = vec![
         (
             "defaults",
@@ -43,7 +42,7 @@ async fn cookie_attributes_follow_the_configuration() {
         ),
     ];
     for (name, configure, expected) in cases {
-        let app = TestApp::with(&server, configure).await;
+        let app = TestApp::with(&redis, configure).await;
         let cookie_name = expected.split('=').next().unwrap();
         let req = Request::post("/set/a/1").body(Body::empty()).unwrap();
         let res = app.send_request(req).await;
@@ -86,10 +85,9 @@ async fn cookie_attributes_follow_the_configuration() {
     }
 }
 
-#[tokio::test]
-async fn persistent_cookie_is_refreshed_on_every_response_of_a_live_session() {
-    let server = RedisServer::start();
-    let app = TestApp::with(&server, |b| {
+async fn persistent_cookie_is_refreshed_on_every_response_of_a_live_session(topology: Topology) {
+    let redis = topology.start().await;
+    let app = TestApp::with(&redis, |b| {
         b.persistent_cookie(true).idle_ttl(Duration::from_secs(600))
     })
     .await;
@@ -104,10 +102,9 @@ async fn persistent_cookie_is_refreshed_on_every_response_of_a_live_session() {
     app.check_keyspace().await;
 }
 
-#[tokio::test]
-async fn app_cache_control_is_left_alone() {
-    let server = RedisServer::start();
-    let client = server.client().await;
+async fn app_cache_control_is_left_alone(topology: Topology) {
+    let redis = topology.start().await;
+    let client = redis.client().await;
     let app = axum::Router::new()
         .route(
             "/",
@@ -129,10 +126,11 @@ async fn app_cache_control_is_left_alone() {
     assert_eq!(cc, vec![HeaderValue::from_static("private, max-age=0")]);
 }
 
-#[tokio::test]
-async fn bad_cookies_give_no_session_no_panic_and_touch_no_key_outside_the_prefix() {
-    let server = RedisServer::start();
-    let app = TestApp::new(&server).await;
+async fn bad_cookies_give_no_session_no_panic_and_touch_no_key_outside_the_prefix(
+    topology: Topology,
+) {
+    let redis = topology.start_exclusive().await;
+    let app = TestApp::new(&redis).await;
     let live = app.login().await;
     let big = "A".repeat(8 * 1024);
     let values: Vec<Vec<u8>> = vec![
@@ -176,7 +174,7 @@ async fn bad_cookies_give_no_session_no_panic_and_touch_no_key_outside_the_prefi
         0,
         "no bad cookie reached Redis"
     );
-    let keys = all_keys(&app.client).await;
+    let keys = app.keys().await;
     assert_eq!(keys, vec![app.key(&live)]);
     app.check_keyspace().await;
 }
@@ -209,12 +207,19 @@ async fn host_prefix_misconfiguration_is_refused_when_the_layer_is_built() {
     }
 }
 
-#[tokio::test]
-async fn plain_keys_store_the_id_as_the_reference_php_store_does() {
-    let server = RedisServer::start();
-    let app = TestApp::with(&server, |b| b.plain_keys(true)).await;
+async fn plain_keys_store_the_id_as_the_reference_php_store_does(topology: Topology) {
+    let redis = topology.start().await;
+    let app = TestApp::with(&redis, |b| b.plain_keys(true)).await;
     let id = app.post("/set/a/1", None).await.new_id().unwrap();
-    let keys = all_keys(&app.client).await;
+    let keys = app.keys().await;
     assert_eq!(keys, vec![format!("{}{id}", app.prefix)]);
     assert_eq!(app.get("/read/a", Some(&id)).await.body, "1");
+}
+
+session_tests! {
+    cookie_attributes_follow_the_configuration,
+    persistent_cookie_is_refreshed_on_every_response_of_a_live_session,
+    app_cache_control_is_left_alone,
+    bad_cookies_give_no_session_no_panic_and_touch_no_key_outside_the_prefix,
+    plain_keys_store_the_id_as_the_reference_php_store_does,
 }

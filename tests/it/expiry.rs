@@ -2,12 +2,11 @@
 
 use std::time::Duration;
 
-use crate::support::{RedisServer, TestApp};
+use crate::support::{TestApp, Topology};
 
-#[tokio::test]
-async fn idle_session_expires_and_the_next_request_says_so() {
-    let server = RedisServer::start();
-    let app = TestApp::new(&server).await;
+async fn idle_session_expires_and_the_next_request_says_so(topology: Topology) {
+    let redis = topology.start().await;
+    let app = TestApp::new(&redis).await;
     let id = app.login().await;
     app.post("/ttl/1", Some(&id)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -21,10 +20,9 @@ async fn idle_session_expires_and_the_next_request_says_so() {
     app.check_keyspace().await;
 }
 
-#[tokio::test]
-async fn absolute_lifetime_ends_a_session_that_is_active_every_second() {
-    let server = RedisServer::start();
-    let app = TestApp::with(&server, |b| {
+async fn absolute_lifetime_ends_a_session_that_is_active_every_second(topology: Topology) {
+    let redis = topology.start().await;
+    let app = TestApp::with(&redis, |b| {
         b.idle_ttl(Duration::from_secs(60))
             .absolute_lifetime(Duration::from_secs(3))
     })
@@ -55,10 +53,9 @@ async fn absolute_lifetime_ends_a_session_that_is_active_every_second() {
     app.check_keyspace().await;
 }
 
-#[tokio::test]
-async fn ttl_change_never_reaches_past_the_absolute_lifetime() {
-    let server = RedisServer::start();
-    let app = TestApp::with(&server, |b| b.absolute_lifetime(Duration::from_secs(20))).await;
+async fn ttl_change_never_reaches_past_the_absolute_lifetime(topology: Topology) {
+    let redis = topology.start().await;
+    let app = TestApp::with(&redis, |b| b.absolute_lifetime(Duration::from_secs(20))).await;
     let id = app.login().await;
     app.post("/ttl/3600", Some(&id)).await;
     let ttl = app.pttl(&id).await;
@@ -67,12 +64,11 @@ async fn ttl_change_never_reaches_past_the_absolute_lifetime() {
     app.check_keyspace().await;
 }
 
-#[tokio::test]
-async fn expiry_uses_redis_clock_not_the_app_clock() {
+async fn expiry_uses_redis_clock_not_the_app_clock(topology: Topology) {
     // The deadline is stored on Redis's clock; a session with a deadline already in the
     // past by Redis's clock is gone, whatever the app server's clock says.
-    let server = RedisServer::start();
-    let app = TestApp::new(&server).await;
+    let redis = topology.start().await;
+    let app = TestApp::new(&redis).await;
     let id = app.login().await;
     let _: () = fred::interfaces::HashesInterface::hset(
         &app.client,
@@ -84,4 +80,11 @@ async fn expiry_uses_redis_clock_not_the_app_clock() {
     let res = app.get("/read/username", Some(&id)).await;
     assert_eq!(res.body, "");
     assert!(app.hash(&id).await.is_empty());
+}
+
+session_tests! {
+    idle_session_expires_and_the_next_request_says_so,
+    absolute_lifetime_ends_a_session_that_is_active_every_second,
+    ttl_change_never_reaches_past_the_absolute_lifetime,
+    expiry_uses_redis_clock_not_the_app_clock,
 }

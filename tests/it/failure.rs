@@ -2,10 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use fred::interfaces::ClientLike as _;
 use http::StatusCode;
 
-use crate::support::{RedisServer, TestApp};
+use crate::support::{flush_scripts, RedisServer, TestApp, Topology};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_gives_503_and_requests_recover_when_it_is_back() {
@@ -74,26 +73,20 @@ async fn error_response_carries_the_error_and_can_be_customised() {
     assert!(res.body.starts_with("custom: "), "{}", res.body);
 }
 
-#[tokio::test]
-async fn script_cache_loss_is_recovered_on_the_first_write() {
-    let server = RedisServer::start();
-    let app = TestApp::new(&server).await;
+async fn script_cache_loss_is_recovered_on_the_first_write(topology: Topology) {
+    let redis = topology.start_exclusive().await;
+    let app = TestApp::new(&redis).await;
     let id = app.login().await;
-    let _: () = app
-        .client
-        .custom(fred::cmd!("SCRIPT"), vec!["FLUSH"])
-        .await
-        .unwrap();
+    flush_scripts(&app.client).await;
     let res = app.post("/incr/n", Some(&id)).await;
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(app.hash(&id).await["n"], "1");
     app.check_keyspace().await;
 }
 
-#[tokio::test]
-async fn a_key_that_is_not_a_session_is_treated_as_no_session() {
-    let server = RedisServer::start();
-    let app = TestApp::new(&server).await;
+async fn a_key_that_is_not_a_session_is_treated_as_no_session(topology: Topology) {
+    let redis = topology.start().await;
+    let app = TestApp::new(&redis).await;
     let id = tower_redis_session::SessionId::generate().to_string();
     let key = app.key(&id);
     // A string, a hash without the internal fields: neither is read as a session.
@@ -121,4 +114,9 @@ async fn a_key_that_is_not_a_session_is_treated_as_no_session() {
         .unwrap();
     let res = app.get("/read/username", Some(&id)).await;
     assert_eq!(res.body, "");
+}
+
+session_tests! {
+    script_cache_loss_is_recovered_on_the_first_write,
+    a_key_that_is_not_a_session_is_treated_as_no_session,
 }

@@ -5,17 +5,16 @@ use std::{sync::Arc, time::Duration};
 use http::StatusCode;
 use tower_redis_session::SessionHandle;
 
-use crate::support::{all_keys, RedisServer, TestApp};
+use crate::support::{RedisServer, TestApp, Topology};
 
 fn handle(app: &TestApp, id: &str) -> SessionHandle {
     app.manager
         .handle(&tower_redis_session::SessionId::parse(id).unwrap())
 }
 
-#[tokio::test]
-async fn list_end_one_and_log_out_everywhere_but_current() {
-    let server = RedisServer::start();
-    let app = TestApp::new(&server).await;
+async fn list_end_one_and_log_out_everywhere_but_current(topology: Topology) {
+    let redis = topology.start().await;
+    let app = TestApp::new(&redis).await;
     let alice: Vec<String> = [
         app.login_as("alice").await,
         app.login_as("alice").await,
@@ -87,10 +86,9 @@ async fn list_end_one_and_log_out_everywhere_but_current() {
     app.check_keyspace_with_indexes().await;
 }
 
-#[tokio::test]
-async fn expired_sessions_vanish_from_the_listing_and_the_index() {
-    let server = RedisServer::start();
-    let app = TestApp::new(&server).await;
+async fn expired_sessions_vanish_from_the_listing_and_the_index(topology: Topology) {
+    let redis = topology.start().await;
+    let app = TestApp::new(&redis).await;
     let short = app.login_as("carol").await;
     let long = app.login_as("carol").await;
     app.post("/ttl/1", Some(&short)).await;
@@ -114,7 +112,7 @@ async fn expired_sessions_vanish_from_the_listing_and_the_index() {
     // Once the last one ends, the index key is gone too.
     app.post("/logout", Some(&long)).await;
     assert!(app.manager.list("carol").await.unwrap().is_empty());
-    assert_eq!(all_keys(&app.client).await, Vec::<String>::new());
+    assert_eq!(app.keys().await, Vec::<String>::new());
 }
 
 fn digest(s: &str) -> String {
@@ -123,10 +121,9 @@ fn digest(s: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(s.as_bytes()))
 }
 
-#[tokio::test]
-async fn rotation_and_destroy_keep_the_index_right() {
-    let server = RedisServer::start();
-    let app = TestApp::new(&server).await;
+async fn rotation_and_destroy_keep_the_index_right(topology: Topology) {
+    let redis = topology.start().await;
+    let app = TestApp::new(&redis).await;
     let id = app.login_as("dave").await;
     let rotated = app.post("/rotate", Some(&id)).await.new_id().unwrap();
     let list = app.manager.list("dave").await.unwrap();
@@ -137,17 +134,12 @@ async fn rotation_and_destroy_keep_the_index_right() {
 
     app.post("/logout", Some(&rotated)).await;
     assert!(app.manager.list("dave").await.unwrap().is_empty());
-    assert_eq!(
-        all_keys(&app.client).await,
-        Vec::<String>::new(),
-        "index deleted"
-    );
+    assert_eq!(app.keys().await, Vec::<String>::new(), "index deleted");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_terminated_while_a_request_is_in_flight_stays_terminated() {
-    let server = RedisServer::start();
-    let app = Arc::new(TestApp::new(&server).await);
+async fn a_session_terminated_while_a_request_is_in_flight_stays_terminated(topology: Topology) {
+    let redis = topology.start().await;
+    let app = Arc::new(TestApp::new(&redis).await);
     for _ in 0..100 {
         let id = app.login_as("erin").await;
         let held = {
@@ -162,13 +154,12 @@ async fn a_session_terminated_while_a_request_is_in_flight_stays_terminated() {
         assert!(res.clears_cookie());
         assert!(app.hash(&id).await.is_empty(), "no resurrection");
     }
-    assert_eq!(all_keys(&app.client).await, Vec::<String>::new());
+    assert_eq!(app.keys().await, Vec::<String>::new());
 }
 
-#[tokio::test]
-async fn stats_count_sessions_indexes_and_memory() {
-    let server = RedisServer::start();
-    let app = TestApp::new(&server).await;
+async fn stats_count_sessions_indexes_and_memory(topology: Topology) {
+    let redis = topology.start().await;
+    let app = TestApp::new(&redis).await;
     for _ in 0..5 {
         app.login().await;
     }
@@ -179,10 +170,9 @@ async fn stats_count_sessions_indexes_and_memory() {
     assert!(stats.session_bytes > 6 * 50, "{stats:?}");
 }
 
-#[tokio::test]
-async fn terminate_all_by_scan_ends_sessions_the_index_lost() {
-    let server = RedisServer::start();
-    let app = TestApp::new(&server).await;
+async fn terminate_all_by_scan_ends_sessions_the_index_lost(topology: Topology) {
+    let redis = topology.start().await;
+    let app = TestApp::new(&redis).await;
     let a = app.login_as("grace").await;
     let b = app.login_as("grace").await;
     let other = app.login_as("heidi").await;
@@ -234,10 +224,27 @@ async fn volatile_lru_evicts_sessions_but_never_the_index() {
     .await
     .unwrap();
     assert!(index_exists, "the index survived eviction");
+    // Stop evicting, so that nothing vanishes between the listing and the termination.
+    fred::interfaces::ClientLike::custom::<(), _>(
+        &app.client,
+        fred::cmd!("CONFIG"),
+        vec!["SET", "maxmemory", "0"],
+    )
+    .await
+    .unwrap();
     let alive_before = app.manager.list("ivan").await.unwrap().len();
     let ended = app.manager.terminate_all("ivan", None).await.unwrap();
     assert_eq!(ended, alive_before);
     for id in &ids {
         assert!(app.hash(id).await.is_empty());
     }
+}
+
+session_tests! {
+    list_end_one_and_log_out_everywhere_but_current,
+    expired_sessions_vanish_from_the_listing_and_the_index,
+    rotation_and_destroy_keep_the_index_right,
+    a_session_terminated_while_a_request_is_in_flight_stays_terminated,
+    stats_count_sessions_indexes_and_memory,
+    terminate_all_by_scan_ends_sessions_the_index_lost,
 }

@@ -4,12 +4,11 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::support::{reset_stats, round_trips, RedisServer, TestApp};
+use crate::support::{reset_stats, round_trips, TestApp, Topology};
 
-#[tokio::test]
-async fn no_cookie_and_no_write_costs_nothing_and_sets_no_cookie() {
-    let server = RedisServer::start();
-    let app = TestApp::new(&server).await;
+async fn no_cookie_and_no_write_costs_nothing_and_sets_no_cookie(topology: Topology) {
+    let redis = topology.start_exclusive().await;
+    let app = TestApp::new(&redis).await;
     reset_stats(&app.client).await;
     let res = app.get("/none", None).await;
     assert_eq!(res.status, StatusCode::OK);
@@ -22,10 +21,9 @@ async fn no_cookie_and_no_write_costs_nothing_and_sets_no_cookie() {
     app.check_keyspace().await;
 }
 
-#[tokio::test]
-async fn first_write_creates_the_session_in_one_round_trip() {
-    let server = RedisServer::start();
-    let app = TestApp::new(&server).await;
+async fn first_write_creates_the_session_in_one_round_trip(topology: Topology) {
+    let redis = topology.start_exclusive().await;
+    let app = TestApp::new(&redis).await;
     reset_stats(&app.client).await;
     let res = app.post("/set/username/ferris", None).await;
     assert_eq!(round_trips(&app.client).await, 1);
@@ -47,10 +45,9 @@ async fn first_write_creates_the_session_in_one_round_trip() {
     app.check_keyspace().await;
 }
 
-#[tokio::test]
-async fn reading_a_live_session_is_one_round_trip_and_refreshes_the_ttl() {
-    let server = RedisServer::start();
-    let app = TestApp::with(&server, |b| b.idle_ttl(Duration::from_secs(100))).await;
+async fn reading_a_live_session_is_one_round_trip_and_refreshes_the_ttl(topology: Topology) {
+    let redis = topology.start_exclusive().await;
+    let app = TestApp::with(&redis, |b| b.idle_ttl(Duration::from_secs(100))).await;
     let id = app.login().await;
     let _: () = fred::interfaces::KeysInterface::pexpire(&app.client, app.key(&id), 50_000, None)
         .await
@@ -68,10 +65,9 @@ async fn reading_a_live_session_is_one_round_trip_and_refreshes_the_ttl() {
     app.check_keyspace().await;
 }
 
-#[tokio::test]
-async fn read_then_write_is_two_round_trips() {
-    let server = RedisServer::start();
-    let app = TestApp::new(&server).await;
+async fn read_then_write_is_two_round_trips(topology: Topology) {
+    let redis = topology.start_exclusive().await;
+    let app = TestApp::new(&redis).await;
     let id = app.login().await;
     reset_stats(&app.client).await;
     let res = app.post("/incr/page_views", Some(&id)).await;
@@ -82,10 +78,9 @@ async fn read_then_write_is_two_round_trips() {
     app.check_keyspace().await;
 }
 
-#[tokio::test]
-async fn unknown_id_is_never_adopted_and_its_cookie_is_cleared() {
-    let server = RedisServer::start();
-    let app = TestApp::new(&server).await;
+async fn unknown_id_is_never_adopted_and_its_cookie_is_cleared(topology: Topology) {
+    let redis = topology.start_exclusive().await;
+    let app = TestApp::new(&redis).await;
     let unknown = tower_redis_session::SessionId::generate().to_string();
 
     reset_stats(&app.client).await;
@@ -109,10 +104,9 @@ async fn unknown_id_is_never_adopted_and_its_cookie_is_cleared() {
     app.check_keyspace().await;
 }
 
-#[tokio::test]
-async fn changes_are_field_level_and_removals_and_ttl_changes_persist() {
-    let server = RedisServer::start();
-    let app = TestApp::new(&server).await;
+async fn changes_are_field_level_and_removals_and_ttl_changes_persist(topology: Topology) {
+    let redis = topology.start().await;
+    let app = TestApp::new(&redis).await;
     let id = app.login().await;
     app.post("/set/color/blue", Some(&id)).await;
     let res = app.post("/remove/color", Some(&id)).await;
@@ -130,10 +124,9 @@ async fn changes_are_field_level_and_removals_and_ttl_changes_persist() {
     app.check_keyspace().await;
 }
 
-#[tokio::test]
-async fn reserved_fields_are_refused_with_a_clear_error() {
-    let server = RedisServer::start();
-    let app = TestApp::new(&server).await;
+async fn reserved_fields_are_refused_with_a_clear_error(topology: Topology) {
+    let redis = topology.start().await;
+    let app = TestApp::new(&redis).await;
     let id = app.login().await;
     let res = app.post("/set/session_ttl/999999", Some(&id)).await;
     assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -142,10 +135,9 @@ async fn reserved_fields_are_refused_with_a_clear_error() {
     app.check_keyspace().await;
 }
 
-#[tokio::test]
-async fn logout_deletes_the_key_and_expires_the_cookie() {
-    let server = RedisServer::start();
-    let app = TestApp::new(&server).await;
+async fn logout_deletes_the_key_and_expires_the_cookie(topology: Topology) {
+    let redis = topology.start_exclusive().await;
+    let app = TestApp::new(&redis).await;
     let id = app.login().await;
     reset_stats(&app.client).await;
     let res = app.post("/logout", Some(&id)).await;
@@ -159,10 +151,11 @@ async fn logout_deletes_the_key_and_expires_the_cookie() {
     app.check_keyspace().await;
 }
 
-#[tokio::test]
-async fn touch_interval_skips_the_refresh_write_but_still_loads_in_one_round_trip() {
-    let server = RedisServer::start();
-    let app = TestApp::with(&server, |b| {
+async fn touch_interval_skips_the_refresh_write_but_still_loads_in_one_round_trip(
+    topology: Topology,
+) {
+    let redis = topology.start_exclusive().await;
+    let app = TestApp::with(&redis, |b| {
         b.idle_ttl(Duration::from_secs(100))
             .touch_interval(Duration::from_secs(30))
     })
@@ -183,4 +176,16 @@ async fn touch_interval_skips_the_refresh_write_but_still_loads_in_one_round_tri
     );
     assert_eq!(app.hash(&id).await["last_accessed_at"], stamp);
     app.check_keyspace().await;
+}
+
+session_tests! {
+    no_cookie_and_no_write_costs_nothing_and_sets_no_cookie,
+    first_write_creates_the_session_in_one_round_trip,
+    reading_a_live_session_is_one_round_trip_and_refreshes_the_ttl,
+    read_then_write_is_two_round_trips,
+    unknown_id_is_never_adopted_and_its_cookie_is_cleared,
+    changes_are_field_level_and_removals_and_ttl_changes_persist,
+    reserved_fields_are_refused_with_a_clear_error,
+    logout_deletes_the_key_and_expires_the_cookie,
+    touch_interval_skips_the_refresh_write_but_still_loads_in_one_round_trip,
 }

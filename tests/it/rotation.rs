@@ -2,12 +2,11 @@
 
 use http::StatusCode;
 
-use crate::support::{reset_stats, round_trips, RedisServer, TestApp};
+use crate::support::{reset_stats, round_trips, TestApp, Topology};
 
-#[tokio::test]
-async fn rotation_moves_data_and_ttl_and_kills_the_old_id() {
-    let server = RedisServer::start();
-    let app = TestApp::new(&server).await;
+async fn rotation_moves_data_and_ttl_and_kills_the_old_id(topology: Topology) {
+    let redis = topology.start_exclusive().await;
+    let app = TestApp::new(&redis).await;
     let old = app.login().await;
     app.post("/incr/n", Some(&old)).await;
     app.post("/ttl/120", Some(&old)).await;
@@ -39,10 +38,9 @@ async fn rotation_moves_data_and_ttl_and_kills_the_old_id() {
     app.check_keyspace().await;
 }
 
-#[tokio::test]
-async fn rotation_with_changes_in_the_same_request_keeps_them() {
-    let server = RedisServer::start();
-    let app = TestApp::new(&server).await;
+async fn rotation_with_changes_in_the_same_request_keeps_them(topology: Topology) {
+    let redis = topology.start().await;
+    let app = TestApp::new(&redis).await;
     let old = app.login().await;
     let res = app.post("/rotate", Some(&old)).await;
     let new = res.new_id().unwrap();
@@ -50,4 +48,9 @@ async fn rotation_with_changes_in_the_same_request_keeps_them() {
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(app.hash(&new).await["role"], "admin");
     app.check_keyspace().await;
+}
+
+session_tests! {
+    rotation_moves_data_and_ttl_and_kills_the_old_id,
+    rotation_with_changes_in_the_same_request_keeps_them,
 }

@@ -1,11 +1,22 @@
-//! Test support: a real `redis-server` per test on 127.0.0.1, an app behind the layer,
-//! and checks of what the layer leaves in Redis.
+//! Test support: real Redis on 127.0.0.1 (a `redis-server` per test, a shared local
+//! cluster, clusters and Sentinel groups of their own for fault tests, TLS servers), an
+//! app behind the layer, and checks of what the layer leaves in Redis.
+//!
+//! Every process started here is killed by its own PID when its owner is dropped, and by
+//! a watchdog when the test binary exits however it exits ([`reaper`]).
 #![allow(dead_code, unreachable_pub)]
+
+pub mod cluster;
+pub mod load;
+pub mod reaper;
+pub mod resp;
+pub mod sentinel;
+pub mod tls;
 
 use std::{
     collections::HashMap,
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::Arc,
@@ -21,12 +32,15 @@ use axum::{
 use fred::prelude::*;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tower::ServiceExt as _;
 use tower_redis_session::{
     client_builder, RedisSessionLayer, RedisSessionLayerBuilder, Session, SessionError,
     SessionManager,
 };
+
+pub use cluster::RedisCluster;
+pub use resp::free_port;
 
 /// A `redis-server` started for one test, killed (by its own PID) when dropped.
 pub struct RedisServer {
@@ -34,13 +48,6 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     extra: Vec<String>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
 }
 
 impl RedisServer {
@@ -53,6 +60,7 @@ impl RedisServer {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("trs-test-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create the server's directory");
+        reaper::remove_on_exit(&dir);
         let mut server = Self {
             child: None,
             port,
@@ -86,6 +94,7 @@ impl RedisServer {
             ),
             Err(e) => panic!("cannot start redis-server: {e}"),
         };
+        reaper::kill_on_exit(child.id());
         self.child = Some(child);
         self.wait_until_ready();
     }
@@ -123,6 +132,7 @@ impl RedisServer {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            reaper::forget(child.id());
         }
     }
 
@@ -150,19 +160,58 @@ impl Drop for RedisServer {
     }
 }
 
-/// Commands sent from clients since the last reset, per `INFO commandstats`. Commands run
-/// inside scripts are counted there too, so the script-internal ones are left out:
-/// what remains is one entry per round trip (EVALSHA, DEL, SCRIPT LOAD, ...).
+/// The primaries of a cluster client (none for a single server), as fred last saw them.
+fn cluster_primaries(client: &Client) -> Vec<fred::types::config::Server> {
+    if client.is_clustered() {
+        client
+            .cached_cluster_state()
+            .map(|state| state.unique_primary_nodes())
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    }
+}
+
+/// Runs `cmd args` on the server, or on every primary of a cluster.
+async fn on_every_primary<R: FromValue>(
+    client: &Client,
+    cmd: &'static str,
+    args: Vec<&str>,
+) -> Vec<R> {
+    use fred::types::{ClusterHash, CustomCommand};
+    let command = || CustomCommand::new_static(cmd, ClusterHash::FirstKey, false);
+    let nodes = cluster_primaries(client);
+    if nodes.is_empty() {
+        return vec![client.custom(command(), args).await.unwrap()];
+    }
+    let mut out = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let reply = client
+            .with_cluster_node(node)
+            .custom(command(), args.clone())
+            .await
+            .unwrap();
+        out.push(reply);
+    }
+    out
+}
+
+/// Commands sent from clients since the last reset, per `INFO commandstats` (summed
+/// over every primary of a cluster). Commands run inside scripts are counted there too,
+/// so the script-internal ones are left out: what remains is one entry per round trip
+/// (EVALSHA, DEL, SCRIPT LOAD, ...). On a cluster, take [`Topology::start_exclusive`]
+/// first, or other tests' commands are counted too.
 pub async fn round_trips(client: &Client) -> u64 {
     const INSIDE_SCRIPTS: &[&str] = &[
-        "hlen", "hgetall", "time", "pttl", "hset", "pexpire", "exists", "hget", "hincrby", "hdel",
+        "hlen", "hgetall", "time", "pttl", "hset", "pexpire", "exists", "hget", "hmget", "hincrby",
+        "hdel",
     ];
-    const HARNESS: &[&str] = &["info", "config|resetstat"];
-    let info: String = client
-        .info(Some(fred::types::InfoKind::CommandStats))
-        .await
-        .unwrap();
-    info.lines()
+    // The harness's own commands, and replicas acknowledging the replication stream.
+    const HARNESS: &[&str] = &["info", "config|resetstat", "replconf"];
+    let infos: Vec<String> = on_every_primary(client, "INFO", vec!["commandstats"]).await;
+    infos
+        .iter()
+        .flat_map(|info| info.lines())
         .filter_map(|line| {
             let rest = line.strip_prefix("cmdstat_")?;
             let (name, stats) = rest.split_once(':')?;
@@ -175,16 +224,175 @@ pub async fn round_trips(client: &Client) -> u64 {
         .sum()
 }
 
+/// `CONFIG RESETSTAT` on the server, or on every primary of a cluster.
 pub async fn reset_stats(client: &Client) {
-    let _: () = client
-        .custom(fred::cmd!("CONFIG"), vec!["RESETSTAT"])
-        .await
-        .unwrap();
+    let _: Vec<Value> = on_every_primary(client, "CONFIG", vec!["RESETSTAT"]).await;
 }
 
-/// Every key in the database.
+/// `SCRIPT FLUSH` on the server, or on every primary of a cluster: the script cache is
+/// lost as in a restart.
+pub async fn flush_scripts(client: &Client) {
+    let _: Vec<Value> = on_every_primary(client, "SCRIPT", vec!["FLUSH"]).await;
+}
+
+/// Every key in the database (every primary of a cluster).
 pub async fn all_keys(client: &Client) -> Vec<String> {
-    client.custom(fred::cmd!("KEYS"), vec!["*"]).await.unwrap()
+    keys_matching(client, "*").await
+}
+
+/// Every key matching a `KEYS` pattern, on the server or every primary of a cluster.
+pub async fn keys_matching(client: &Client, pattern: &str) -> Vec<String> {
+    let pages: Vec<Vec<String>> = on_every_primary(client, "KEYS", vec![pattern]).await;
+    let mut keys: Vec<String> = pages.into_iter().flatten().collect();
+    keys.sort();
+    keys
+}
+
+/// Where a test's Redis runs. The behaviour suite is stamped onto each of them (see
+/// `session_tests!` in `tests/it/main.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// A `redis-server` of the test's own.
+    Single,
+    /// The binary's shared 3-master + 3-replica cluster ([`RedisCluster::shared`]); the
+    /// test keeps to its own key prefix.
+    Cluster,
+}
+
+/// Tests on the shared cluster hold this lock: shared by the behaviour tests, exclusive
+/// for a test that reads or resets server-wide state (`INFO commandstats`, the script
+/// cache), so nothing else runs on the cluster meanwhile.
+static CLUSTER_LOCK: RwLock<()> = RwLock::const_new(());
+
+enum Hold {
+    None,
+    Shared(RwLockReadGuard<'static, ()>),
+    Exclusive(RwLockWriteGuard<'static, ()>),
+}
+
+/// A test's Redis, for its topology: a server of its own, or the shared cluster.
+pub struct Backend {
+    topology: Topology,
+    server: Option<RedisServer>,
+    cluster: Option<&'static RedisCluster>,
+    _hold: Hold,
+}
+
+impl Topology {
+    /// Redis for a test that looks only at its own keys.
+    pub async fn start(self) -> Backend {
+        self.start_with(false).await
+    }
+
+    /// Redis for a test that counts commands (`INFO commandstats`) or flushes the script
+    /// cache: on a cluster, no other test runs on it meanwhile.
+    pub async fn start_exclusive(self) -> Backend {
+        self.start_with(true).await
+    }
+
+    async fn start_with(self, exclusive: bool) -> Backend {
+        match self {
+            Self::Single => Backend {
+                topology: self,
+                server: Some(RedisServer::start()),
+                cluster: None,
+                _hold: Hold::None,
+            },
+            Self::Cluster => {
+                let hold = if exclusive {
+                    Hold::Exclusive(CLUSTER_LOCK.write().await)
+                } else {
+                    Hold::Shared(CLUSTER_LOCK.read().await)
+                };
+                let cluster = tokio::task::spawn_blocking(RedisCluster::shared)
+                    .await
+                    .expect("start the shared cluster");
+                Backend {
+                    topology: self,
+                    server: None,
+                    cluster: Some(cluster),
+                    _hold: hold,
+                }
+            }
+        }
+    }
+}
+
+impl Backend {
+    pub fn topology(&self) -> Topology {
+        self.topology
+    }
+
+    /// The test's own server (single topology only).
+    pub fn server(&mut self) -> &mut RedisServer {
+        self.server.as_mut().expect("a single-server topology")
+    }
+
+    /// A well-configured fred client, connected.
+    pub async fn client(&self) -> Client {
+        connect_client(&self.redis_url()).await
+    }
+}
+
+/// What a test app can be pointed at: a server or a [`Backend`].
+pub trait Target {
+    /// A URL fred reads.
+    fn redis_url(&self) -> String;
+    /// `true` if every key in Redis belongs to this test (a server of its own), so the
+    /// keyspace checks may look at all of them.
+    fn owns_keyspace(&self) -> bool;
+}
+
+impl Target for RedisServer {
+    fn redis_url(&self) -> String {
+        self.url()
+    }
+    fn owns_keyspace(&self) -> bool {
+        true
+    }
+}
+
+impl Target for Backend {
+    fn redis_url(&self) -> String {
+        match (&self.server, self.cluster) {
+            (Some(server), _) => server.url(),
+            (None, Some(cluster)) => cluster.url(),
+            (None, None) => unreachable!(),
+        }
+    }
+    fn owns_keyspace(&self) -> bool {
+        self.server.is_some()
+    }
+}
+
+/// A cluster of the test's own: all its keys are the test's.
+impl Target for RedisCluster {
+    fn redis_url(&self) -> String {
+        self.url()
+    }
+    fn owns_keyspace(&self) -> bool {
+        true
+    }
+}
+
+/// A Sentinel group of the test's own: the client follows the sentinels to the primary.
+impl Target for sentinel::SentinelGroup {
+    fn redis_url(&self) -> String {
+        self.url()
+    }
+    fn owns_keyspace(&self) -> bool {
+        true
+    }
+}
+
+/// A client from `client_builder(url)`, connected (panics with the error otherwise).
+pub async fn connect_client(url: &str) -> Client {
+    let client = client_builder(url).unwrap().build().unwrap();
+    client
+        .init()
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    client
 }
 
 /// A response, read whole.
@@ -193,6 +401,8 @@ pub struct TestResponse {
     pub status: StatusCode,
     pub headers: http::HeaderMap,
     pub body: String,
+    /// The store error the layer put in the response's extensions, if any, as text.
+    pub error: Option<String>,
 }
 
 impl TestResponse {
@@ -240,6 +450,9 @@ pub struct TestApp {
     pub prefix: String,
     pub gate: Arc<Gate>,
     pub manager: SessionManager,
+    /// Every key in Redis is this test's (a server of its own), not just those under
+    /// the prefix.
+    owns_keyspace: bool,
     /// Every session ID any response set, to check that none appears in a key.
     issued: std::sync::Mutex<Vec<String>>,
 }
@@ -340,16 +553,26 @@ static PREFIX_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU
 
 impl TestApp {
     /// The test app with the default settings.
-    pub async fn new(server: &RedisServer) -> Self {
-        Self::with(server, |b| b).await
+    pub async fn new(target: &impl Target) -> Self {
+        Self::with(target, |b| b).await
     }
 
-    /// The test app with settings changed by `configure` (the key prefix is set here).
+    /// The test app with settings changed by `configure` (the key prefix is set here,
+    /// unique in the test binary).
     pub async fn with(
-        server: &RedisServer,
+        target: &impl Target,
         configure: impl FnOnce(RedisSessionLayerBuilder) -> RedisSessionLayerBuilder,
     ) -> Self {
-        let client = server.client().await;
+        let client = connect_client(&target.redis_url()).await;
+        Self::with_client(client, target.owns_keyspace(), configure).await
+    }
+
+    /// The test app on a client the test built (a `Pool`'s clients, TLS, Sentinel, ...).
+    pub async fn with_client(
+        client: Client,
+        owns_keyspace: bool,
+        configure: impl FnOnce(RedisSessionLayerBuilder) -> RedisSessionLayerBuilder,
+    ) -> Self {
         let n = PREFIX_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let prefix = format!("test{n}:session:");
         let layer = configure(RedisSessionLayer::builder(client.clone()).key_prefix(&prefix))
@@ -364,6 +587,7 @@ impl TestApp {
             client,
             prefix,
             gate,
+            owns_keyspace,
             issued: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -390,6 +614,10 @@ impl TestApp {
         let (parts, body) = res.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
         let res = TestResponse {
+            error: parts
+                .extensions
+                .get::<tower_redis_session::Error>()
+                .map(ToString::to_string),
             status: parts.status,
             headers: parts.headers,
             body: String::from_utf8_lossy(&body).into_owned(),
@@ -442,8 +670,18 @@ impl TestApp {
         self.check_keys(false).await;
     }
 
+    /// The keys this test can see: all of them on a server of its own, those under its
+    /// prefix (on every primary) on a shared cluster.
+    pub async fn keys(&self) -> Vec<String> {
+        if self.owns_keyspace {
+            all_keys(&self.client).await
+        } else {
+            keys_matching(&self.client, &format!("{}*", self.prefix)).await
+        }
+    }
+
     async fn check_keys(&self, indexes_allowed: bool) {
-        let keys = all_keys(&self.client).await;
+        let keys = self.keys().await;
         let issued = self.issued.lock().unwrap().clone();
         for key in keys {
             assert!(

@@ -1,0 +1,356 @@
+//! The bench's own `redis-server`, and what the bench asks of it.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use fred::{
+    clients::Client,
+    interfaces::{ClientLike as _, KeysInterface as _, LuaInterface as _, ServerInterface as _},
+    types::{InfoKind, Value},
+};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// A `redis-server` on a free 127.0.0.1 port, killed by its own PID when dropped.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl Server {
+    pub fn start() -> Res<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = std::env::temp_dir().join(format!("e2e-bench-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start redis-server (is it installed?): {e}"))?;
+        let server = Self { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                let mut buf = [0u8; 16];
+                if s.write_all(b"PING\r\n").is_ok()
+                    && s.read(&mut buf)
+                        .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+                {
+                    return Ok(server);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err("redis-server did not answer PING within 10 s".into())
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The bench's own connection, for stats, checks and clean-up.
+pub async fn control(url: &str) -> Res<Client> {
+    let client = tower_redis_session::client_builder(url)?
+        .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(60))
+        .build()?;
+    client.init().await?;
+    Ok(client)
+}
+
+/// Calls and microseconds of one command, from `INFO commandstats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Calls {
+    pub calls: u64,
+    /// Time Redis spent executing the command (for a script, everything it ran).
+    pub usec: u64,
+}
+
+/// `INFO commandstats` as command → calls, without the bench's own INFO.
+pub async fn commandstats(client: &Client) -> Res<BTreeMap<String, Calls>> {
+    let info: String = client.info(Some(InfoKind::CommandStats)).await?;
+    let mut out = BTreeMap::new();
+    for line in info.lines() {
+        let Some((name, stats)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|r| r.split_once(':'))
+        else {
+            continue;
+        };
+        if name == "info" {
+            continue;
+        }
+        let field = |f: &str| {
+            stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(f)?.strip_prefix('='))
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0)
+        };
+        out.insert(
+            name.to_owned(),
+            Calls {
+                calls: field("calls"),
+                usec: field("usec"),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Calls per command between two `commandstats` snapshots.
+pub fn delta(
+    before: &BTreeMap<String, Calls>,
+    after: &BTreeMap<String, Calls>,
+) -> BTreeMap<String, Calls> {
+    after
+        .iter()
+        .map(|(k, v)| {
+            let b = before.get(k).copied().unwrap_or_default();
+            (
+                k.clone(),
+                Calls {
+                    calls: v.calls - b.calls,
+                    usec: v.usec - b.usec,
+                },
+            )
+        })
+        .filter(|(_, v)| v.calls > 0)
+        .collect()
+}
+
+pub async fn info_field(client: &Client, kind: InfoKind, field: &str) -> Res<u64> {
+    let info: String = client.info(Some(kind)).await?;
+    info.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no {field} in INFO").into())
+}
+
+pub async fn dbsize(client: &Client) -> Res<u64> {
+    Ok(client.dbsize().await?)
+}
+
+/// How many of `keys` exist.
+pub async fn count_existing(client: &Client, keys: &[String]) -> Res<u64> {
+    let mut n = 0;
+    for chunk in keys.chunks(1000) {
+        let c: u64 = client.exists(chunk.to_vec()).await?;
+        n += c;
+    }
+    Ok(n)
+}
+
+pub async fn delete(client: &Client, keys: &[String]) -> Res<()> {
+    for chunk in keys.chunks(1000) {
+        let _: u64 = client.del(chunk.to_vec()).await?;
+    }
+    Ok(())
+}
+
+/// `MEMORY USAGE key SAMPLES 0` (exact) for each key; their sum.
+pub async fn memory_usage(client: &Client, keys: &[String]) -> Res<u64> {
+    let mut total = 0;
+    for chunk in keys.chunks(500) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for key in chunk {
+            let client = client.clone();
+            let key = key.clone();
+            tasks.spawn(async move {
+                client
+                    .custom::<Value, _>(
+                        fred::cmd!("MEMORY"),
+                        vec![Value::from("USAGE"), key.into(), "SAMPLES".into(), 0.into()],
+                    )
+                    .await
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            total += done?.map(|v| v.as_u64().unwrap_or(0))?;
+        }
+    }
+    Ok(total)
+}
+
+/// Adds `count` session-shaped hashes (`session:fill…`, same key length as real session
+/// keys, the five fields of a small session, a 1 h TTL), in Lua batches of 20,000.
+pub async fn populate_filler(client: &Client, count: u64) -> Res<()> {
+    const BATCH: u64 = 20_000;
+    let lua = "
+local from, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = from, from + n - 1 do
+  local k = string.format('session:fill%039d', i)
+  redis.call('HSET', k, 'username', 'user' .. i, 'page_views', '0',
+    'created_at', '2026-01-01T00:00:00+00:00', 'last_accessed_at', '2026-01-01T00:00:00+00:00',
+    'session_ttl', '1800')
+  redis.call('EXPIRE', k, 3600)
+end
+return n";
+    let mut from = 0;
+    while from < count {
+        let n = BATCH.min(count - from);
+        let _: i64 = client
+            .eval(lua, Vec::<String>::new(), vec![from as i64, n as i64])
+            .await?;
+        from += n;
+    }
+    Ok(())
+}
+
+/// Commands Redis executed while `requests` requests ran, seen through `MONITOR`: those
+/// sent by clients (one per round trip) and those run inside scripts (`[0 lua]`).
+#[derive(Debug, Default, Clone)]
+pub struct Census {
+    pub requests: u64,
+    pub top_level: BTreeMap<String, u64>,
+    pub in_scripts: BTreeMap<String, u64>,
+}
+
+impl Census {
+    pub fn top_per_request(&self) -> f64 {
+        self.top_level.values().sum::<u64>() as f64 / self.requests.max(1) as f64
+    }
+
+    pub fn scripted_per_request(&self) -> f64 {
+        self.in_scripts.values().sum::<u64>() as f64 / self.requests.max(1) as f64
+    }
+
+    /// E.g. `EVALSHA` or `GET + SET`, with a count where it is not one per request.
+    pub fn top_names(&self) -> String {
+        if self.top_level.is_empty() {
+            return "none".to_owned();
+        }
+        self.top_level
+            .iter()
+            .map(|(name, n)| {
+                let per = *n as f64 / self.requests.max(1) as f64;
+                if (per - 1.0).abs() < 1e-9 {
+                    name.to_uppercase()
+                } else {
+                    format!("{per:.2}×{}", name.to_uppercase())
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" + ")
+    }
+}
+
+/// A running `redis-cli monitor`, its output collected by a thread.
+pub struct Monitor {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Monitor {
+    pub fn start(port: u16) -> Res<Self> {
+        let mut child = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "monitor"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start redis-cli (is it installed?): {e}"))?;
+        let stdout = child.stdout.take().ok_or("redis-cli has no stdout")?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let reader = {
+            let lines = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                let mut ready = Some(ready_tx);
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if line == "OK" {
+                        if let Some(tx) = ready.take() {
+                            let _ = tx.send(());
+                        }
+                        continue;
+                    }
+                    lines.lock().expect("not poisoned").push(line);
+                }
+            })
+        };
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|_| "redis-cli monitor did not start")?;
+        Ok(Self {
+            child,
+            lines,
+            reader: Some(reader),
+        })
+    }
+
+    /// Stops the monitor (by its PID) and counts what it saw.
+    pub fn finish(mut self, requests: u64) -> Census {
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let mut census = Census {
+            requests,
+            ..Census::default()
+        };
+        for line in self.lines.lock().expect("not poisoned").iter() {
+            // 1795439244.670562 [0 127.0.0.1:36516] "eval" "..." "0"
+            let Some((source, rest)) = line.split_once(" [").and_then(|(_, r)| r.split_once("] "))
+            else {
+                continue;
+            };
+            let name = rest
+                .trim_start_matches('"')
+                .split('"')
+                .next()
+                .unwrap_or("")
+                .to_lowercase();
+            if name == "info" || name.is_empty() {
+                continue;
+            }
+            let map = if source.ends_with(" lua") {
+                &mut census.in_scripts
+            } else {
+                &mut census.top_level
+            };
+            *map.entry(name).or_default() += 1;
+        }
+        census
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
