@@ -70,9 +70,7 @@ impl SessionId {
     }
 
     fn new(text: Box<str>) -> Self {
-        let digest = URL_SAFE_NO_PAD
-            .encode(Sha256::digest(text.as_bytes()))
-            .into();
+        let digest = digest(&text).into();
         Self { text, digest }
     }
 
@@ -88,6 +86,12 @@ impl SessionId {
     pub fn digest(&self) -> &str {
         &self.digest
     }
+}
+
+/// URL-safe base64 (no padding) of the SHA-256 of `text`: how IDs and user ids are named
+/// in keys.
+pub(crate) fn digest(text: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(text.as_bytes()))
 }
 
 impl fmt::Debug for SessionId {

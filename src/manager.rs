@@ -151,7 +151,7 @@ impl SessionManager {
             let _: () = pipeline.hgetall(&key).await?;
             let _: () = pipeline.pttl(&key).await?;
         }
-        let replies: Vec<Value> = store.timed(pipeline.all()).await?;
+        let replies: Vec<Value> = store.timed(|| pipeline.all()).await?;
         let mut infos = Vec::new();
         let mut dead = Vec::new();
         for (member, pair) in members.into_iter().zip(replies.chunks(2)) {
@@ -197,13 +197,13 @@ impl SessionManager {
         let store = &self.shared.store;
         let client = store.redis().client();
         let score: Option<f64> = store
-            .timed(client.zscore(store.index_key(user_id), handle.as_str()))
+            .timed(|| client.zscore(store.index_key(user_id), handle.as_str()))
             .await?;
         if score.is_none() {
             return Ok(false);
         }
         let deleted: i64 = store
-            .timed(client.del(store.key_of(handle.as_str())))
+            .timed(|| client.del(store.key_of(handle.as_str())))
             .await?;
         self.prune(user_id, vec![handle.0.clone()]).await?;
         Ok(deleted > 0)
@@ -235,7 +235,7 @@ impl SessionManager {
         for member in &members {
             let _: () = pipeline.del(store.key_of(member)).await?;
         }
-        let deleted: Vec<i64> = store.timed(pipeline.all()).await?;
+        let deleted: Vec<i64> = store.timed(|| pipeline.all()).await?;
         self.prune(user_id, members).await?;
         Ok(deleted.into_iter().filter(|&n| n > 0).count())
     }
@@ -263,15 +263,15 @@ impl SessionManager {
             for key in &sessions {
                 let _: () = pipeline.hget(key, "user_id").await?;
             }
-            let owners: Vec<Option<String>> = store.timed(pipeline.all()).await?;
+            let owners: Vec<Option<String>> = store.timed(|| pipeline.all()).await?;
             for (key, owner) in sessions.iter().zip(owners) {
                 if owner.as_deref() == Some(user_id) {
-                    let deleted: i64 = store.timed(client.del(key)).await?;
+                    let deleted: i64 = store.timed(|| client.del(key)).await?;
                     ended += usize::from(deleted > 0);
                 }
             }
         }
-        let _: i64 = store.timed(client.del(store.index_key(user_id))).await?;
+        let _: i64 = store.timed(|| client.del(store.index_key(user_id))).await?;
         Ok(ended)
     }
 
@@ -301,7 +301,7 @@ impl SessionManager {
             for key in &sessions {
                 let _: () = pipeline.memory_usage(key, None).await?;
             }
-            let sizes: Vec<Option<u64>> = store.timed(pipeline.all()).await?;
+            let sizes: Vec<Option<u64>> = store.timed(|| pipeline.all()).await?;
             for size in sizes.into_iter().flatten() {
                 stats.sessions += 1;
                 stats.session_bytes += size;
@@ -315,7 +315,7 @@ impl SessionManager {
         let store = &self.shared.store;
         let client = store.redis().client();
         store
-            .timed(client.zrange(store.index_key(user_id), 0, -1, None, false, None, false))
+            .timed(|| client.zrange(store.index_key(user_id), 0, -1, None, false, None, false))
             .await
     }
 
@@ -327,7 +327,7 @@ impl SessionManager {
         let store = &self.shared.store;
         let client = store.redis().client();
         let index = store.index_key(user_id);
-        let _: i64 = store.timed(client.zrem(&index, members)).await?;
+        let _: i64 = store.timed(|| client.zrem(&index, members.clone())).await?;
         // ZREM deletes a sorted set it empties, so nothing else is needed.
         Ok(())
     }
@@ -359,18 +359,18 @@ impl SessionManager {
             loop {
                 let page: Value = match &node {
                     Some(server) => {
+                        let on_node = client.with_cluster_node(server.clone());
                         store
-                            .timed(client.with_cluster_node(server.clone()).scan_page(
-                                cursor,
-                                pattern.clone(),
-                                Some(1000),
-                                None,
-                            ))
+                            .timed(|| {
+                                on_node.scan_page(cursor.clone(), pattern.clone(), Some(1000), None)
+                            })
                             .await?
                     }
                     None => {
                         store
-                            .timed(client.scan_page(cursor, pattern.clone(), Some(1000), None))
+                            .timed(|| {
+                                client.scan_page(cursor.clone(), pattern.clone(), Some(1000), None)
+                            })
                             .await?
                     }
                 };

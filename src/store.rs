@@ -2,13 +2,11 @@
 
 use std::{collections::HashSet, future::Future, sync::LazyLock, time::Duration};
 
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use fred::{
     clients::{Client, Pool},
     interfaces::{KeysInterface as _, SortedSetsInterface as _},
     types::{scripts::Script, Value},
 };
-use sha2::{Digest as _, Sha256};
 
 use crate::{
     config::Config,
@@ -238,8 +236,7 @@ impl Store {
     /// none shows in key names. `:` never occurs in a member, so no index key can be a
     /// session key.
     pub(crate) fn index_key(&self, user_id: &str) -> String {
-        let digest = URL_SAFE_NO_PAD.encode(Sha256::digest(user_id.as_bytes()));
-        format!("{}user:{digest}", self.key_prefix)
+        format!("{}user:{}", self.key_prefix, crate::id::digest(user_id))
     }
 
     pub(crate) fn prefix(&self) -> &str {
@@ -253,14 +250,16 @@ impl Store {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         let _: i64 = self
-            .timed(self.redis.client().zadd(
-                self.index_key(user_id),
-                None,
-                None,
-                false,
-                false,
-                (score, self.member(id)),
-            ))
+            .timed(|| {
+                self.redis.client().zadd(
+                    self.index_key(user_id),
+                    None,
+                    None,
+                    false,
+                    false,
+                    (score, self.member(id)),
+                )
+            })
             .await?;
         Ok(())
     }
@@ -268,36 +267,35 @@ impl Store {
     /// One round trip: removes a session from its user's index.
     pub(crate) async fn index_remove(&self, user_id: &str, member: &str) -> Result<(), Error> {
         let _: i64 = self
-            .timed(self.redis.client().zrem(self.index_key(user_id), member))
+            .timed(|| self.redis.client().zrem(self.index_key(user_id), member))
             .await?;
         Ok(())
     }
 
-    /// Runs `fut` under the command timeout, mapping fred errors to ours.
-    pub(crate) async fn timed<T>(
-        &self,
-        fut: impl Future<Output = Result<T, fred::error::Error>>,
-    ) -> Result<T, Error> {
-        match tokio::time::timeout(self.timeout, fut).await {
+    /// Runs a command under the command timeout, mapping fred errors to ours. `command`
+    /// makes the command's future; it is called again, once and within the same timeout,
+    /// if the first attempt met a `MOVED` or `ASK` that fred did not follow (see
+    /// `client_builder`): the command did not run, and on `MOVED` fred has refreshed its
+    /// slot map, so the second attempt reaches the slot's new owner.
+    pub(crate) async fn timed<T, F>(&self, mut command: impl FnMut() -> F) -> Result<T, Error>
+    where
+        F: Future<Output = Result<T, fred::error::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let result = match tokio::time::timeout_at(deadline, command()).await {
+            Ok(Err(e)) if is_redirection(&e) => tokio::time::timeout_at(deadline, command()).await,
+            other => other,
+        };
+        match result {
             Ok(result) => result.map_err(Error::from),
             Err(_) => Err(Error::new(ErrorKind::Timeout, None)),
         }
     }
 
     async fn run(&self, script: &Script, key: String, args: Vec<Value>) -> Result<Value, Error> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let call = || script.evalsha_with_reload(self.redis.client(), key.clone(), args.clone());
-        let result = match tokio::time::timeout_at(deadline, call()).await {
-            // A MOVED or ASK reply, which fred does not follow (see `client_builder`): the
-            // script did not run, and on MOVED fred has refreshed its slot map, so one retry
-            // (within the same timeout) reaches the slot's new owner.
-            Ok(Err(e)) if is_redirection(&e) => tokio::time::timeout_at(deadline, call()).await,
-            other => other,
-        };
-        let reply = match result {
-            Ok(reply) => reply.map_err(Error::from)?,
-            Err(_) => return Err(Error::new(ErrorKind::Timeout, None)),
-        };
+        let reply = self
+            .timed(|| script.evalsha_with_reload(self.redis.client(), key.clone(), args.clone()))
+            .await?;
         // Every script replies `{result, KEYS[1]}`. A reply for another key means the
         // client handed this command another command's reply (as fred 10.1.0 does after
         // an ASK): never act on it, and never show another session's data.
@@ -321,7 +319,7 @@ impl Store {
     /// after start does not pay for a `NOSCRIPT` round trip.
     pub(crate) async fn load_scripts(&self) -> Result<(), Error> {
         for script in [&*LOAD, &*CREATE, &*SAVE] {
-            self.timed(script.load(self.redis.client())).await?;
+            self.timed(|| script.load(self.redis.client())).await?;
         }
         Ok(())
     }
@@ -429,7 +427,7 @@ impl Store {
 
     /// One round trip: delete a session. Returns whether it existed.
     pub(crate) async fn delete(&self, id: &SessionId) -> Result<bool, Error> {
-        let deleted: i64 = self.timed(self.redis.client().del(self.key(id))).await?;
+        let deleted: i64 = self.timed(|| self.redis.client().del(self.key(id))).await?;
         Ok(deleted > 0)
     }
 }
