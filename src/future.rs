@@ -243,13 +243,14 @@ async fn persist(shared: &Shared, plan: Plan) -> Result<CookieAction, Error> {
         Plan::Save {
             id,
             ttl,
+            ttl_changed,
             changes,
             tie,
         } => {
             if let Some(tie) = &tie {
                 store.index_add(&tie.user, &id).await?;
             }
-            match store.save(&id, ttl, changes).await? {
+            match store.save(&id, ttl_changed.then_some(ttl), changes).await? {
                 WriteOutcome::Applied => {
                     if let Some(Tie {
                         user,
@@ -261,7 +262,7 @@ async fn persist(shared: &Shared, plan: Plan) -> Result<CookieAction, Error> {
                         }
                     }
                     Ok(if shared.config.cookie.persistent {
-                        CookieAction::Set(id, ttl.unwrap_or(shared.config.idle_ttl))
+                        CookieAction::Set(id, ttl)
                     } else {
                         CookieAction::Keep
                     })

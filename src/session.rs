@@ -125,7 +125,9 @@ pub(crate) enum Plan {
     /// Apply field-level changes to the loaded session.
     Save {
         id: SessionId,
-        ttl: Option<Duration>,
+        /// The session's idle TTL, written only if this request changed it.
+        ttl: Duration,
+        ttl_changed: bool,
         changes: Vec<(String, Change)>,
         tie: Option<Tie>,
     },
@@ -520,7 +522,8 @@ impl Session {
                 });
                 Plan::Save {
                     id,
-                    ttl: state.ttl_changed.then_some(state.ttl),
+                    ttl: state.ttl,
+                    ttl_changed: state.ttl_changed,
                     changes,
                     tie,
                 }
@@ -802,11 +805,12 @@ mod tests {
             Plan::Save {
                 id: planned,
                 ttl,
+                ttl_changed,
                 changes,
                 tie: None,
             } => {
                 assert_eq!(planned, id);
-                assert_eq!(ttl, None);
+                assert_eq!((ttl, ttl_changed), (Duration::from_secs(90), false));
                 assert_eq!(
                     changes,
                     vec![

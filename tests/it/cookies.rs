@@ -99,6 +99,11 @@ async fn persistent_cookie_is_refreshed_on_every_response_of_a_live_session(topo
         set.ends_with("Max-Age=600") || set.ends_with("Max-Age=599"),
         "{set}"
     );
+    // After a per-session TTL change, every later write sets that session's TTL as
+    // Max-Age, not the layer's default.
+    app.post("/ttl/120", Some(&id)).await;
+    let set = app.post("/set/a/1", Some(&id)).await.set_cookie().unwrap();
+    assert!(set.ends_with("Max-Age=120"), "{set}");
     app.check_keyspace().await;
 }
 
