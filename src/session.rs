@@ -856,4 +856,30 @@ mod tests {
         s.set_ttl(Duration::from_secs(5)).unwrap();
         assert!(matches!(s.plan(), Plan::Create { ttl, .. } if ttl == Duration::from_secs(5)));
     }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn typed_values_are_stored_as_json_text() {
+        #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+        struct Cart {
+            items: Vec<u32>,
+        }
+        let s = Session::detached();
+        s.insert_json("cart", &Cart { items: vec![1, 2] }).unwrap();
+        assert_eq!(s.get("cart").as_deref(), Some(r#"{"items":[1,2]}"#));
+        assert_eq!(
+            s.get_json::<Cart>("cart").unwrap(),
+            Some(Cart { items: vec![1, 2] })
+        );
+        assert_eq!(s.get_json::<Cart>("missing").unwrap(), None);
+        s.insert("cart", "not json").unwrap();
+        assert!(matches!(
+            s.get_json::<Cart>("cart"),
+            Err(SessionError::Json { .. })
+        ));
+        assert!(
+            s.insert_json("created_at", &1).is_err(),
+            "reserved names still refused"
+        );
+    }
 }

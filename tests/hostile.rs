@@ -5,6 +5,8 @@
 
 #[path = "support/hardening.rs"]
 mod hardening;
+#[path = "support/reaper.rs"]
+mod reaper;
 
 use std::{
     collections::{HashMap, HashSet},

@@ -4,19 +4,18 @@
 //! RESP connection independent of fred for admin commands (it keeps working while fred
 //! reconnects), the ACL user of `docs/production.md`, and a small app behind the layer.
 //!
-//! Every server is killed by its own PID when dropped, and by a watchdog when the test
-//! binary exits however it exits (a `sh` that reads PIDs from a pipe whose only writer is
-//! this process: at end-of-file it kills what is still registered).
+//! Every server is killed by its own PID when dropped, and by the watchdog of
+//! `support/reaper.rs` when the test binary exits however it exits.
 #![allow(dead_code, unreachable_pub)]
 
 use std::{
     io::{self, BufRead as _, BufReader, Read as _, Write as _},
     net::{TcpListener, TcpStream},
     path::PathBuf,
-    process::{Child, ChildStdin, Command, Stdio},
+    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicU32, Ordering},
-        Arc, Mutex, OnceLock,
+        Arc,
     },
     time::{Duration, Instant},
 };
@@ -32,40 +31,6 @@ use http_body_util::BodyExt as _;
 use tokio::sync::Notify;
 use tower::ServiceExt as _;
 use tower_redis_session::{fred::prelude::*, Session, SessionError};
-
-// ---------------------------------------------------------------------------------------
-// Watchdog
-
-const WATCHDOG: &str = r#"
-trap '' INT HUP TERM
-pids=' '
-while read -r op arg; do
-  case "$op" in
-    pid) pids="$pids$arg " ;;
-    unpid) pids=$(printf '%s' "$pids" | sed "s/ $arg / /g") ;;
-  esac
-done
-for p in $pids; do kill -9 "$p" 2>/dev/null; done
-"#;
-
-fn watchdog(line: &str) {
-    static PIPE: OnceLock<Mutex<Option<ChildStdin>>> = OnceLock::new();
-    let pipe = PIPE.get_or_init(|| {
-        let stdin = Command::new("sh")
-            .args(["-c", WATCHDOG])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()
-            .and_then(|mut child| child.stdin.take());
-        Mutex::new(stdin)
-    });
-    let mut guard = pipe.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(stdin) = guard.as_mut() {
-        let _ = writeln!(stdin, "{line}");
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // redis-server
@@ -133,7 +98,7 @@ impl Redis {
             .unwrap_or_else(|e| {
                 panic!("cannot start redis-server ({e}): `apt-get install -y redis-server`")
             });
-        watchdog(&format!("pid {}", child.id()));
+        crate::reaper::kill_on_exit(child.id());
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -173,7 +138,7 @@ impl Redis {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
-            watchdog(&format!("unpid {}", child.id()));
+            crate::reaper::forget(child.id());
         }
     }
 

@@ -9,11 +9,10 @@
 
 use std::{
     fs::File,
-    io::Write as _,
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, Command, Stdio},
-    sync::{Mutex, OnceLock},
+    process::{Child, Command, Stdio},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -143,7 +142,7 @@ impl Process {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
-        group_watchdog(&format!("add {}", child.id()));
+        crate::support::reaper::kill_group_on_exit(child.id());
         Self {
             name: name.to_owned(),
             child: Some(child),
@@ -192,7 +191,7 @@ impl Process {
         let child = self.child.as_mut().expect("the process was started");
         loop {
             if let Some(status) = child.try_wait().expect("poll the process") {
-                group_watchdog(&format!("del {}", child.id()));
+                crate::support::reaper::forget_group(child.id());
                 self.child = None;
                 return (status.success(), self.output());
             }
@@ -219,46 +218,8 @@ impl Drop for Process {
                 .status();
             let _ = child.kill();
             let _ = child.wait();
-            group_watchdog(&format!("del {}", child.id()));
+            crate::support::reaper::forget_group(child.id());
         }
-    }
-}
-
-/// Sends a line to the watchdog: `add PGID` to kill that process group when the test
-/// binary exits, `del PGID` once the test has stopped it itself.
-///
-/// The watchdog is a `sh` reading a pipe whose only writer is this process: when the test
-/// binary ends (normally, by panic or by SIGKILL) the kernel closes the pipe, `read` sees
-/// end-of-file, and the watchdog sends SIGKILL to the groups still registered. It ignores
-/// SIGINT, SIGHUP and SIGTERM so that a Ctrl-C to the terminal does not stop it first.
-fn group_watchdog(line: &str) {
-    const SCRIPT: &str = r#"
-trap '' INT HUP TERM
-groups=' '
-while read -r op pgid; do
-  case "$op" in
-    add) groups="$groups$pgid " ;;
-    del) groups=$(printf '%s' "$groups" | sed "s/ $pgid / /g") ;;
-  esac
-done
-for g in $groups; do kill -9 "-$g" 2>/dev/null; done
-"#;
-    static WATCHDOG: OnceLock<Mutex<Option<ChildStdin>>> = OnceLock::new();
-    let watchdog = WATCHDOG.get_or_init(|| {
-        // std makes the pipe's write end close-on-exec: no child inherits it.
-        let stdin = Command::new("sh")
-            .args(["-c", SCRIPT])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()
-            .and_then(|mut child| child.stdin.take());
-        Mutex::new(stdin)
-    });
-    let mut guard = watchdog.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(stdin) = guard.as_mut() {
-        let _ = writeln!(stdin, "{line}");
     }
 }
 

@@ -1,5 +1,7 @@
 //! Servers outlive nothing: every process the harness starts is registered with a
-//! watchdog that kills it (by PID) when the test binary exits, however it exits.
+//! watchdog that kills it (by PID, or its whole process group) when the test binary
+//! exits, however it exits. The one watchdog of every test binary: `support/mod.rs`,
+//! `support/process.rs` and `support/hardening.rs` all register here.
 //!
 //! A `static` (the shared cluster) is never dropped, and a binary killed by a signal runs
 //! no destructor, so `Drop` alone would leave `redis-server`s behind. The watchdog is a
@@ -9,6 +11,8 @@
 //! the directories. It ignores SIGINT/SIGHUP/SIGTERM so that a Ctrl-C to the process
 //! group does not take it down before it has done its job. Processes stopped by the
 //! tests themselves are unregistered first, so a recycled PID is never killed.
+
+#![allow(dead_code, unreachable_pub)]
 
 use std::{
     io::Write as _,
@@ -20,14 +24,18 @@ use std::{
 const SCRIPT: &str = r#"
 trap '' INT HUP TERM
 pids=' '
+groups=' '
 dirs=''
 while read -r op arg; do
   case "$op" in
     pid) pids="$pids$arg " ;;
     unpid) pids=$(printf '%s' "$pids" | sed "s/ $arg / /g") ;;
+    group) groups="$groups$arg " ;;
+    ungroup) groups=$(printf '%s' "$groups" | sed "s/ $arg / /g") ;;
     dir) dirs="$dirs $arg" ;;
   esac
 done
+for g in $groups; do kill -9 "-$g" 2>/dev/null; done
 for p in $pids; do kill -9 "$p" 2>/dev/null; done
 sleep 0.2
 for d in $dirs; do rm -rf "$d"; done
@@ -65,6 +73,17 @@ pub fn kill_on_exit(pid: u32) {
 /// The process is gone (stopped by the test): never kill that PID.
 pub fn forget(pid: u32) {
     send(&format!("unpid {pid}"));
+}
+
+/// Kill the process group `pgid` (e.g. chromedriver and the browsers it starts) when the
+/// test binary exits, unless [`forget_group`] is called first.
+pub fn kill_group_on_exit(pgid: u32) {
+    send(&format!("group {pgid}"));
+}
+
+/// The process group is gone (stopped by the test): never kill it.
+pub fn forget_group(pgid: u32) {
+    send(&format!("ungroup {pgid}"));
 }
 
 /// Remove `dir` (a scratch directory without spaces) when the test binary exits.
