@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use fred::{
-    clients::Pool,
+    clients::{Client, Pool},
     error::Error as FredError,
     interfaces::ClientLike as _,
     types::{
@@ -116,4 +116,39 @@ pub async fn connect_lazy(url: &str) -> Result<Pool, FredError> {
     // The connection task runs until the pool is dropped or quits.
     let _connection_task = pool.connect();
     Ok(pool)
+}
+
+/// The fred handle the layer sends its commands through: a [`Client`] (one multiplexed
+/// connection per server) or a [`Pool`] of them. Build either with [`client_builder`]
+/// to get timeouts, reconnection and `TCP_NODELAY` right; both convert with `into()`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Redis {
+    /// One fred client.
+    Client(Client),
+    /// A round-robin pool of fred clients.
+    Pool(Pool),
+}
+
+impl Redis {
+    /// The client for the next command: the client itself, or the pool's next one.
+    #[must_use]
+    pub fn client(&self) -> &Client {
+        match self {
+            Self::Client(client) => client,
+            Self::Pool(pool) => pool.next(),
+        }
+    }
+}
+
+impl From<Client> for Redis {
+    fn from(client: Client) -> Self {
+        Self::Client(client)
+    }
+}
+
+impl From<Pool> for Redis {
+    fn from(pool: Pool) -> Self {
+        Self::Pool(pool)
+    }
 }

@@ -9,6 +9,9 @@ use crate::Error;
 
 /// Default idle TTL: 30 minutes (OWASP's upper end for low-risk apps).
 pub(crate) const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(30 * 60);
+/// Default absolute lifetime: 12 hours, ASVS 4.0 level 2's re-authentication period: a
+/// working day, after which even an active session logs in again.
+pub(crate) const DEFAULT_ABSOLUTE_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Default per-command timeout.
 pub(crate) const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -25,6 +28,8 @@ pub(crate) struct Config {
     pub(crate) absolute_lifetime: Option<Duration>,
     pub(crate) touch_interval: Option<Duration>,
     pub(crate) command_timeout: Duration,
+    /// Tying a session to a (new) user rotates its ID.
+    pub(crate) rotate_on_user_change: bool,
     pub(crate) limits: Limits,
     pub(crate) cookie: CookieConfig,
     pub(crate) error_response: Option<ErrorResponseFn>,
@@ -40,9 +45,10 @@ impl Default for Config {
             key_prefix: "session:".to_owned(),
             plain_keys: false,
             idle_ttl: DEFAULT_IDLE_TTL,
-            absolute_lifetime: None,
+            absolute_lifetime: Some(DEFAULT_ABSOLUTE_LIFETIME),
             touch_interval: None,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            rotate_on_user_change: true,
             limits: Limits::default(),
             cookie: CookieConfig::default(),
             error_response: None,
@@ -50,6 +56,17 @@ impl Default for Config {
             encryption: None,
             #[cfg(feature = "encryption")]
             decrypt_failure: crate::DecryptFailure::default(),
+        }
+    }
+}
+
+impl Config {
+    /// What each request's [`Session`](crate::Session) needs to know.
+    pub(crate) fn session_settings(&self) -> crate::session::Settings {
+        crate::session::Settings {
+            limits: self.limits,
+            idle_ttl: self.idle_ttl,
+            rotate_on_user_change: self.rotate_on_user_change,
         }
     }
 }
@@ -93,7 +110,7 @@ pub(crate) struct CookieConfig {
 impl Default for CookieConfig {
     fn default() -> Self {
         Self {
-            name: "sid".to_owned(),
+            name: "__Host-sid".to_owned(),
             secure: true,
             http_only: true,
             same_site: SameSite::Lax,

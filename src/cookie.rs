@@ -5,7 +5,7 @@ use std::time::Duration;
 use cookie::Cookie;
 use http::{header, HeaderMap, HeaderValue};
 
-use crate::{config::CookieConfig, SessionId};
+use crate::{config::CookieConfig, id::SessionId};
 
 /// What the request's `Cookie` headers say about the session.
 #[derive(Debug, PartialEq, Eq)]
@@ -14,9 +14,12 @@ pub(crate) enum Incoming {
     Absent,
     /// Exactly one cookie of ours, holding a well-formed ID.
     Id(SessionId),
-    /// A cookie of ours that is malformed, or several of them (cookie tossing): treated
-    /// as no cookie, and worth a warning.
-    Rejected(&'static str),
+    /// One cookie of ours that is not an ID: treated as no cookie, and removed.
+    Malformed,
+    /// Several cookies of our name (cookie tossing: one may have been planted for a
+    /// parent domain): treated as no cookie, and none is removed, since a removal can
+    /// only reach the host-only one, which is ours.
+    Duplicate,
 }
 
 /// Looks for the one cookie named `name` across every `Cookie` header, on raw bytes so
@@ -33,7 +36,7 @@ pub(crate) fn find(headers: &HeaderMap, name: &str) -> Incoming {
                 continue;
             }
             if found.is_some() {
-                return Incoming::Rejected("more than one session cookie");
+                return Incoming::Duplicate;
             }
             found = Some(pair[eq + 1..].trim_ascii());
         }
@@ -42,18 +45,49 @@ pub(crate) fn find(headers: &HeaderMap, name: &str) -> Incoming {
         None => Incoming::Absent,
         Some(value) => match std::str::from_utf8(value).ok().and_then(SessionId::parse) {
             Some(id) => Incoming::Id(id),
-            None => Incoming::Rejected("malformed session cookie"),
+            None => Incoming::Malformed,
         },
     }
 }
 
+/// Logs a suspicious session cookie (malformed, duplicated, naming no session) as a
+/// warning, at most once a second per process, so that a flood of bad cookies cannot
+/// flood the logs; the warning says how many were left out since the last one.
+pub(crate) fn suspicious(reason: &'static str) {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    static LAST_SECOND: AtomicU64 = AtomicU64::new(0);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST_SECOND.load(Relaxed);
+    if now > last
+        && LAST_SECOND
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_ok()
+    {
+        let suppressed = SUPPRESSED.swap(0, Relaxed);
+        tracing::warn!(
+            reason,
+            suppressed,
+            "ignoring a session cookie: possibly suspicious request"
+        );
+    } else {
+        SUPPRESSED.fetch_add(1, Relaxed);
+        tracing::debug!(reason, "ignoring a session cookie");
+    }
+}
+
 impl CookieConfig {
-    /// `Set-Cookie` for `id`. `max_age` is used only in persistent mode.
-    pub(crate) fn set_cookie(&self, id: &SessionId, max_age: Duration) -> HeaderValue {
+    /// `Set-Cookie` for `id`. In persistent mode `Max-Age` is `max_age` (what is left of
+    /// the key's TTL) rounded up to whole seconds, so the cookie never ends before the
+    /// session; without it the cookie ends with the browser session.
+    pub(crate) fn set_cookie(&self, id: &SessionId, max_age: Option<Duration>) -> HeaderValue {
         let mut cookie = self.base(id.as_str());
-        if self.persistent {
+        if let Some(max_age) = max_age.filter(|_| self.persistent) {
+            let secs = max_age.as_millis().div_ceil(1000);
             cookie.set_max_age(cookie::time::Duration::seconds(
-                i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
+                i64::try_from(secs).unwrap_or(i64::MAX),
             ));
         }
         Self::header_value(&cookie)
@@ -121,27 +155,23 @@ mod tests {
             (
                 "duplicate in one header",
                 vec![dup.as_bytes()],
-                Incoming::Rejected("more than one session cookie"),
+                Incoming::Duplicate,
             ),
             (
                 "duplicate across headers",
                 vec![good.as_bytes(), good.as_bytes()],
-                Incoming::Rejected("more than one session cookie"),
+                Incoming::Duplicate,
             ),
-            (
-                "garbage",
-                vec![b"sid=*".as_slice()],
-                Incoming::Rejected("malformed session cookie"),
-            ),
+            ("garbage", vec![b"sid=*".as_slice()], Incoming::Malformed),
             (
                 "non-UTF-8 value",
                 vec![b"sid=\xff\xfe".as_slice()],
-                Incoming::Rejected("malformed session cookie"),
+                Incoming::Malformed,
             ),
             (
                 "quoted",
                 vec![format!("sid=\"{id}\"").leak().as_bytes()],
-                Incoming::Rejected("malformed session cookie"),
+                Incoming::Malformed,
             ),
             ("no equals sign", vec![b"sid".as_slice()], Incoming::Absent),
         ];
@@ -155,7 +185,7 @@ mod tests {
         let big = format!("sid={}", "A".repeat(8192));
         assert_eq!(
             find(&headers(&[big.as_bytes()]), "sid"),
-            Incoming::Rejected("malformed session cookie")
+            Incoming::Malformed
         );
     }
 
@@ -163,15 +193,15 @@ mod tests {
     fn default_cookie_attributes() {
         let config = CookieConfig::default();
         let id = SessionId::generate();
-        let set = config.set_cookie(&id, Duration::from_secs(60));
+        let set = config.set_cookie(&id, Some(Duration::from_secs(60)));
         assert_eq!(
             set.to_str().unwrap(),
-            format!("sid={id}; HttpOnly; SameSite=Lax; Secure; Path=/")
+            format!("__Host-sid={id}; HttpOnly; SameSite=Lax; Secure; Path=/")
         );
         let removal = config.removal();
         assert_eq!(
             removal.to_str().unwrap(),
-            "sid=; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=0"
+            "__Host-sid=; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=0"
         );
     }
 }

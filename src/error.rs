@@ -15,6 +15,8 @@ pub enum ConfigError {
     },
     /// A cookie named `__Secure-…` must be `Secure`.
     SecurePrefix,
+    /// A `SameSite=None` cookie must be `Secure`; browsers drop it otherwise.
+    SameSiteNoneNotSecure,
     /// The cookie name is empty or holds characters a cookie name cannot hold.
     InvalidCookieName {
         /// The name given.
@@ -58,6 +60,7 @@ impl fmt::Display for ConfigError {
         match self {
             Self::HostPrefix { reason } => write!(f, "a `__Host-` cookie {reason}"),
             Self::SecurePrefix => f.write_str("a `__Secure-` cookie must be `Secure`"),
+            Self::SameSiteNoneNotSecure => f.write_str("a `SameSite=None` cookie must be `Secure`"),
             Self::InvalidCookieName { name } => write!(f, "invalid cookie name {name:?}"),
             Self::InvalidCookieAttribute { name } => write!(f, "invalid cookie {name}"),
             Self::KeyPrefixHashTag { prefix } => write!(
@@ -118,7 +121,7 @@ pub enum SessionError {
     },
     /// A TTL of zero, or longer than Redis can store.
     InvalidTtl,
-    /// An empty user id, or one longer than the value size limit.
+    /// An empty user id, or one longer than 256 bytes.
     InvalidUserId,
     /// The session was destroyed earlier in this request.
     Destroyed,
@@ -155,9 +158,7 @@ impl fmt::Display for SessionError {
                 write!(f, "field {field:?} does not hold a 64-bit integer")
             }
             Self::InvalidTtl => f.write_str("a session TTL must be between 1 second and 68 years"),
-            Self::InvalidUserId => {
-                f.write_str("a user id must be non-empty and within the value size limit")
-            }
+            Self::InvalidUserId => f.write_str("a user id must be 1 to 256 bytes long"),
             Self::Destroyed => f.write_str("the session was destroyed in this request"),
             #[cfg(feature = "serde")]
             Self::Json { field, .. } => write!(f, "field {field:?} is not the JSON expected"),
@@ -175,18 +176,22 @@ impl StdError for SessionError {
     }
 }
 
-/// A failure of the session store, seen by the layer (and in the extensions of the
-/// error response it sends, for outer layers and tests).
+/// A failure of the session store, or a change it refused, seen by the layer (and in the
+/// extensions of the response it sends instead of the handler's, for outer layers and
+/// tests).
 ///
 /// A timeout means "outcome unknown", not "not applied": a write may still land later.
 /// The scripts are written so that a late write is harmless.
+///
+/// Its `Display` says what happened; the cause, if any (fred's error, or what was wrong
+/// with a reply), is its [`source`](StdError::source).
 #[derive(Debug, Clone)]
 pub struct Error {
     kind: ErrorKind,
-    source: Option<fred::error::Error>,
+    source: Option<Source>,
 }
 
-/// What kind of store failure an [`Error`] is.
+/// What kind of failure an [`Error`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -198,21 +203,41 @@ pub enum ErrorKind {
     /// Redis answered something the scripts never return: a bug, or a key changed by
     /// someone else in a way the layer cannot read.
     Protocol,
+    /// The request's changes were not applied: its session was ended, rotated away or
+    /// expired by another request while the handler ran (or had already moved on when
+    /// the request came in). Answered `409 Conflict` by default.
+    Conflict,
 }
 
+#[derive(Debug, Clone)]
+enum Source {
+    Redis(fred::error::Error),
+    Reply(UnexpectedReply),
+}
+
+/// What was wrong with a reply from Redis.
+#[derive(Debug, Clone, Copy)]
+struct UnexpectedReply(&'static str);
+
+impl fmt::Display for UnexpectedReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl StdError for UnexpectedReply {}
+
 impl Error {
-    pub(crate) fn new(kind: ErrorKind, source: Option<fred::error::Error>) -> Self {
-        Self { kind, source }
+    pub(crate) fn new(kind: ErrorKind) -> Self {
+        Self { kind, source: None }
     }
 
+    /// A reply the layer cannot read; `details` says what was wrong with it.
     pub(crate) fn protocol(details: &'static str) -> Self {
-        Self::new(
-            ErrorKind::Protocol,
-            Some(fred::error::Error::new(
-                fred::error::ErrorKind::Protocol,
-                details,
-            )),
-        )
+        Self {
+            kind: ErrorKind::Protocol,
+            source: Some(Source::Reply(UnexpectedReply(details))),
+        }
     }
 
     /// What kind of failure this is.
@@ -251,26 +276,30 @@ impl From<fred::error::Error> for Error {
             // IO, Canceled, Backpressure, Cluster, Routing, Sentinel, Auth, Tls, ...
             _ => ErrorKind::Unavailable,
         };
-        Self::new(kind, Some(err))
+        Self {
+            kind,
+            source: Some(Source::Redis(err)),
+        }
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
-            ErrorKind::Timeout => f.write_str("session store timed out")?,
-            ErrorKind::Unavailable => f.write_str("session store unavailable")?,
-            ErrorKind::Protocol => f.write_str("unexpected reply from the session store")?,
-        }
-        if let Some(source) = &self.source {
-            write!(f, ": {}", source.details())?;
-        }
-        Ok(())
+        f.write_str(match self.kind {
+            ErrorKind::Timeout => "session store timed out",
+            ErrorKind::Unavailable => "session store unavailable",
+            ErrorKind::Protocol => "unexpected reply from the session store",
+            ErrorKind::Conflict => "session ended or moved on before its changes were saved",
+        })
     }
 }
 
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_ref().map(|e| e as _)
+        match &self.source {
+            Some(Source::Redis(err)) => Some(err),
+            Some(Source::Reply(reply)) => Some(reply),
+            None => None,
+        }
     }
 }

@@ -6,7 +6,6 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{ready, Context, Poll},
-    time::Duration,
 };
 
 use bytes::Bytes;
@@ -15,10 +14,12 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::{
+    body::ResponseBody,
+    error::{Error, ErrorKind},
+    id::SessionId,
     layer::Shared,
-    session::{Plan, Tie},
-    store::{CreateOutcome, LoadOutcome, WriteOutcome},
-    Error, ErrorKind, ResponseBody, Session, SessionId,
+    session::{Arrival, Outcome, Plan, Session},
+    store::{short_digest, EndReason, LoadOutcome},
 };
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -33,8 +34,6 @@ pin_project! {
         state: State<S, ReqBody>,
         shared: Arc<Shared>,
         session: Option<Session>,
-        // The request's session cookie is to be dropped if nothing replaces it.
-        clear_cookie: bool,
     }
 }
 
@@ -52,19 +51,11 @@ pin_project! {
         Inner { #[pin] fut: S::Future },
         // Waiting for the write-back; the response goes out after it.
         Save {
-            fut: BoxFuture<Result<CookieAction, Error>>,
+            fut: BoxFuture<Result<Outcome, Error>>,
             response: Option<S::Response>,
         },
         Done,
     }
-}
-
-/// What the response does with the cookie.
-#[derive(Debug)]
-enum CookieAction {
-    Keep,
-    Set(SessionId, Duration),
-    Clear,
 }
 
 impl<S, ReqBody> ResponseFuture<S, ReqBody>
@@ -89,21 +80,14 @@ where
             },
             shared,
             session: None,
-            clear_cookie: false,
         }
     }
 
-    pub(crate) fn inner(
-        shared: Arc<Shared>,
-        session: Session,
-        fut: S::Future,
-        clear_cookie: bool,
-    ) -> Self {
+    pub(crate) fn inner(shared: Arc<Shared>, session: Session, fut: S::Future) -> Self {
         Self {
             state: State::Inner { fut },
             shared,
             session: Some(session),
-            clear_cookie,
         }
     }
 }
@@ -121,23 +105,32 @@ where
                 StateProj::Load { fut, pending } => {
                     let outcome = ready!(fut.as_mut().poll(cx));
                     let (mut inner, mut req, id) = pending.take().expect("polled after completion");
-                    let config = &this.shared.config;
+                    let settings = this.shared.config.session_settings();
                     let session = match outcome {
-                        Ok(LoadOutcome::Found(loaded)) => {
-                            Session::loaded(config.limits, config.idle_ttl, id, loaded)
-                        }
+                        Ok(LoadOutcome::Found(loaded)) => Session::loaded(settings, id, loaded),
                         Ok(LoadOutcome::Missing) => {
-                            tracing::debug!("session cookie for a missing or expired session");
-                            *this.clear_cookie = true;
-                            Session::anonymous(config.limits, config.idle_ttl, true)
+                            crate::cookie::suspicious(
+                                "session cookie for an unknown or expired session",
+                            );
+                            Session::anonymous(settings, Arrival::Stale)
+                        }
+                        Ok(LoadOutcome::Ended(EndReason::Terminated)) => {
+                            tracing::debug!("session cookie for a terminated session");
+                            Session::anonymous(settings, Arrival::Stale)
+                        }
+                        Ok(LoadOutcome::Ended(reason)) => {
+                            tracing::debug!(
+                                ?reason,
+                                "session cookie for a session that moved on; the cookie is left alone"
+                            );
+                            Session::anonymous(settings, Arrival::MovedOn)
                         }
                         Ok(LoadOutcome::Unusable) => {
                             tracing::warn!(
                                 session = %short_digest(&id),
                                 "session key holds no usable session (wrong type, fields or size); treated as none"
                             );
-                            *this.clear_cookie = true;
-                            Session::anonymous(config.limits, config.idle_ttl, false)
+                            Session::anonymous(settings, Arrival::Stale)
                         }
                         Err(err) => {
                             tracing::error!(error = %err, "session store failed to load a session");
@@ -162,28 +155,13 @@ where
                         .session
                         .take()
                         .expect("session set before the inner call");
-                    let config = &this.shared.config;
                     let plan = session.plan();
-                    if let Plan::Nothing = plan {
-                        // A loaded session that is destroyed plans a `Destroy`, so here
-                        // a destroyed session is a new one: it has nothing to keep.
-                        let action = match session.id() {
-                            Some(id)
-                                if config.cookie.persistent
-                                    && session.is_loaded()
-                                    && !session.is_destroyed() =>
-                            {
-                                CookieAction::Set(id, session.expires_in().unwrap_or_default())
-                            }
-                            Some(_) if !session.is_destroyed() => CookieAction::Keep,
-                            _ if *this.clear_cookie => CookieAction::Clear,
-                            _ => CookieAction::Keep,
-                        };
+                    if let Plan::Nothing(outcome) = plan {
                         this.state.set(State::Done);
-                        return Poll::Ready(Ok(finish(this.shared, response, action)));
+                        return Poll::Ready(Ok(finish(this.shared, response, outcome)));
                     }
                     let shared = Arc::clone(this.shared);
-                    let fut = Box::pin(async move { persist(&shared, plan).await });
+                    let fut = Box::pin(async move { shared.store.write_back(plan).await });
                     this.state.set(State::Save {
                         fut,
                         response: Some(response),
@@ -194,7 +172,7 @@ where
                     let response = response.take().expect("polled after completion");
                     this.state.set(State::Done);
                     return Poll::Ready(Ok(match outcome {
-                        Ok(action) => finish(this.shared, response, action),
+                        Ok(outcome) => finish(this.shared, response, outcome),
                         Err(err) => {
                             tracing::error!(
                                 error = %err,
@@ -210,176 +188,57 @@ where
     }
 }
 
-/// Applies a plan in Redis and says what the cookie must do.
-///
-/// Where a step spans two keys (a session and its user's index, or the old and new keys
-/// of a rotation), the order is chosen so that a crash in between leaves at worst an
-/// entry or key that is pruned or expires, never a lost session or an unindexed one.
-async fn persist(shared: &Shared, plan: Plan) -> Result<CookieAction, Error> {
-    let store = &shared.store;
-    match plan {
-        Plan::Nothing => Ok(CookieAction::Keep),
-        Plan::Create {
-            id,
-            ttl,
-            fields,
-            user,
-        } => {
-            if let Some(user) = &user {
-                store.index_add(user, &id).await?;
-            }
-            match create(store, id.clone(), ttl, &fields).await? {
-                Some(created) => {
-                    if let (Some(user), true) = (&user, created != id) {
-                        // A collision moved the session to another ID: index that one.
-                        store.index_add(user, &created).await?;
-                        store.index_remove(user, store.member(&id)).await?;
-                    }
-                    Ok(CookieAction::Set(created, ttl))
-                }
-                None => Err(Error::protocol("new session past its absolute lifetime")),
-            }
-        }
-        Plan::Save {
-            id,
-            ttl,
-            ttl_changed,
-            changes,
-            tie,
-        } => {
-            if let Some(tie) = &tie {
-                store.index_add(&tie.user, &id).await?;
-            }
-            match store.save(&id, ttl_changed.then_some(ttl), changes).await? {
-                WriteOutcome::Applied => {
-                    if let Some(Tie {
-                        user,
-                        previous: Some(previous),
-                    }) = &tie
-                    {
-                        if previous != user {
-                            store.index_remove(previous, store.member(&id)).await?;
-                        }
-                    }
-                    Ok(if shared.config.cookie.persistent {
-                        CookieAction::Set(id, ttl)
-                    } else {
-                        CookieAction::Keep
-                    })
-                }
-                WriteOutcome::Gone => {
-                    if let Some(tie) = &tie {
-                        store.index_remove(&tie.user, store.member(&id)).await?;
-                    }
-                    tracing::warn!(
-                        session = %short_digest(&id),
-                        "session ended (logout, rotation or expiry) before this request's changes were saved; changes dropped, cookie cleared"
-                    );
-                    Ok(CookieAction::Clear)
-                }
-            }
-        }
-        Plan::Rotate {
-            old,
-            new,
-            ttl,
-            fields,
-            user,
-            previous,
-        } => {
-            // New key first, then retire the old one: a crash in between leaves an orphan
-            // that expires, never a lost session. Works across cluster slots.
-            if let Some(user) = &user {
-                store.index_add(user, &new).await?;
-            }
-            let created = create(store, new.clone(), ttl, &fields).await?;
-            if let (Some(user), Some(created)) = (&user, &created) {
-                if *created != new {
-                    store.index_add(user, created).await?;
-                }
-            }
-            let old_existed = store.delete(&old).await?;
-            if let Some(previous) = &previous {
-                store.index_remove(previous, store.member(&old)).await?;
-            }
-            match created {
-                Some(created) if old_existed => Ok(CookieAction::Set(created, ttl)),
-                Some(created) => {
-                    // The old session ended while this request ran (logout elsewhere): its
-                    // copy must not live on under the new ID, which nobody has seen yet.
-                    store.delete(&created).await?;
-                    if let Some(user) = &user {
-                        store.index_remove(user, store.member(&created)).await?;
-                    }
-                    tracing::warn!(
-                        session = %short_digest(&old),
-                        "session ended before its ID rotation completed; cookie cleared"
-                    );
-                    Ok(CookieAction::Clear)
-                }
-                // Past its absolute lifetime: the rotation ended the session instead.
-                None => Ok(CookieAction::Clear),
-            }
-        }
-        Plan::Destroy { id, user } => {
-            store.delete(&id).await?;
-            if let Some(user) = &user {
-                store.index_remove(user, store.member(&id)).await?;
-            }
-            Ok(CookieAction::Clear)
-        }
-    }
-}
-
-/// Creates a session, with a fresh ID in the (2^-256) event that the key is taken.
-/// `None` if the absolute deadline carried in `fields` has passed.
-async fn create(
-    store: &crate::store::Store,
-    mut id: SessionId,
-    ttl: Duration,
-    fields: &[(String, String)],
-) -> Result<Option<SessionId>, Error> {
-    for _ in 0..3 {
-        match store.create(&id, ttl, fields).await? {
-            CreateOutcome::Created => return Ok(Some(id)),
-            CreateOutcome::Exists => {
-                tracing::warn!("session ID collision; retrying with a new ID");
-                id = SessionId::generate();
-            }
-            CreateOutcome::Expired => return Ok(None),
-        }
-    }
-    Err(Error::protocol("three session ID collisions in a row"))
-}
-
-/// The first 12 characters of the ID's digest: enough to follow one session through the
-/// logs, useless for taking it over.
-fn short_digest(id: &SessionId) -> &str {
-    &id.digest()[..12]
-}
-
+/// The response, with what the outcome does to the cookie.
 fn finish<B>(
     shared: &Shared,
     response: Response<B>,
-    action: CookieAction,
+    outcome: Outcome,
 ) -> Response<ResponseBody<B>> {
-    let mut response = response.map(ResponseBody::inner);
     let cookie = &shared.config.cookie;
-    let value = match action {
-        CookieAction::Keep => return response,
-        CookieAction::Set(id, max_age) => cookie.set_cookie(&id, max_age),
-        CookieAction::Clear => cookie.removal(),
+    let value = match outcome {
+        Outcome::Keep => None,
+        Outcome::Refused => return error_response(shared, Error::new(ErrorKind::Conflict)),
+        Outcome::Set(id, max_age) => Some(cookie.set_cookie(&id, max_age)),
+        Outcome::Clear => Some(cookie.removal()),
+        // A refresh only re-sends a persistent cookie's `Max-Age`, and only to a client
+        // that alone may store the response: a shared cache would hand it to everyone.
+        Outcome::Refresh(id, Some(max_age))
+            if cookie.persistent && !shared_cacheable(response.headers()) =>
+        {
+            Some(cookie.set_cookie(&id, Some(max_age)))
+        }
+        Outcome::Refresh(..) => None,
     };
-    let headers = response.headers_mut();
-    headers.append(header::SET_COOKIE, value);
-    // A shared cache must never hand one user's cookie to another.
-    if !headers.contains_key(header::CACHE_CONTROL) {
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let mut response = response.map(ResponseBody::inner);
+    if let Some(value) = value {
+        let headers = response.headers_mut();
+        headers.append(header::SET_COOKIE, value);
+        // A shared cache must never hand one user's cookie to another.
+        if !headers.contains_key(header::CACHE_CONTROL) || shared_cacheable(headers) {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
     }
     response
 }
 
+/// `true` if `Cache-Control` lets a shared cache store the response (`public` or
+/// `s-maxage`).
+fn shared_cacheable(headers: &http::HeaderMap) -> bool {
+    headers.get_all(header::CACHE_CONTROL).iter().any(|value| {
+        value.to_str().is_ok_and(|v| {
+            v.split(',').any(|d| {
+                let d = d.trim().to_ascii_lowercase();
+                d == "public" || d.starts_with("s-maxage")
+            })
+        })
+    })
+}
+
+/// The response sent instead of the handler's: a store failure, or changes refused.
 fn error_response<B>(shared: &Shared, err: Error) -> Response<ResponseBody<B>> {
+    if err.kind() == ErrorKind::Conflict {
+        tracing::debug!("changes refused; answering 409");
+    }
     let response = match &shared.config.error_response {
         Some(make) => make(&err),
         None => default_error_response(&err),
@@ -394,6 +253,10 @@ fn default_error_response(err: &Error) -> Response<Bytes> {
         ErrorKind::Timeout | ErrorKind::Unavailable => (
             StatusCode::SERVICE_UNAVAILABLE,
             "session store unavailable, please retry\n",
+        ),
+        ErrorKind::Conflict => (
+            StatusCode::CONFLICT,
+            "your session ended or changed in another request; nothing was saved, please reload\n",
         ),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "session store error\n"),
     };

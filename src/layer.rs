@@ -7,9 +7,12 @@ use cookie::SameSite;
 use tower_layer::Layer;
 
 use crate::{
+    client::Redis,
     config::{Config, ErrorResponseFn},
-    store::{Redis, Store},
-    ConfigError, Error, RedisSession, SessionManager,
+    error::{ConfigError, Error},
+    manager::SessionManager,
+    service::RedisSession,
+    store::Store,
 };
 
 /// What every request of one layer shares.
@@ -172,10 +175,37 @@ impl RedisSessionLayerBuilder {
     }
 
     /// How long a session may live at most, however active: it ends this long after it
-    /// was created, and its key's TTL never reaches past that. Default: no limit.
-    /// Whole seconds.
-    pub fn absolute_lifetime(mut self, lifetime: Duration) -> Self {
-        self.config.absolute_lifetime = Some(lifetime);
+    /// was created (to the millisecond, by Redis's clock), its key's TTL never reaches
+    /// past that, and a rotation carries the deadline over unchanged. A session stored
+    /// without a deadline (created before this was set, or by another program) ends at
+    /// its `created_at` plus this lifetime.
+    ///
+    /// Default 12 hours: ASVS 4.0 (3.3.2) asks for periodic re-authentication, and a
+    /// working day is its level 2 figure. `None` turns it off (an active session then
+    /// lives as long as it is used).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_redis_session::{fred::prelude::*, RedisSessionLayer};
+    /// # let client = Builder::default_centralized().build().unwrap();
+    /// let layer = RedisSessionLayer::builder(client.clone())
+    ///     .absolute_lifetime(Duration::from_secs(8 * 3600))
+    ///     .build()?;
+    /// let unlimited = RedisSessionLayer::builder(client).absolute_lifetime(None).build()?;
+    /// # Ok::<(), tower_redis_session::ConfigError>(())
+    /// ```
+    pub fn absolute_lifetime(mut self, lifetime: impl Into<Option<Duration>>) -> Self {
+        self.config.absolute_lifetime = lifetime.into();
+        self
+    }
+
+    /// Whether [`Session::set_user_id`](crate::Session::set_user_id) rotates the ID.
+    /// Default `true`: tying a session to a user is a login or a change of identity, and
+    /// a new ID then keeps anyone who knew the old one (a fixation attack) out. Turn it
+    /// off only if the app rotates by itself ([`Session::rotate_id`](crate::Session::rotate_id))
+    /// wherever it ties a user.
+    pub fn rotate_on_user_change(mut self, rotate: bool) -> Self {
+        self.config.rotate_on_user_change = rotate;
         self
     }
 
@@ -214,8 +244,14 @@ impl RedisSessionLayerBuilder {
         self
     }
 
-    /// Name of the session cookie. Default `sid`. A `__Host-` name requires `Secure`,
-    /// `Path=/` and no `Domain`; a `__Secure-` name requires `Secure`.
+    /// Name of the session cookie. Default `__Host-sid`: browsers refuse a cookie of that
+    /// name from a sibling or parent domain, and insist it be `Secure`, host-only and for
+    /// `Path=/`, so no other site can plant one (cookie tossing). A `__Host-` name
+    /// requires `Secure`, `Path=/` and no `Domain`; a `__Secure-` name requires `Secure`.
+    ///
+    /// A plain name such as `sid` is for sharing the cookie with another program (or a
+    /// `Domain`); it costs that protection: a page on any subdomain can then plant a
+    /// cookie of that name for the parent domain.
     pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
         self.config.cookie.name = name.into();
         self
@@ -260,9 +296,13 @@ impl RedisSessionLayerBuilder {
         self
     }
 
-    /// Builds the response sent when the session store fails (default: `503` with
-    /// `Retry-After: 1` and a one-line text body, or `500` for an unexpected reply). The
-    /// [`Error`] is also put in the response's extensions.
+    /// Builds the response sent instead of the handler's when the session store fails,
+    /// or when the request's changes were refused because its session ended or moved on
+    /// meanwhile ([`ErrorKind::Conflict`](crate::ErrorKind::Conflict)). Defaults: `503`
+    /// with `Retry-After: 1` for an unavailable store, `409 Conflict` for refused
+    /// changes, `500` for an unexpected reply, each with a one-line text body. The
+    /// [`Error`] is also put in the response's extensions. A `409` never carries a
+    /// `Set-Cookie`: the browser may already hold a newer cookie.
     ///
     /// ```
     /// # use tower_redis_session::{fred::prelude::*, RedisSessionLayer};
@@ -339,8 +379,8 @@ impl RedisSessionLayerBuilder {
     }
 }
 
-/// Largest TTL or lifetime accepted, in seconds: 68 years (see `session::MAX_TTL_SECS`).
-const MAX_SECS: u64 = crate::session::MAX_TTL_SECS;
+/// Largest TTL or lifetime accepted, in seconds: 68 years (see `model::MAX_TTL_SECS`).
+const MAX_SECS: u64 = crate::model::MAX_TTL_SECS;
 
 fn validate(config: &Config) -> Result<(), ConfigError> {
     let cookie = &config.cookie;
@@ -380,6 +420,10 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     if lower_name.starts_with("__secure-") && !cookie.secure {
         return Err(ConfigError::SecurePrefix);
     }
+    // Browsers drop a `SameSite=None` cookie that is not `Secure`.
+    if cookie.same_site == SameSite::None && !cookie.secure {
+        return Err(ConfigError::SameSiteNoneNotSecure);
+    }
     // Name, ID, attributes and `Max-Age` must stay under the 4096 bytes browsers keep.
     let longest_cookie = cookie.name.len()
         + cookie.path.len()
@@ -408,7 +452,12 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     };
     secs("idle_ttl", config.idle_ttl)?;
     if let Some(lifetime) = config.absolute_lifetime {
-        secs("absolute_lifetime", lifetime)?;
+        if lifetime < Duration::from_secs(1) || lifetime.as_secs() > MAX_SECS {
+            return Err(ConfigError::InvalidDuration {
+                setting: "absolute_lifetime",
+                reason: "must be between 1 second and 68 years",
+            });
+        }
     }
     if let Some(touch) = config.touch_interval {
         if touch >= config.idle_ttl {
@@ -455,8 +504,37 @@ mod tests {
     }
 
     #[test]
+    fn defaults_are_safe_with_the_shortest_setup() {
+        let config = Config::default();
+        assert_eq!(config.cookie.name, "__Host-sid");
+        assert!(config.cookie.secure && config.cookie.http_only);
+        assert_eq!(config.cookie.path, "/");
+        assert_eq!(config.cookie.domain, None);
+        assert_eq!(
+            config.absolute_lifetime,
+            Some(Duration::from_secs(12 * 3600))
+        );
+        assert!(config.rotate_on_user_change);
+    }
+
+    #[test]
+    fn same_site_none_needs_secure() {
+        assert_eq!(
+            check(|c| {
+                c.cookie.name = "sid".into();
+                c.cookie.same_site = SameSite::None;
+                c.cookie.secure = false;
+            }),
+            Err(ConfigError::SameSiteNoneNotSecure)
+        );
+        assert_eq!(check(|c| c.cookie.same_site = SameSite::None), Ok(()));
+    }
+
+    #[test]
     fn host_prefix_rules_are_enforced() {
         let host = |c: &mut Config| c.cookie.name = "__Host-sid".into();
+        let plain = |c: &mut Config| c.cookie.name = "sid".into();
+        assert_eq!(check(plain), Ok(()));
         assert_eq!(check(host), Ok(()));
         let cases: [Case; 3] = [
             ("not secure", |c| c.cookie.secure = false),

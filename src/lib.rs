@@ -114,6 +114,7 @@ mod future;
 mod id;
 mod layer;
 mod manager;
+mod model;
 mod service;
 mod session;
 mod store;
@@ -127,15 +128,15 @@ pub use crate::crypto::{DecryptFailure, KeyRing};
 pub use crate::extract::MissingSessionLayer;
 pub use crate::{
     body::ResponseBody,
-    client::{client_builder, connect, connect_lazy},
+    client::{client_builder, connect, connect_lazy, Redis},
     error::{ConfigError, Error, ErrorKind, SessionError},
     future::ResponseFuture,
     id::SessionId,
     layer::{RedisSessionLayer, RedisSessionLayerBuilder},
     manager::{SessionHandle, SessionInfo, SessionManager, SessionStats},
+    model::RESERVED_FIELDS,
     service::RedisSession,
-    session::{Session, RESERVED_FIELDS},
-    store::Redis,
+    session::Session,
 };
 pub use ::cookie::SameSite;
 pub use fred;
@@ -148,8 +149,8 @@ pub mod fuzzing {
     use std::time::Duration;
 
     use crate::{
-        session::{Change, Plan},
-        Session, SessionId,
+        id::SessionId,
+        session::{Change, Plan, Session},
     };
 
     /// The session ID the layer would read from these headers, if any.
@@ -180,6 +181,22 @@ pub mod fuzzing {
                 .collect(),
         )
     }
+}
+
+/// What the crate's own tests and benchmarks need to see inside it; not part of the API,
+/// and may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    /// The text of a session script by its file name (`lua/load.lua`, ...), exactly as
+    /// the layer sends it to Redis.
+    #[must_use]
+    pub fn script_source(name: &str) -> Option<String> {
+        crate::store::scripts::source(name)
+    }
+
+    /// The timestamp grammar's cases: the text, and the Unix time in ms it means, or
+    /// `None` where both the Rust and the Lua side must refuse it.
+    pub const TIMESTAMP_CASES: &[(&str, Option<u64>)] = crate::time::TIMESTAMP_CASES;
 }
 
 #[cfg(doctest)]

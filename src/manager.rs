@@ -1,21 +1,12 @@
 //! `SessionManager`: see, count and end sessions outside of requests.
 
 use std::{
-    collections::HashMap,
     fmt,
     sync::Arc,
     time::{Duration, SystemTime},
 };
 
-use fred::{
-    interfaces::{
-        ClientLike as _, ClusterInterface as _, HashesInterface as _, KeysInterface as _,
-        MemoryInterface as _, SortedSetsInterface as _,
-    },
-    types::Value,
-};
-
-use crate::{layer::Shared, Error, SessionId, RESERVED_FIELDS};
+use crate::{error::Error, id::SessionId, layer::Shared, model, store::EndReason};
 
 /// A handle to the sessions a [`RedisSessionLayer`](crate::RedisSessionLayer) stores,
 /// for an app's "your sessions" page, "log out everywhere", and monitoring.
@@ -38,9 +29,11 @@ use crate::{layer::Shared, Error, SessionId, RESERVED_FIELDS};
 ///
 /// # The index and eviction
 ///
-/// A session is added to its user's index *before* it is tied to the user, so a crash in
-/// between leaves at worst an index entry without a session, which is pruned; never a
-/// tied session that "log out everywhere" would miss. The index key has no TTL, so under
+/// A session is added to its user's index *before* it is tied to the user (and again on
+/// every tie), so a crash in between leaves at worst an index entry without a session,
+/// which is pruned; never a tied session that "log out everywhere" would miss. An entry is
+/// pruned only once it is a minute old, so a session being created right now is never
+/// taken for a dead one. The index key has no TTL, so under
 /// `maxmemory-policy` `noeviction` or any `volatile-*` policy Redis never evicts it (it
 /// does evict session keys, which only logs those sessions out). Under an `allkeys-*`
 /// policy an index can be evicted; then use
@@ -53,8 +46,8 @@ pub struct SessionManager {
 }
 
 /// Names a stored session without being usable as its cookie: the SHA-256 digest of its
-/// ID (or, with `plain_keys`, the ID itself), as in its Redis key. Safe to show in a page
-/// and to post back in a form.
+/// ID (in every mode, also with `plain_keys`). Safe to show in a page and to post back in
+/// a form.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionHandle(String);
 
@@ -122,7 +115,15 @@ impl SessionManager {
     /// listing or keep it in [`terminate_all`](Self::terminate_all).
     #[must_use]
     pub fn handle(&self, id: &SessionId) -> SessionHandle {
-        SessionHandle(self.shared.store.member(id).to_owned())
+        SessionHandle(id.digest().to_owned())
+    }
+
+    /// The handle of an index member (the key suffix: a digest, or an ID with plain keys).
+    fn handle_of(&self, member: &str) -> SessionHandle {
+        match SessionId::parse(member) {
+            Some(id) if self.shared.config.plain_keys => self.handle(&id),
+            _ => SessionHandle(member.to_owned()),
+        }
     }
 
     /// The Redis key of a session (prefix + digest, or prefix + ID with `plain_keys`), for
@@ -133,80 +134,77 @@ impl SessionManager {
     }
 
     /// The user's live sessions, oldest first. Two round trips (the index, then one
-    /// pipeline reading every session), plus one to prune dead entries if there are any.
+    /// pipeline reading every session), plus one to prune dead entries if there are any
+    /// old enough.
     ///
     /// # Errors
     ///
     /// The store failed.
     pub async fn list(&self, user_id: &str) -> Result<Vec<SessionInfo>, Error> {
         let store = &self.shared.store;
-        let members = self.members(user_id).await?;
-        if members.is_empty() {
-            return Ok(Vec::new());
-        }
-        let client = store.redis().client();
-        let pipeline = client.pipeline();
-        for member in &members {
-            let key = store.key_of(member);
-            let _: () = pipeline.hgetall(&key).await?;
-            let _: () = pipeline.pttl(&key).await?;
-        }
-        let replies: Vec<Value> = store.timed(|| pipeline.all()).await?;
+        let entries = store.index_entries(user_id).await?;
+        let members: Vec<String> = entries.iter().map(|e| e.member.clone()).collect();
+        let stored = store.read_sessions(&members).await?;
         let mut infos = Vec::new();
         let mut dead = Vec::new();
-        for (member, pair) in members.into_iter().zip(replies.chunks(2)) {
-            let hash: HashMap<String, String> = pair[0].clone().convert().unwrap_or_default();
-            let ttl_ms = pair[1].as_i64().unwrap_or(-2);
-            if ttl_ms < 0 || hash.get("user_id").map(String::as_str) != Some(user_id) {
-                dead.push(member);
+        for (entry, stored) in entries.into_iter().zip(stored) {
+            let Some(stored) = stored
+                .filter(|s| s.fields.get(model::USER_ID).map(String::as_str) == Some(user_id))
+            else {
+                dead.push(entry);
                 continue;
-            }
-            let time = |name: &str| hash.get(name).and_then(|t| crate::time::parse_rfc3339(t));
-            let user_fields = hash
-                .iter()
-                .filter(|(name, _)| !RESERVED_FIELDS.contains(&name.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
+            };
+            let time = |name: &str| {
+                stored
+                    .fields
+                    .get(name)
+                    .and_then(|t| crate::time::parse_rfc3339(t))
+            };
+            let (created_at, last_accessed_at) =
+                (time(model::CREATED_AT), time(model::LAST_ACCESSED_AT));
+            let user_fields = stored
+                .fields
+                .into_iter()
+                .filter(|(name, _)| !model::is_reserved(name))
                 .collect();
             // Values that fail to decrypt are left out, whatever the layer's policy.
             let mut fields = store
-                .open(&member, user_fields)
+                .open(&entry.member, user_fields)
                 .map(|opened| opened.fields)
                 .unwrap_or_default();
             fields.sort_unstable();
             infos.push(SessionInfo {
-                handle: SessionHandle(member),
-                expires_in: Duration::from_millis(ttl_ms.unsigned_abs()),
-                created_at: time("created_at"),
-                last_accessed_at: time("last_accessed_at"),
+                handle: self.handle_of(&entry.member),
+                expires_in: stored.expires_in,
+                created_at,
+                last_accessed_at,
                 fields,
             });
         }
-        self.prune(user_id, dead).await?;
+        store.prune(user_id, dead).await?;
         infos.sort_by_key(|info| info.created_at);
         Ok(infos)
     }
 
-    /// Ends one session of the user: its key is deleted, so its very next request (even
-    /// one already in flight) finds no session. Returns `false` if the handle is not one
-    /// of the user's sessions (so a user cannot end someone else's session by guessing).
+    /// Ends one session of the user: it is replaced by a marker, so its very next request
+    /// (even one already in flight) finds no session. Returns `false` if the handle is not
+    /// one of the user's live sessions (so a user cannot end someone else's session by
+    /// guessing).
     ///
     /// # Errors
     ///
     /// The store failed.
     pub async fn terminate(&self, user_id: &str, handle: &SessionHandle) -> Result<bool, Error> {
         let store = &self.shared.store;
-        let client = store.redis().client();
-        let score: Option<f64> = store
-            .timed(|| client.zscore(store.index_key(user_id), handle.as_str()))
-            .await?;
-        if score.is_none() {
+        let Some(entry) = store
+            .index_entries(user_id)
+            .await?
+            .into_iter()
+            .find(|e| self.handle_of(&e.member) == *handle)
+        else {
             return Ok(false);
-        }
-        let deleted: i64 = store
-            .timed(|| client.del(store.key_of(handle.as_str())))
-            .await?;
-        self.prune(user_id, vec![handle.0.clone()]).await?;
-        Ok(deleted > 0)
+        };
+        Ok(store.end_indexed(user_id, vec![entry.member]).await? > 0)
     }
 
     /// Ends all of the user's sessions ("log out everywhere"), or all but `except` (e.g.
@@ -221,23 +219,14 @@ impl SessionManager {
         except: Option<&SessionHandle>,
     ) -> Result<usize, Error> {
         let store = &self.shared.store;
-        let members: Vec<String> = self
-            .members(user_id)
+        let members: Vec<String> = store
+            .index_entries(user_id)
             .await?
             .into_iter()
-            .filter(|m| except.map_or(true, |e| e.as_str() != m))
+            .map(|e| e.member)
+            .filter(|m| except.map_or(true, |e| *e != self.handle_of(m)))
             .collect();
-        if members.is_empty() {
-            return Ok(0);
-        }
-        // One DEL per key (each in its own cluster slot), sent as one pipeline.
-        let pipeline = store.redis().client().pipeline();
-        for member in &members {
-            let _: () = pipeline.del(store.key_of(member)).await?;
-        }
-        let deleted: Vec<i64> = store.timed(|| pipeline.all()).await?;
-        self.prune(user_id, members).await?;
-        Ok(deleted.into_iter().filter(|&n| n > 0).count())
+        store.end_indexed(user_id, members).await
     }
 
     /// Ends every session tied to the user by scanning all session keys (on every primary
@@ -246,38 +235,36 @@ impl SessionManager {
     ///
     /// # Errors
     ///
-    /// The store failed; some sessions may have been ended already.
+    /// The store failed, or a cluster's primaries are not known (a scan that cannot
+    /// reach every primary is never reported as complete); some sessions may have been
+    /// ended already.
     pub async fn terminate_all_by_scan(&self, user_id: &str) -> Result<usize, Error> {
         let store = &self.shared.store;
-        let client = store.redis().client();
         let mut ended = 0;
-        for keys in self.scan_pages().await? {
+        for keys in store.scan_pages().await? {
             let sessions: Vec<_> = keys
                 .into_iter()
-                .filter(|k| self.is_session_key(k))
+                .filter(|k| store.is_session_key(k))
                 .collect();
             if sessions.is_empty() {
                 continue;
             }
-            let pipeline = client.pipeline();
-            for key in &sessions {
-                let _: () = pipeline.hget(key, "user_id").await?;
-            }
-            let owners: Vec<Option<String>> = store.timed(|| pipeline.all()).await?;
+            let owners = store.owners(&sessions).await?;
             for (key, owner) in sessions.iter().zip(owners) {
                 if owner.as_deref() == Some(user_id) {
-                    let deleted: i64 = store.timed(|| client.del(key)).await?;
-                    ended += usize::from(deleted > 0);
+                    let member = &key[store.prefix().len()..];
+                    ended += usize::from(store.end(member, EndReason::Terminated).await?);
                 }
             }
         }
-        let _: i64 = store.timed(|| client.del(store.index_key(user_id))).await?;
+        store.delete_index(user_id).await?;
         Ok(ended)
     }
 
     /// Counts live sessions and user indexes, and sums the memory Redis reports for the
     /// sessions, with a `SCAN` over the key prefix (on every primary of a cluster) and one
-    /// pipelined `MEMORY USAGE` per page.
+    /// pipelined `MEMORY USAGE` per page. Markers left by sessions ended in the last
+    /// minute count as sessions.
     ///
     /// Cost grows with the whole keyspace, not just the sessions: fine for a dashboard
     /// polled every minute, not for every request. On a Redis used only for sessions,
@@ -285,119 +272,24 @@ impl SessionManager {
     ///
     /// # Errors
     ///
-    /// The store failed.
+    /// The store failed, or a cluster's primaries are not known.
     pub async fn stats(&self) -> Result<SessionStats, Error> {
         let store = &self.shared.store;
-        let client = store.redis().client();
         let mut stats = SessionStats::default();
-        for keys in self.scan_pages().await? {
+        for keys in store.scan_pages().await? {
             let (sessions, indexes): (Vec<_>, Vec<_>) =
-                keys.into_iter().partition(|k| self.is_session_key(k));
+                keys.into_iter().partition(|k| store.is_session_key(k));
             stats.user_indexes += indexes.len() as u64;
             if sessions.is_empty() {
                 continue;
             }
-            let pipeline = client.pipeline();
-            for key in &sessions {
-                let _: () = pipeline.memory_usage(key, None).await?;
-            }
-            let sizes: Vec<Option<u64>> = store.timed(|| pipeline.all()).await?;
-            for size in sizes.into_iter().flatten() {
+            for size in store.memory_usage(&sessions).await?.into_iter().flatten() {
                 stats.sessions += 1;
                 stats.session_bytes += size;
             }
         }
         Ok(stats)
     }
-
-    /// The members of a user's index.
-    async fn members(&self, user_id: &str) -> Result<Vec<String>, Error> {
-        let store = &self.shared.store;
-        let client = store.redis().client();
-        store
-            .timed(|| client.zrange(store.index_key(user_id), 0, -1, None, false, None, false))
-            .await
-    }
-
-    /// Removes entries from a user's index, and the index itself once empty.
-    async fn prune(&self, user_id: &str, members: Vec<String>) -> Result<(), Error> {
-        if members.is_empty() {
-            return Ok(());
-        }
-        let store = &self.shared.store;
-        let client = store.redis().client();
-        let index = store.index_key(user_id);
-        let _: i64 = store.timed(|| client.zrem(&index, members.clone())).await?;
-        // ZREM deletes a sorted set it empties, so nothing else is needed.
-        Ok(())
-    }
-
-    fn is_session_key(&self, key: &str) -> bool {
-        key.strip_prefix(self.shared.store.prefix())
-            .is_some_and(|rest| !rest.contains(':'))
-    }
-
-    /// Every key under the prefix, a `SCAN` page at a time, on every primary.
-    async fn scan_pages(&self) -> Result<Vec<Vec<String>>, Error> {
-        let store = &self.shared.store;
-        let client = store.redis().client();
-        let pattern = format!("{}*", escape_glob(store.prefix()));
-        let nodes = if client.is_clustered() {
-            client
-                .cached_cluster_state()
-                .map(|state| state.unique_primary_nodes())
-                .unwrap_or_default()
-                .into_iter()
-                .map(Some)
-                .collect()
-        } else {
-            vec![None]
-        };
-        let mut pages = Vec::new();
-        for node in nodes {
-            let mut cursor = "0".to_owned();
-            loop {
-                let page: Value = match &node {
-                    Some(server) => {
-                        let on_node = client.with_cluster_node(server.clone());
-                        store
-                            .timed(|| {
-                                on_node.scan_page(cursor.clone(), pattern.clone(), Some(1000), None)
-                            })
-                            .await?
-                    }
-                    None => {
-                        store
-                            .timed(|| {
-                                client.scan_page(cursor.clone(), pattern.clone(), Some(1000), None)
-                            })
-                            .await?
-                    }
-                };
-                let (next, keys): (String, Vec<String>) = page
-                    .convert()
-                    .map_err(|_| Error::protocol("SCAN: unexpected reply"))?;
-                pages.push(keys);
-                if next == "0" {
-                    break;
-                }
-                cursor = next;
-            }
-        }
-        Ok(pages)
-    }
-}
-
-/// Escapes `SCAN MATCH` glob characters so the prefix matches literally.
-fn escape_glob(prefix: &str) -> String {
-    let mut out = String::with_capacity(prefix.len());
-    for c in prefix.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 impl fmt::Debug for SessionManager {
@@ -411,11 +303,6 @@ impl fmt::Debug for SessionManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn glob_characters_in_the_prefix_match_literally() {
-        assert_eq!(escape_glob("a*b?[c]\\:"), "a\\*b\\?\\[c\\]\\\\:");
-    }
 
     #[test]
     fn handles_parse_strictly() {

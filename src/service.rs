@@ -11,10 +11,11 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use crate::{
+    body::ResponseBody,
     cookie::{self, Incoming},
     future::ResponseFuture,
     layer::Shared,
-    ResponseBody, Session,
+    session::{Arrival, Session},
 };
 
 /// The session middleware, made by [`RedisSessionLayer`](crate::RedisSessionLayer).
@@ -72,20 +73,21 @@ where
             let inner = std::mem::replace(&mut self.inner, clone);
             return ResponseFuture::load(Arc::clone(&self.shared), inner, req, id);
         }
-        let rejected = match incoming {
-            Incoming::Rejected(reason) => {
-                tracing::warn!(
-                    reason,
-                    "ignoring session cookie: possibly suspicious request"
-                );
-                true
+        let arrival = match incoming {
+            Incoming::Malformed => {
+                crate::cookie::suspicious("malformed session cookie");
+                Arrival::Stale
             }
-            _ => false,
+            Incoming::Duplicate => {
+                crate::cookie::suspicious("more than one session cookie (cookie tossing?)");
+                Arrival::Fresh
+            }
+            Incoming::Absent | Incoming::Id(_) => Arrival::Fresh,
         };
-        let session = Session::anonymous(config.limits, config.idle_ttl, false);
+        let session = Session::anonymous(config.session_settings(), arrival);
         req.extensions_mut().insert(session.clone());
         let fut = self.inner.call(req);
-        ResponseFuture::inner(Arc::clone(&self.shared), session, fut, rejected)
+        ResponseFuture::inner(Arc::clone(&self.shared), session, fut)
     }
 }
 

@@ -8,29 +8,12 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use crate::{config::Limits, SessionError, SessionId};
-
-/// Internal fields of the session hash: read by the layer, never settable by handlers.
-///
-/// | field | meaning |
-/// |---|---|
-/// | `created_at` | when the session was created (RFC 3339, UTC, Redis's clock) |
-/// | `last_accessed_at` | when a request last loaded it (RFC 3339, UTC) |
-/// | `session_ttl` | idle TTL in whole seconds |
-/// | `absolute_expires_at` | end of its absolute lifetime, if one is set (RFC 3339, UTC) |
-/// | `user_id` | the user the session is tied to ([`Session::set_user_id`]) |
-pub const RESERVED_FIELDS: &[&str] = &[
-    "created_at",
-    "last_accessed_at",
-    "session_ttl",
-    "absolute_expires_at",
-    "user_id",
-];
-
-/// Largest TTL accepted: 2^31 - 1 seconds (68 years). The scripts pass TTLs to `PEXPIRE`
-/// in ms as Lua numbers, which Redis receives in exponent form (`1e+17`, refused) from
-/// 10^14 s on; this keeps them exact integers. load.lua refuses larger stored TTLs.
-pub(crate) const MAX_TTL_SECS: u64 = (1 << 31) - 1;
+use crate::{
+    config::Limits,
+    error::SessionError,
+    id::SessionId,
+    model::{self, is_reserved, MAX_TTL_SECS},
+};
 
 /// One recorded change to a field, applied by the save script.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +28,38 @@ pub(crate) enum Change {
     /// can be `HINCRBY`, even with encryption at rest). Used when this request set or
     /// removed the field before incrementing it, or when it was stored encrypted.
     Counter(i64),
+}
+
+impl Change {
+    /// Applies the change to a copy of the fields, as the save script would; `None` if
+    /// an increment meets a value that is not a canonical 64-bit integer or overflows.
+    pub(crate) fn apply(&self, field: &str, fields: &mut HashMap<String, String>) -> Option<()> {
+        match self {
+            Self::Set(value) => {
+                fields.insert(field.to_owned(), value.clone());
+            }
+            Self::Remove => {
+                fields.remove(field);
+            }
+            Self::Counter(n) => {
+                fields.insert(field.to_owned(), n.to_string());
+            }
+            Self::Increment(by) => {
+                let current = match fields.get(field) {
+                    Some(v) => parse_counter(v)?,
+                    None => 0,
+                };
+                fields.insert(field.to_owned(), current.checked_add(*by)?.to_string());
+            }
+        }
+        Some(())
+    }
+}
+
+/// An integer counter in the only form Redis's `HINCRBY` reads ("7", "-7"; not "07",
+/// "+7", "-0"), so that a write-back cannot fail on a value the handler accepted.
+fn parse_counter(v: &str) -> Option<i64> {
+    v.parse::<i64>().ok().filter(|n| n.to_string() == v)
 }
 
 /// The session of one request.
@@ -70,18 +85,41 @@ pub(crate) enum Change {
 #[derive(Clone)]
 pub struct Session(Arc<Mutex<State>>);
 
+/// What a session needs from the layer's settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub(crate) limits: Limits,
+    /// The idle TTL of new sessions.
+    pub(crate) idle_ttl: Duration,
+    /// Tying the session to a (new) user rotates its ID.
+    pub(crate) rotate_on_user_change: bool,
+}
+
+/// What the request's cookie told about its session, when it brought none to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// No cookie of ours, or one that may not be ours to remove (duplicates).
+    Fresh,
+    /// A cookie for no usable session (unknown, expired, malformed, unusable,
+    /// terminated): dropped from the browser unless the response sets a new one.
+    Stale,
+    /// A cookie for a session that moved on a moment ago (rotated or destroyed by
+    /// another request): the browser may hold a newer cookie already, so the response
+    /// never touches it, and a change is refused rather than start a session in its place.
+    MovedOn,
+}
+
 #[derive(Debug)]
 struct State {
-    limits: Limits,
+    settings: Settings,
     /// The ID the response will carry: the loaded one, or a new one once this request
     /// creates or rotates the session.
     id: Option<SessionId>,
     /// The ID the session was loaded under (`None` for a new session).
     loaded_id: Option<SessionId>,
+    arrival: Arrival,
     /// User fields as this request sees them: loaded values with its changes applied.
     fields: HashMap<String, String>,
-    /// Internal fields that move with the session on rotation (`created_at`, ...).
-    carried: Vec<(String, String)>,
     /// User fields that were stored encrypted (never `HINCRBY` targets).
     sealed: HashSet<String>,
     /// Bytes of user field names and values in `fields`.
@@ -98,23 +136,41 @@ struct State {
     tie: Option<String>,
     rotate: bool,
     destroy: bool,
-    cookie_expired: bool,
 }
 
 /// A session as the load script returned it.
 #[derive(Debug)]
 pub(crate) struct Loaded {
     pub(crate) fields: Vec<(String, String)>,
-    pub(crate) expires_in: Duration,
+    /// The key's TTL right after the load (`None` if Redis did not say).
+    pub(crate) expires_in: Option<Duration>,
     /// User fields that were stored encrypted.
     pub(crate) sealed: HashSet<String>,
+}
+
+/// What the response does, once the session's changes are written (or refused).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Leave the cookie alone.
+    Keep,
+    /// Set the cookie to a new ID; `Max-Age` (persistent mode) is what is left of the
+    /// key's TTL (`None` if Redis did not say).
+    Set(SessionId, Option<Duration>),
+    /// The session lives on under the ID the request carried: in persistent mode the
+    /// cookie is sent again with `Max-Age` what is left of the key's TTL (skipped if
+    /// unknown); otherwise it is left alone.
+    Refresh(SessionId, Option<Duration>),
+    /// Remove the cookie.
+    Clear,
+    /// The changes were not applied: answer `409 Conflict` and leave the cookie alone.
+    Refused,
 }
 
 /// What the middleware must do in Redis once the handler is done.
 #[derive(Debug)]
 pub(crate) enum Plan {
-    /// No Redis work.
-    Nothing,
+    /// No Redis work; the response does this.
+    Nothing(Outcome),
     /// Create a new session under `id` (indexed under `user` first, if tied).
     Create {
         id: SessionId,
@@ -125,24 +181,25 @@ pub(crate) enum Plan {
     /// Apply field-level changes to the loaded session.
     Save {
         id: SessionId,
-        /// The session's idle TTL, written only if this request changed it.
-        ttl: Duration,
-        ttl_changed: bool,
+        /// The new idle TTL, if this request changed it.
+        ttl: Option<Duration>,
         changes: Vec<(String, Change)>,
         tie: Option<Tie>,
     },
-    /// Copy the session to `new` (carried internal fields + user fields), then retire `old`.
+    /// Move the session to `new`: its current contents (not the copy loaded at the start
+    /// of the request) with this request's changes applied.
     Rotate {
         old: SessionId,
         new: SessionId,
-        ttl: Duration,
-        fields: Vec<(String, String)>,
-        /// The user the new ID is indexed under (before it is created).
+        /// The new idle TTL, if this request changed it.
+        ttl: Option<Duration>,
+        changes: Vec<(String, Change)>,
+        /// The user the new ID is tied to and indexed under.
         user: Option<String>,
-        /// The user the old ID was indexed under (removed after it is deleted).
+        /// The user the old ID was indexed under.
         previous: Option<String>,
     },
-    /// Delete the loaded session (and its entry in its user's index).
+    /// End the loaded session (and drop its entry in its user's index).
     Destroy { id: SessionId, user: Option<String> },
 }
 
@@ -154,56 +211,53 @@ pub(crate) struct Tie {
     pub(crate) previous: Option<String>,
 }
 
-fn is_reserved(name: &str) -> bool {
-    RESERVED_FIELDS.contains(&name)
-}
-
 impl Session {
     fn with_state(state: State) -> Self {
         Self(Arc::new(Mutex::new(state)))
     }
 
-    /// A session with no cookie behind it, for requests without a (usable) cookie.
-    pub(crate) fn anonymous(limits: Limits, ttl: Duration, cookie_expired: bool) -> Self {
-        Self::with_state(State::new(limits, ttl, cookie_expired))
+    /// A session that no stored session stands behind, for a request that brought
+    /// none to load, or whose cookie named none.
+    pub(crate) fn anonymous(settings: Settings, arrival: Arrival) -> Self {
+        Self::with_state(State::new(settings, arrival))
     }
 
     /// A session that no middleware loaded and none will save, with the default limits:
     /// for unit tests of handlers and for doc examples.
     #[must_use]
     pub fn detached() -> Self {
-        Self::anonymous(Limits::default(), crate::config::DEFAULT_IDLE_TTL, false)
+        Self::anonymous(
+            Settings {
+                limits: Limits::default(),
+                idle_ttl: crate::config::DEFAULT_IDLE_TTL,
+                rotate_on_user_change: true,
+            },
+            Arrival::Fresh,
+        )
     }
 
     /// A session loaded from Redis under `id`.
-    pub(crate) fn loaded(
-        limits: Limits,
-        default_ttl: Duration,
-        id: SessionId,
-        loaded: Loaded,
-    ) -> Self {
+    pub(crate) fn loaded(settings: Settings, id: SessionId, loaded: Loaded) -> Self {
         let mut state = State {
             id: Some(id.clone()),
             loaded_id: Some(id),
-            expires_in: Some(loaded.expires_in),
+            expires_in: loaded.expires_in,
             sealed: loaded.sealed,
-            ..State::new(limits, default_ttl, false)
+            ..State::new(settings, Arrival::Fresh)
         };
         for (name, value) in loaded.fields {
             match name.as_str() {
-                "session_ttl" => {
-                    if let Ok(secs) = value.parse() {
-                        state.ttl = Duration::from_secs(secs);
+                model::SESSION_TTL => {
+                    if let Some(ttl) = model::parse_idle(&value) {
+                        state.ttl = ttl;
                     }
                 }
-                "last_accessed_at" => state.last_accessed_at = crate::time::parse_rfc3339(&value),
-                "user_id" => state.user_id = Some(value),
-                _ if is_reserved(&name) => {
-                    if name == "created_at" {
-                        state.created_at = crate::time::parse_rfc3339(&value);
-                    }
-                    state.carried.push((name, value));
+                model::LAST_ACCESSED_AT => {
+                    state.last_accessed_at = crate::time::parse_rfc3339(&value);
                 }
+                model::CREATED_AT => state.created_at = crate::time::parse_rfc3339(&value),
+                model::USER_ID => state.user_id = Some(value),
+                _ if is_reserved(&name) => {}
                 _ => {
                     state.size += name.len() + value.len();
                     state.fields.insert(name, value);
@@ -265,11 +319,11 @@ impl Session {
     }
 
     /// `true` if the request carried a well-formed session cookie whose session no longer
-    /// exists: it expired, was destroyed, or was rotated away. Useful for "your session
-    /// expired" messages.
+    /// exists: it expired, was destroyed, terminated, or rotated away. Useful for "your
+    /// session expired" messages.
     #[must_use]
     pub fn cookie_expired(&self) -> bool {
-        self.lock().cookie_expired
+        self.lock().arrival != Arrival::Fresh
     }
 
     /// When the session was created, by Redis's clock (`None` until it is stored).
@@ -306,28 +360,34 @@ impl Session {
         state.tie.clone().or_else(|| state.user_id.clone())
     }
 
-    /// Ties the session to a user, typically at login (together with
-    /// [`rotate_id`](Self::rotate_id)), so that
+    /// Ties the session to a user, typically at login, so that
     /// [`SessionManager`](crate::SessionManager) can list and end the user's sessions.
     ///
-    /// At write-back the session is added to the user's index first and tied second, so
-    /// a crash in between never leaves a tied session the index does not know.
+    /// Tying is a login or a change of identity, so by default it also rotates the ID
+    /// ([`rotate_id`](Self::rotate_id)): an app that forgets to rotate at login cannot
+    /// be fixated. Turn that off with
+    /// [`RedisSessionLayerBuilder::rotate_on_user_change`](crate::RedisSessionLayerBuilder::rotate_on_user_change).
+    ///
+    /// Every call (re)adds the session to the user's index, first, and ties it second, so
+    /// a crash in between never leaves a tied session the index does not know, and an
+    /// index entry lost for any reason comes back with the next tie.
     ///
     /// # Errors
     ///
-    /// An empty user id, one longer than the value size limit, or a destroyed session.
+    /// An empty user id, one longer than 256 bytes, or a destroyed session.
     pub fn set_user_id(&self, user_id: impl Into<String>) -> Result<(), SessionError> {
         let user_id = user_id.into();
         let mut state = self.lock();
         if state.destroy {
             return Err(SessionError::Destroyed);
         }
-        if user_id.is_empty() || user_id.len() > state.limits.max_value_size {
+        if user_id.is_empty() || user_id.len() > model::MAX_USER_ID_LEN {
             return Err(SessionError::InvalidUserId);
         }
-        if state.user_id.as_deref() != Some(user_id.as_str()) {
-            state.tie = Some(user_id);
-            state.mark_dirty();
+        state.tie = Some(user_id);
+        state.mark_dirty();
+        if state.settings.rotate_on_user_change {
+            state.rotate();
         }
         Ok(())
     }
@@ -346,7 +406,8 @@ impl Session {
         Ok(())
     }
 
-    /// Removes a user field, returning its value as this request saw it.
+    /// Removes a user field, returning its value as this request saw it. Removing a
+    /// field from a new session that does not have it is no change (it creates nothing).
     ///
     /// # Errors
     ///
@@ -354,6 +415,10 @@ impl Session {
     pub fn remove(&self, field: &str) -> Result<Option<String>, SessionError> {
         let mut state = self.lock();
         state.check_change(field, None)?;
+        if state.loaded_id.is_none() && !state.fields.contains_key(field) {
+            state.changes.remove(field);
+            return Ok(None);
+        }
         let old = state.fields.remove(field);
         if let Some(old) = &old {
             state.size -= field.len() + old.len();
@@ -380,12 +445,7 @@ impl Session {
             field: field.to_owned(),
         };
         let current = match state.fields.get(field) {
-            // Only the canonical form ("7", "-7"; not "07", "+7", "-0"): the one Redis's
-            // HINCRBY reads as an integer, so the write-back cannot fail on it.
-            Some(v) => match v.parse::<i64>() {
-                Ok(n) if n.to_string() == *v => n,
-                _ => return Err(not_an_integer()),
-            },
+            Some(v) => parse_counter(v).ok_or_else(not_an_integer)?,
             None => 0,
         };
         let new = current.checked_add(by).ok_or_else(not_an_integer)?;
@@ -424,22 +484,20 @@ impl Session {
         Ok(())
     }
 
-    /// Moves the session to a new ID when the response goes out: call it at login and on
-    /// every privilege change. The old ID stops working, the data and TTL move over, and
-    /// the response sets the new cookie.
+    /// Moves the session to a new ID when the response goes out: at login (which
+    /// [`set_user_id`](Self::set_user_id) does by default) and on every privilege
+    /// change. The old ID stops working, the data and TTL move over, and the response
+    /// sets the new cookie. The absolute lifetime moves over unchanged.
     ///
-    /// Writes that other requests make to the old ID after this request loaded it are not
-    /// carried over. Does nothing on a destroyed session, or on a new session (which gets
-    /// a fresh ID at its first write anyway).
+    /// The session is copied as it is in Redis when the response goes out, with this
+    /// request's changes applied, so changes other requests made meanwhile are kept; one
+    /// that would land on the old ID during the move is refused (`409 Conflict`) instead
+    /// of lost. Does nothing on a destroyed session, or on a new session (which gets a
+    /// fresh ID at its first write anyway).
     pub fn rotate_id(&self) {
         let mut state = self.lock();
-        if state.destroy {
-            return;
-        }
-        state.rotate = state.loaded_id.is_some();
-        // A new session gets its (fresh) ID at its first write; nothing to rotate before.
-        if state.id.is_some() {
-            state.id = Some(SessionId::generate());
+        if !state.destroy {
+            state.rotate();
         }
     }
 
@@ -463,28 +521,43 @@ impl Session {
         self.lock().destroy
     }
 
-    /// What the middleware must write. Called once, after the handler returned.
+    /// What the middleware must write, and what the response does when nothing is to be
+    /// written. Called once, after the handler returned.
     pub(crate) fn plan(&self) -> Plan {
         let mut state = self.lock();
         let state = &mut *state;
+        let untouched = match state.arrival {
+            Arrival::Stale => Outcome::Clear,
+            Arrival::Fresh | Arrival::MovedOn => Outcome::Keep,
+        };
         if state.destroy {
             return match state.loaded_id.take() {
                 Some(id) => Plan::Destroy {
                     id,
                     user: state.user_id.take(),
                 },
-                None => Plan::Nothing,
+                None => Plan::Nothing(untouched),
             };
         }
         let dirty = !state.changes.is_empty() || state.ttl_changed || state.tie.is_some();
         let Some(id) = state.id.clone() else {
-            return Plan::Nothing;
+            return Plan::Nothing(untouched);
         };
+        let ttl = state.ttl_changed.then_some(state.ttl);
         let tie = state.tie.take();
+        let changes = std::mem::take(&mut state.changes);
         match state.loaded_id.clone() {
-            None if dirty => {
-                let mut fields: Vec<_> = user_fields(&state.fields).collect();
-                fields.extend(tie.clone().map(|user| ("user_id".to_owned(), user)));
+            None if !dirty => Plan::Nothing(untouched),
+            // The browser may hold a newer cookie than the one this request carried: a
+            // session started here would replace it.
+            None if state.arrival == Arrival::MovedOn => Plan::Nothing(Outcome::Refused),
+            None => {
+                let mut fields: Vec<_> = state
+                    .fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                fields.extend(tie.clone().map(|user| (model::USER_ID.to_owned(), user)));
                 Plan::Create {
                     id,
                     ttl: state.ttl,
@@ -492,29 +565,18 @@ impl Session {
                     user: tie,
                 }
             }
-            None => Plan::Nothing,
-            Some(old) if state.rotate => {
-                let user = tie.or_else(|| state.user_id.clone());
-                let fields = state
-                    .carried
-                    .iter()
-                    .cloned()
-                    .chain(user.clone().map(|user| ("user_id".to_owned(), user)))
-                    .chain(user_fields(&state.fields))
-                    .collect();
-                Plan::Rotate {
-                    old,
-                    new: id,
-                    ttl: state.ttl,
-                    fields,
-                    user,
-                    previous: state.user_id.clone(),
-                }
-            }
+            Some(old) if state.rotate => Plan::Rotate {
+                old,
+                new: id,
+                ttl,
+                changes: changes.into_iter().collect(),
+                user: tie.or_else(|| state.user_id.clone()),
+                previous: state.user_id.clone(),
+            },
             Some(_) if dirty => {
-                let mut changes: Vec<_> = std::mem::take(&mut state.changes).into_iter().collect();
+                let mut changes: Vec<_> = changes.into_iter().collect();
                 let tie = tie.map(|user| {
-                    changes.push(("user_id".to_owned(), Change::Set(user.clone())));
+                    changes.push((model::USER_ID.to_owned(), Change::Set(user.clone())));
                     Tie {
                         user,
                         previous: state.user_id.clone(),
@@ -522,33 +584,28 @@ impl Session {
                 });
                 Plan::Save {
                     id,
-                    ttl: state.ttl,
-                    ttl_changed: state.ttl_changed,
+                    ttl,
                     changes,
                     tie,
                 }
             }
-            Some(_) => Plan::Nothing,
+            Some(_) => Plan::Nothing(Outcome::Refresh(id, state.expires_in)),
         }
     }
 }
 
-fn user_fields(fields: &HashMap<String, String>) -> impl Iterator<Item = (String, String)> + '_ {
-    fields.iter().map(|(k, v)| (k.clone(), v.clone()))
-}
-
 impl State {
-    fn new(limits: Limits, ttl: Duration, cookie_expired: bool) -> Self {
+    fn new(settings: Settings, arrival: Arrival) -> Self {
         Self {
-            limits,
+            settings,
             id: None,
             loaded_id: None,
+            arrival,
             fields: HashMap::new(),
-            carried: Vec::new(),
             sealed: HashSet::new(),
             size: 0,
             changes: BTreeMap::new(),
-            ttl,
+            ttl: settings.idle_ttl,
             ttl_changed: false,
             created_at: None,
             last_accessed_at: None,
@@ -557,7 +614,15 @@ impl State {
             tie: None,
             rotate: false,
             destroy: false,
-            cookie_expired,
+        }
+    }
+
+    /// Gives the session a new ID at write-back, if it has a stored one to move.
+    fn rotate(&mut self) {
+        self.rotate = self.loaded_id.is_some();
+        // A new session gets its (fresh) ID at its first write; nothing to rotate before.
+        if self.rotate {
+            self.id = Some(SessionId::generate());
         }
     }
 
@@ -576,7 +641,7 @@ impl State {
             });
         }
         let Some(value) = value else { return Ok(()) };
-        let limits = &self.limits;
+        let limits = &self.settings.limits;
         let size = field.len().max(value.len());
         if size > limits.max_value_size {
             return Err(SessionError::ValueTooLarge {
@@ -682,15 +747,40 @@ impl Session {
 mod tests {
     use super::*;
 
+    fn settings() -> Settings {
+        Settings {
+            limits: Limits::default(),
+            idle_ttl: Duration::from_secs(60),
+            rotate_on_user_change: true,
+        }
+    }
+
     fn small() -> Session {
         Session::anonymous(
-            Limits {
-                max_fields: 2,
-                max_value_size: 8,
-                max_session_size: 15,
+            Settings {
+                limits: Limits {
+                    max_fields: 2,
+                    max_value_size: 8,
+                    max_session_size: 15,
+                },
+                ..settings()
             },
-            Duration::from_secs(60),
-            false,
+            Arrival::Fresh,
+        )
+    }
+
+    fn loaded(fields: &[(&str, &str)]) -> Session {
+        Session::loaded(
+            settings(),
+            SessionId::generate(),
+            Loaded {
+                fields: fields
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                expires_in: Some(Duration::from_secs(60)),
+                sealed: HashSet::new(),
+            },
         )
     }
 
@@ -698,7 +788,7 @@ mod tests {
     fn untouched_new_session_plans_nothing_and_has_no_id() {
         let s = Session::detached();
         assert_eq!(s.id(), None);
-        assert!(matches!(s.plan(), Plan::Nothing));
+        assert!(matches!(s.plan(), Plan::Nothing(Outcome::Keep)));
     }
 
     #[test]
@@ -722,7 +812,7 @@ mod tests {
     #[test]
     fn reserved_and_empty_names_are_refused() {
         let s = Session::detached();
-        for name in RESERVED_FIELDS {
+        for name in model::RESERVED_FIELDS {
             assert!(matches!(
                 s.insert(name, "x"),
                 Err(SessionError::ReservedField { .. })
@@ -781,22 +871,13 @@ mod tests {
 
     #[test]
     fn loaded_session_plans_field_level_changes() {
-        let id = SessionId::generate();
-        let s = Session::loaded(
-            Limits::default(),
-            Duration::from_secs(60),
-            id.clone(),
-            Loaded {
-                fields: vec![
-                    ("created_at".into(), "2026-04-02T12:34:56+00:00".into()),
-                    ("session_ttl".into(), "90".into()),
-                    ("n".into(), "4".into()),
-                    ("gone".into(), "x".into()),
-                ],
-                expires_in: Duration::from_secs(90),
-                sealed: HashSet::new(),
-            },
-        );
+        let s = loaded(&[
+            ("created_at", "2026-04-02T12:34:56+00:00"),
+            ("session_ttl", "90"),
+            ("n", "4"),
+            ("gone", "x"),
+        ]);
+        let id = s.id().unwrap();
         assert_eq!(s.ttl(), Duration::from_secs(90));
         assert!(s.created_at().is_some());
         assert_eq!(s.increment("n", 1).unwrap(), 5);
@@ -805,12 +886,11 @@ mod tests {
             Plan::Save {
                 id: planned,
                 ttl,
-                ttl_changed,
                 changes,
                 tie: None,
             } => {
                 assert_eq!(planned, id);
-                assert_eq!((ttl, ttl_changed), (Duration::from_secs(90), false));
+                assert_eq!(ttl, None);
                 assert_eq!(
                     changes,
                     vec![
@@ -825,16 +905,7 @@ mod tests {
 
     #[test]
     fn destroy_wins_over_everything_and_refuses_later_changes() {
-        let s = Session::loaded(
-            Limits::default(),
-            Duration::from_secs(60),
-            SessionId::generate(),
-            Loaded {
-                fields: vec![],
-                expires_in: Duration::from_secs(60),
-                sealed: HashSet::new(),
-            },
-        );
+        let s = loaded(&[]);
         s.insert("a", "1").unwrap();
         s.rotate_id();
         s.destroy();
@@ -855,6 +926,45 @@ mod tests {
         ));
         s.set_ttl(Duration::from_secs(5)).unwrap();
         assert!(matches!(s.plan(), Plan::Create { ttl, .. } if ttl == Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn removing_a_missing_field_from_a_new_session_is_no_change() {
+        let s = Session::detached();
+        assert_eq!(s.remove("user").unwrap(), None);
+        assert_eq!(s.id(), None);
+        assert!(matches!(s.plan(), Plan::Nothing(Outcome::Keep)));
+    }
+
+    #[test]
+    fn tying_a_user_rotates_and_indexes_every_time() {
+        let s = loaded(&[("user_id", "alice")]);
+        let old = s.id().unwrap();
+        s.set_user_id("alice").unwrap();
+        assert_ne!(s.id().unwrap(), old, "tying rotates the ID");
+        match s.plan() {
+            Plan::Rotate { user, previous, .. } => {
+                assert_eq!(user.as_deref(), Some("alice"));
+                assert_eq!(previous.as_deref(), Some("alice"));
+            }
+            other => panic!("unexpected plan {other:?}"),
+        }
+        assert!(matches!(
+            s.set_user_id("x".repeat(257)),
+            Err(SessionError::InvalidUserId)
+        ));
+    }
+
+    #[test]
+    fn a_session_that_moved_on_refuses_changes_and_keeps_the_cookie() {
+        let s = Session::anonymous(settings(), Arrival::MovedOn);
+        assert!(s.cookie_expired());
+        assert!(matches!(s.plan(), Plan::Nothing(Outcome::Keep)));
+        let s = Session::anonymous(settings(), Arrival::MovedOn);
+        s.insert("a", "1").unwrap();
+        assert!(matches!(s.plan(), Plan::Nothing(Outcome::Refused)));
+        let s = Session::anonymous(settings(), Arrival::Stale);
+        assert!(matches!(s.plan(), Plan::Nothing(Outcome::Clear)));
     }
 
     #[cfg(feature = "serde")]

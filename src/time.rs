@@ -1,11 +1,14 @@
 //! The RFC 3339 timestamps of the data model (`2026-04-02T12:34:56+00:00`).
 //!
-//! The scripts write them on Redis's clock; this side only reads them back.
+//! The scripts write them on Redis's clock; this side reads them back with the same
+//! grammar as the scripts (`parse_time` in `store/lua/common.lua`), so a value is
+//! refused the same way on both sides.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Parses `YYYY-MM-DDTHH:MM:SSZ` or `...+00:00` (UTC only, as the scripts write it,
-/// fractional seconds ignored). Anything else is `None`.
+/// Parses `YYYY-MM-DDTHH:MM:SS`, then optionally `.` and 1 to 9 digits, then `Z` or an
+/// offset `+hh:mm` / `-hh:mm`. Fractions below a millisecond are dropped, as in the
+/// scripts. Anything else, or a time before 1970, is `None`.
 pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
     if b.len() < 20
@@ -17,28 +20,59 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = s.get(r)?;
-        part.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| part.parse().ok())?
+    let num = |part: &str| -> Option<i64> {
+        (!part.is_empty() && part.bytes().all(|c| c.is_ascii_digit())).then(|| part.parse().ok())?
     };
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let (y, m, d) = (num(&s[0..4])?, num(&s[5..7])?, num(&s[8..10])?);
+    let (hh, mm, ss) = (num(&s[11..13])?, num(&s[14..16])?, num(&s[17..19])?);
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
         return None;
     }
     let mut rest = &s[19..];
+    let mut millis = 0;
     if let Some(frac) = rest.strip_prefix('.') {
         let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 9 {
+            return None;
+        }
+        let first3 = format!("{:0<3}", &frac[..digits.min(3)]);
+        millis = num(&first3)?;
         rest = &frac[digits..];
     }
-    if rest != "Z" && rest != "+00:00" {
-        return None;
-    }
-    let secs = days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss;
-    let secs = u64::try_from(secs).ok()?;
-    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+    let offset = match rest.as_bytes() {
+        b"Z" => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (oh, om) = (num(&rest[1..3])?, num(&rest[4..6])?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let offset = oh * 3600 + om * 60;
+            if *sign == b'+' {
+                offset
+            } else {
+                -offset
+            }
+        }
+        _ => return None,
+    };
+    let secs = days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss - offset;
+    let ms = u64::try_from(secs).ok()? * 1000 + u64::try_from(millis).ok()?;
+    UNIX_EPOCH.checked_add(Duration::from_millis(ms))
+}
+
+/// `t` as the scripts write a deadline: `2026-04-02T12:34:56.789+00:00` (UTC, ms).
+pub(crate) fn format_rfc3339_ms(t: SystemTime) -> String {
+    let ms = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}+00:00",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -52,41 +86,72 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The date of a day since 1970-01-01 (the inverse of [`days_from_civil`]).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// One table for the timestamp grammar, shared with the test that plants these values
+/// in Redis for the scripts (`tests/it/expiry.rs`): the text, and the Unix time in ms
+/// it means, or `None` where both sides must refuse it.
+pub(crate) const TIMESTAMP_CASES: &[(&str, Option<u64>)] = &[
+    ("2026-04-02T12:34:56+00:00", Some(1_775_133_296_000)),
+    ("2026-04-02T12:34:56Z", Some(1_775_133_296_000)),
+    ("1970-01-01T00:00:00Z", Some(0)),
+    ("2026-04-02T12:34:56.789+00:00", Some(1_775_133_296_789)),
+    ("2026-04-02T12:34:56.7+00:00", Some(1_775_133_296_700)),
+    ("2026-04-02T12:34:56.123456789Z", Some(1_775_133_296_123)),
+    ("2026-04-02T14:34:56+02:00", Some(1_775_133_296_000)),
+    ("2026-04-02T07:04:56.5-05:30", Some(1_775_133_296_500)),
+    ("2000-02-29T23:59:59.123+00:00", Some(951_868_799_123)),
+    ("", None),
+    ("2026-04-02", None),
+    ("2026-04-02 12:34:56+00:00", None),
+    ("2026-13-02T12:34:56Z", None),
+    ("2026-04-02T24:00:00Z", None),
+    ("2026-04-02T12:34:5xZ", None),
+    ("+026-04-02T12:34:56Z", None),
+    ("2026-04-02T12:34:56Zjunk", None),
+    ("2026-04-02T12:34:56", None),
+    ("2026-04-02T12:34:56.Z", None),
+    ("2026-04-02T12:34:56.1234567890Z", None),
+    ("2026-04-02T12:34:56+0200", None),
+    ("2026-04-02T12:34:56+24:00", None),
+    ("1969-12-31T23:59:59Z", None),
+    ("1970-01-01T00:30:00+01:00", None),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn parses_the_data_model_format() {
-        let t = parse_rfc3339("2026-04-02T12:34:56+00:00").unwrap();
-        assert_eq!(
-            t.duration_since(UNIX_EPOCH).unwrap().as_secs(),
-            1_775_133_296
-        );
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(UNIX_EPOCH));
-        assert_eq!(
-            parse_rfc3339("2000-02-29T23:59:59.123+00:00")
-                .unwrap()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_secs(),
-            951_868_799
-        );
+    fn timestamp_grammar_table() {
+        for (text, expected) in TIMESTAMP_CASES {
+            let got = parse_rfc3339(text)
+                .map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64);
+            assert_eq!(got, *expected, "{text:?}");
+        }
     }
 
     #[test]
-    fn refuses_other_shapes() {
-        for bad in [
-            "",
-            "2026-04-02",
-            "2026-04-02T12:34:56+02:00",
-            "2026-13-02T12:34:56Z",
-            "2026-04-02T12:34:5xZ",
-            "+026-04-02T12:34:56Z",
-            "2026-04-02T12:34:56Zjunk",
-            "1969-12-31T23:59:59Z",
-        ] {
-            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+    fn deadlines_are_written_to_the_millisecond_and_read_back() {
+        for ms in [0, 951_868_799_123, 1_775_133_296_789, 4_102_444_800_001] {
+            let t = UNIX_EPOCH + Duration::from_millis(ms);
+            let text = format_rfc3339_ms(t);
+            assert_eq!(parse_rfc3339(&text), Some(t), "{text}");
         }
+        assert_eq!(
+            format_rfc3339_ms(UNIX_EPOCH + Duration::from_millis(1_775_133_296_789)),
+            "2026-04-02T12:34:56.789+00:00"
+        );
     }
 }

@@ -575,9 +575,13 @@ impl TestApp {
     ) -> Self {
         let n = PREFIX_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let prefix = format!("test{n}:session:");
-        let layer = configure(RedisSessionLayer::builder(client.clone()).key_prefix(&prefix))
-            .build()
-            .unwrap();
+        let layer = configure(
+            RedisSessionLayer::builder(client.clone())
+                .key_prefix(&prefix)
+                .cookie_name("sid"),
+        )
+        .build()
+        .unwrap();
         layer.load_scripts().await.unwrap();
         let gate = Arc::new(Gate::default());
         let manager = layer.manager();

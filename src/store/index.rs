@@ -1,0 +1,263 @@
+//! The user index and the manager's reads: a sorted set per user, under
+//! `{prefix}user:{sha256(user id)}`, of the members (key suffixes) of that user's
+//! sessions, each scored by when it was last added (ms, the app's clock).
+//!
+//! An entry is added before the session is tied (so no tied session is ever missing
+//! from it) and re-added on every tie. It is pruned only when it is certainly dead:
+//! its session is gone, ended or tied to someone else, the entry is older than
+//! [`PRUNE_GRACE`] (a session being created right now is not there *yet*), and its
+//! score is still the one that was read (the `prune` script checks it). The index has
+//! no TTL, so `volatile-*` eviction never drops it.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use fred::{
+    interfaces::{
+        ClientLike as _, ClusterInterface as _, HashesInterface as _, KeysInterface as _,
+        MemoryInterface as _, SortedSetsInterface as _,
+    },
+    types::Value,
+};
+
+use super::{scripts, text, EndReason, Store};
+use crate::{error::Error, id::SessionId, model};
+
+/// How old an index entry must be before it may be pruned: far longer than a login takes
+/// between adding the entry and creating its session, even with app clocks apart.
+const PRUNE_GRACE: Duration = Duration::from_secs(60);
+
+/// One entry of a user's index.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) member: String,
+    /// When it was last added, in ms.
+    score: f64,
+}
+
+/// A stored session as the manager reads it.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    pub(crate) fields: HashMap<String, String>,
+    /// What is left of its key's TTL.
+    pub(crate) expires_in: Duration,
+}
+
+fn now_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_millis() as f64)
+}
+
+impl Store {
+    /// The key of a user's index. The user id is digested, so any id makes a valid key
+    /// and none shows in key names. `:` never occurs in a member, so no index key can be
+    /// a session key.
+    pub(crate) fn index_key(&self, user_id: &str) -> String {
+        format!("{}user:{}", self.prefix(), crate::id::digest(user_id))
+    }
+
+    /// `true` if `key` is a session key of this store (not an index).
+    pub(crate) fn is_session_key(&self, key: &str) -> bool {
+        key.strip_prefix(self.prefix())
+            .is_some_and(|rest| !rest.contains(':'))
+    }
+
+    /// One round trip: adds (or re-adds, with a fresh score) a session to its user's index.
+    pub(crate) async fn index_add(&self, user_id: &str, id: &SessionId) -> Result<(), Error> {
+        let client = self.redis().client();
+        let entry = (now_ms(), self.member(id));
+        let _: i64 = self
+            .timed(|| client.zadd(self.index_key(user_id), None, None, false, false, entry))
+            .await?;
+        Ok(())
+    }
+
+    /// One round trip: removes a session from its user's index.
+    pub(crate) async fn index_remove(&self, user_id: &str, member: &str) -> Result<(), Error> {
+        let client = self.redis().client();
+        let _: i64 = self
+            .timed(|| client.zrem(self.index_key(user_id), member))
+            .await?;
+        Ok(())
+    }
+
+    /// One round trip: the entries of a user's index, oldest first.
+    pub(crate) async fn index_entries(&self, user_id: &str) -> Result<Vec<Entry>, Error> {
+        let client = self.redis().client();
+        let pairs: Vec<(String, f64)> = self
+            .timed(|| client.zrange(self.index_key(user_id), 0, -1, None, false, None, true))
+            .await?;
+        Ok(pairs
+            .into_iter()
+            .map(|(member, score)| Entry { member, score })
+            .collect())
+    }
+
+    /// One round trip (a pipeline): each member's live session, if it has one.
+    pub(crate) async fn read_sessions(
+        &self,
+        members: &[String],
+    ) -> Result<Vec<Option<Stored>>, Error> {
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pipeline = self.redis().client().pipeline();
+        for member in members {
+            let key = self.key_of(member);
+            let _: () = pipeline.hgetall(&key).await?;
+            let _: () = pipeline.pttl(&key).await?;
+        }
+        let replies: Vec<Value> = self.timed(|| pipeline.all()).await?;
+        Ok(replies
+            .chunks(2)
+            .map(|pair| {
+                let fields: HashMap<String, String> = pair[0].clone().convert().unwrap_or_default();
+                let ttl_ms = pair.get(1).and_then(Value::as_i64).unwrap_or(-2);
+                let live = fields.contains_key(model::SESSION_TTL) && ttl_ms > 0;
+                live.then(|| Stored {
+                    fields,
+                    expires_in: Duration::from_millis(ttl_ms.unsigned_abs()),
+                })
+            })
+            .collect())
+    }
+
+    /// Prunes entries found dead, keeping those younger than [`PRUNE_GRACE`] and those
+    /// re-added since they were read. One round trip, if any is old enough.
+    pub(crate) async fn prune(&self, user_id: &str, dead: Vec<Entry>) -> Result<(), Error> {
+        let cutoff = now_ms() - PRUNE_GRACE.as_millis() as f64;
+        let mut args = Vec::new();
+        for entry in dead.into_iter().filter(|e| e.score < cutoff) {
+            args.push(text(entry.member));
+            args.push(Value::Double(entry.score));
+        }
+        if args.is_empty() {
+            return Ok(());
+        }
+        self.run(&scripts::PRUNE, self.index_key(user_id), args)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends each member's session (leaving markers), then drops the entries from the
+    /// user's index. Returns how many were live. One round trip per session, plus one.
+    pub(crate) async fn end_indexed(
+        &self,
+        user_id: &str,
+        members: Vec<String>,
+    ) -> Result<usize, Error> {
+        if members.is_empty() {
+            return Ok(0);
+        }
+        let mut ended = 0;
+        for member in &members {
+            ended += usize::from(self.end(member, EndReason::Terminated).await?);
+        }
+        // Each is a marker now, which no create can replace: the entries are dead.
+        let client = self.redis().client();
+        let _: i64 = self
+            .timed(|| client.zrem(self.index_key(user_id), members.clone()))
+            .await?;
+        Ok(ended)
+    }
+
+    /// One round trip (a pipeline): the `user_id` of each session key.
+    pub(crate) async fn owners(&self, keys: &[String]) -> Result<Vec<Option<String>>, Error> {
+        let pipeline = self.redis().client().pipeline();
+        for key in keys {
+            let _: () = pipeline.hget(key, model::USER_ID).await?;
+        }
+        self.timed(|| pipeline.all()).await
+    }
+
+    /// One round trip (a pipeline): `MEMORY USAGE` of each key.
+    pub(crate) async fn memory_usage(&self, keys: &[String]) -> Result<Vec<Option<u64>>, Error> {
+        let pipeline = self.redis().client().pipeline();
+        for key in keys {
+            let _: () = pipeline.memory_usage(key, None).await?;
+        }
+        self.timed(|| pipeline.all()).await
+    }
+
+    /// One round trip: deletes a user's index.
+    pub(crate) async fn delete_index(&self, user_id: &str) -> Result<(), Error> {
+        let client = self.redis().client();
+        let _: i64 = self.timed(|| client.del(self.index_key(user_id))).await?;
+        Ok(())
+    }
+
+    /// Every key under the prefix, a `SCAN` page at a time, on every primary. A cluster
+    /// whose primaries the client does not know is an error: a scan that cannot reach
+    /// every primary would miss sessions.
+    pub(crate) async fn scan_pages(&self) -> Result<Vec<Vec<String>>, Error> {
+        let client = self.redis().client();
+        let pattern = format!("{}*", escape_glob(self.prefix()));
+        let nodes = if client.is_clustered() {
+            let primaries = client
+                .cached_cluster_state()
+                .map(|state| state.unique_primary_nodes())
+                .unwrap_or_default();
+            if primaries.is_empty() {
+                return Err(Error::new(crate::error::ErrorKind::Unavailable));
+            }
+            primaries.into_iter().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        let mut pages = Vec::new();
+        for node in nodes {
+            let mut cursor = "0".to_owned();
+            loop {
+                let page: Value = match &node {
+                    Some(server) => {
+                        let on_node = client.with_cluster_node(server.clone());
+                        self.timed(|| {
+                            on_node.scan_page(cursor.clone(), pattern.clone(), Some(1000), None)
+                        })
+                        .await?
+                    }
+                    None => {
+                        self.timed(|| {
+                            client.scan_page(cursor.clone(), pattern.clone(), Some(1000), None)
+                        })
+                        .await?
+                    }
+                };
+                let (next, keys): (String, Vec<String>) = page
+                    .convert()
+                    .map_err(|_| Error::protocol("SCAN: unexpected reply"))?;
+                pages.push(keys);
+                if next == "0" {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(pages)
+    }
+}
+
+/// Escapes `SCAN MATCH` glob characters so the prefix matches literally.
+fn escape_glob(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_in_the_prefix_match_literally() {
+        assert_eq!(escape_glob("a*b?[c]\\:"), "a\\*b\\?\\[c\\]\\\\:");
+    }
+}

@@ -1,0 +1,86 @@
+-- save: apply one request's field-level changes, only if the session still exists.
+--
+-- Because nothing is written when the key is gone, is a marker, or is being rotated, a
+-- save that races a logout, a rotation or an expiry cannot bring the session back or be
+-- lost in a copy, and one that lands late (after a timeout) is harmless.
+--
+-- KEYS[1]  the session key (the only key touched)
+-- ARGV[1]  new idle TTL in seconds, or '' to keep the stored one
+-- ARGV[2]  the layer's absolute lifetime in ms (0: none)
+-- ARGV[3..] op, field, value triples: 's' set to value, 'd' delete (value ignored),
+--          'i' increment by value (HINCRBY, atomic across concurrent requests)
+--
+-- Reply    {1, ttl_ms}   applied; the key's TTL now
+--          {0}           refused: the session is gone, a marker, unusable, being
+--                        rotated, or past its absolute deadline (then deleted here)
+--          {-2}          an increment met a value that is not a 64-bit integer:
+--                        nothing written
+
+local key = KEYS[1]
+-- One read for what every save needs: the internal fields (no session_ttl: no
+-- session), and the current value of each incremented field (to undo with).
+local names = {'session_ttl', 'created_at', 'absolute_expires_at', 'rotating'}
+for i = 3, #ARGV, 3 do
+  if ARGV[i] == 'i' then names[#names + 1] = ARGV[i + 1] end
+end
+local got = redis.pcall('HMGET', key, unpack(names))
+if got.err then return {0} end
+local f = {session_ttl = got[1], created_at = got[2], absolute_expires_at = got[3]}
+local stored_idle, deadline = session_times(f, tonumber(ARGV[2]))
+if not stored_idle then return {0} end
+local now = now_ms()
+if deadline and now >= deadline then
+  redis.call('DEL', key)
+  return {0}
+end
+if got[4] then
+  if rotation_in_progress(got[4], now) then return {0} end
+  redis.call('HDEL', key, 'rotating')
+end
+
+-- Increments first: HINCRBY checks the stored value and the 64-bit range exactly. If
+-- one fails, the ones before it are undone and nothing else is written.
+local undo, n = {}, 4
+for i = 3, #ARGV, 3 do
+  if ARGV[i] == 'i' then
+    n = n + 1
+    local field = ARGV[i + 1]
+    local r = redis.pcall('HINCRBY', key, field, ARGV[i + 2])
+    if type(r) == 'table' and r.err then
+      for j = #undo, 1, -1 do
+        if undo[j][2] then
+          redis.call('HSET', key, undo[j][1], undo[j][2])
+        else
+          redis.call('HDEL', key, undo[j][1])
+        end
+      end
+      -- Out of memory is the store's state, not the value's: pass the error on.
+      if string.sub(r.err, 1, 3) == 'OOM' then return r end
+      return {-2}
+    end
+    undo[#undo + 1] = {field, got[n]}
+  end
+end
+
+local sets, dels = {}, {}
+for i = 3, #ARGV, 3 do
+  local op, field = ARGV[i], ARGV[i + 1]
+  if op == 's' then
+    sets[#sets + 1] = field
+    sets[#sets + 1] = ARGV[i + 2]
+  elseif op == 'd' then
+    dels[#dels + 1] = field
+  end
+end
+call_chunked('HSET', key, sets, 1)
+call_chunked('HDEL', key, dels, 1)
+
+local idle = tonumber(ARGV[1])
+if idle then
+  redis.call('HSET', key, 'session_ttl', idle)
+else
+  idle = stored_idle
+end
+local ttl = expire_ms(idle, deadline, now)
+redis.call('PEXPIRE', key, ttl)
+return {1, ttl}

@@ -1,0 +1,655 @@
+//! The Redis side, and the only module that speaks to Redis: keys, the scripts, one
+//! typed call per step of a request ([`Store::load`], [`Store::write_back`]), and the
+//! user index ([`index`]).
+//!
+//! Where a step spans two keys (a session and its user's index, or the old and new keys
+//! of a rotation), every script still touches one key (so all of it works on Redis
+//! Cluster), and the order is chosen so that a crash in between leaves at worst an entry
+//! or key that is pruned or expires: never a lost session, a lost acknowledged change,
+//! or a tied session its user's index does not know.
+
+pub(crate) mod index;
+pub(crate) mod scripts;
+
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    time::Duration,
+};
+
+use fred::types::{scripts::Script, Value};
+
+use crate::{
+    client::Redis,
+    config::Config,
+    error::{Error, ErrorKind},
+    id::SessionId,
+    model,
+    session::{Change, Loaded, Outcome, Plan},
+};
+
+/// Slack for internal fields in the scripts' size checks.
+const INTERNAL_FIELDS: usize = 16;
+const INTERNAL_BYTES: usize = 1024;
+
+/// What loading a session found.
+#[derive(Debug)]
+pub(crate) enum LoadOutcome {
+    Found(Loaded),
+    /// No such session: never existed, expired, or was deleted.
+    Missing,
+    /// The session ended a moment ago and left a marker saying how.
+    Ended(EndReason),
+    /// The key holds something that is not a usable session.
+    Unusable,
+}
+
+/// Why a session ended, as its marker says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EndReason {
+    /// Rotated to a new ID.
+    Rotated,
+    /// Destroyed by a request of its own (logout).
+    Destroyed,
+    /// Terminated by the session manager.
+    Terminated,
+}
+
+impl EndReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Rotated => "rotated",
+            Self::Destroyed => "destroyed",
+            Self::Terminated => "terminated",
+        }
+    }
+}
+
+/// Keys, limits and timeouts, shared by every request of one layer.
+#[derive(Debug)]
+pub(crate) struct Store {
+    redis: Redis,
+    key_prefix: String,
+    plain_keys: bool,
+    timeout: Duration,
+    touch_interval: u64,
+    load_max_fields: usize,
+    load_max_bytes: usize,
+    /// The layer's absolute lifetime in ms (0: none).
+    lifetime_ms: u64,
+    #[cfg(feature = "encryption")]
+    crypto: Option<(std::sync::Arc<crate::KeyRing>, crate::DecryptFailure)>,
+}
+
+/// User fields as stored, opened: decrypted where they were encrypted.
+pub(crate) struct Opened {
+    pub(crate) fields: Vec<(String, String)>,
+    /// Fields that were stored encrypted, or failed to open and were dropped: targets an
+    /// increment must overwrite rather than `HINCRBY`.
+    pub(crate) sealed: HashSet<String>,
+}
+
+fn text(s: impl Into<String>) -> Value {
+    Value::String(s.into().into())
+}
+
+fn int(n: u64) -> Value {
+    Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A TTL in ms from a script's reply; `None` if Redis did not know it (`-1`, `-2`).
+fn ttl_of(value: Option<&Value>) -> Option<Duration> {
+    value
+        .and_then(Value::as_i64)
+        .and_then(|ms| u64::try_from(ms).ok())
+        .filter(|&ms| ms > 0)
+        .map(Duration::from_millis)
+}
+
+impl Store {
+    pub(crate) fn new(redis: Redis, config: &Config) -> Self {
+        let limits = &config.limits;
+        // Encrypted values take up to 4/3 of their size plus a nonce, tag and header.
+        #[cfg(feature = "encryption")]
+        let load_max_bytes = if config.encryption.is_some() {
+            limits.max_session_size / 3 * 4 + limits.max_fields * 96 + INTERNAL_BYTES
+        } else {
+            limits.max_session_size + INTERNAL_BYTES
+        };
+        #[cfg(not(feature = "encryption"))]
+        let load_max_bytes = limits.max_session_size + INTERNAL_BYTES;
+        Self {
+            redis,
+            key_prefix: config.key_prefix.clone(),
+            plain_keys: config.plain_keys,
+            timeout: config.command_timeout,
+            touch_interval: config.touch_interval.map_or(0, |d| d.as_secs()),
+            load_max_fields: limits.max_fields + INTERNAL_FIELDS,
+            load_max_bytes,
+            lifetime_ms: config.absolute_lifetime.map_or(0, millis),
+            #[cfg(feature = "encryption")]
+            crypto: config
+                .encryption
+                .clone()
+                .map(|ring| (ring, config.decrypt_failure)),
+        }
+    }
+
+    pub(crate) fn redis(&self) -> &Redis {
+        &self.redis
+    }
+
+    /// What follows the prefix in a session's key: the ID's SHA-256 digest, or the ID
+    /// itself with `plain_keys`. Also the session's entry in its user's index.
+    pub(crate) fn member<'a>(&self, id: &'a SessionId) -> &'a str {
+        if self.plain_keys {
+            id.as_str()
+        } else {
+            id.digest()
+        }
+    }
+
+    /// The Redis key of a session.
+    pub(crate) fn key(&self, id: &SessionId) -> String {
+        self.key_of(self.member(id))
+    }
+
+    pub(crate) fn key_of(&self, member: &str) -> String {
+        format!("{}{member}", self.key_prefix)
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
+    /// A user field's value as it goes into Redis: encrypted when encryption is on.
+    /// Internal fields stay plaintext.
+    fn seal(&self, member: &str, field: &str, value: &str) -> Value {
+        #[cfg(feature = "encryption")]
+        if let Some((ring, _)) = &self.crypto {
+            if !model::is_reserved(field) {
+                return text(ring.encrypt(member, field, value));
+            }
+        }
+        let _ = (member, field);
+        text(value)
+    }
+
+    /// Opens the user fields of a stored session. `None` if a value failed to decrypt and
+    /// the policy rejects the whole session.
+    pub(crate) fn open(&self, member: &str, fields: Vec<(String, String)>) -> Option<Opened> {
+        #[cfg(feature = "encryption")]
+        if let Some((ring, policy)) = &self.crypto {
+            use crate::crypto::Opened as O;
+            let mut opened = Opened {
+                fields: Vec::with_capacity(fields.len()),
+                sealed: HashSet::new(),
+            };
+            for (name, value) in fields {
+                if model::is_reserved(&name) {
+                    opened.fields.push((name, value));
+                    continue;
+                }
+                match ring.open(member, &name, &value) {
+                    O::Decrypted(plain) => {
+                        opened.sealed.insert(name.clone());
+                        opened.fields.push((name, plain));
+                    }
+                    O::Plain => opened.fields.push((name, value)),
+                    O::Failed(reason) => {
+                        tracing::warn!(field = %name, reason, "session value failed to decrypt; not given to the handler");
+                        if *policy == crate::DecryptFailure::RejectSession {
+                            return None;
+                        }
+                        opened.sealed.insert(name);
+                    }
+                }
+            }
+            return Some(opened);
+        }
+        let _ = member;
+        Some(Opened {
+            fields,
+            sealed: HashSet::new(),
+        })
+    }
+
+    /// Runs a command under the command timeout, mapping fred errors to ours. `command`
+    /// makes the command's future; it is called again, once and within the same timeout,
+    /// if the first attempt met a `MOVED` or `ASK` that fred did not follow (see
+    /// [`client_builder`](crate::client_builder)): the command did not run, and on
+    /// `MOVED` fred has refreshed its slot map, so the second attempt reaches the slot's
+    /// new owner.
+    pub(crate) async fn timed<T, F>(&self, mut command: impl FnMut() -> F) -> Result<T, Error>
+    where
+        F: Future<Output = Result<T, fred::error::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let result = match tokio::time::timeout_at(deadline, command()).await {
+            Ok(Err(e)) if is_redirection(&e) => tokio::time::timeout_at(deadline, command()).await,
+            other => other,
+        };
+        match result {
+            Ok(result) => result.map_err(Error::from),
+            Err(_) => Err(Error::new(ErrorKind::Timeout)),
+        }
+    }
+
+    /// Runs a script on `key` and returns its result, checked to be for `key`.
+    async fn run(&self, script: &Script, key: String, args: Vec<Value>) -> Result<Value, Error> {
+        let reply = self
+            .timed(|| script.evalsha_with_reload(self.redis.client(), key.clone(), args.clone()))
+            .await?;
+        // Every script replies `{result, KEYS[1]}`. A reply for another key means the
+        // client handed this command another command's reply (as fred 10.1.0 does after
+        // an ASK): never act on it, and never show another session's data.
+        match reply {
+            Value::Array(mut items) if items.len() == 2 => {
+                let echoed = items.pop().and_then(Value::into_string);
+                if echoed.as_deref() == Some(key.as_str()) {
+                    Ok(items.pop().unwrap_or(Value::Null))
+                } else {
+                    tracing::error!(
+                        "the Redis client returned a reply meant for another command; discarded"
+                    );
+                    Err(Error::protocol("script reply for another key"))
+                }
+            }
+            _ => Err(Error::protocol("script reply without its key")),
+        }
+    }
+
+    /// Runs a script whose result is an array `{status, ...}`: the status and the rest.
+    async fn run_status(
+        &self,
+        script: &Script,
+        key: String,
+        args: Vec<Value>,
+    ) -> Result<(i64, Vec<Value>), Error> {
+        match self.run(script, key, args).await? {
+            Value::Array(items) => {
+                let mut items = items.into_iter();
+                match items.next().and_then(|v| v.as_i64()) {
+                    Some(status) => Ok((status, items.collect())),
+                    None => Err(Error::protocol("script reply without a status")),
+                }
+            }
+            _ => Err(Error::protocol("script reply is not an array")),
+        }
+    }
+
+    /// Loads the scripts into Redis (every primary of a cluster), so the first request
+    /// after start does not pay for a `NOSCRIPT` round trip.
+    pub(crate) async fn load_scripts(&self) -> Result<(), Error> {
+        for script in scripts::all() {
+            self.timed(|| script.load(self.redis.client())).await?;
+        }
+        Ok(())
+    }
+
+    /// One round trip: read the session and refresh its sliding expiry.
+    pub(crate) async fn load(&self, id: &SessionId) -> Result<LoadOutcome, Error> {
+        let args = vec![
+            int(self.touch_interval),
+            int(self.load_max_fields as u64),
+            int(self.load_max_bytes as u64),
+            int(self.lifetime_ms),
+        ];
+        let (status, rest) = self.run_status(&scripts::LOAD, self.key(id), args).await?;
+        match status {
+            1 => {}
+            0 => return Ok(LoadOutcome::Missing),
+            2 => return Ok(LoadOutcome::Ended(end_reason(rest.first()))),
+            -1 => return Ok(LoadOutcome::Unusable),
+            _ => return Err(Error::protocol("load: unknown status")),
+        }
+        let mut rest = rest.into_iter();
+        let Some(Value::Array(flat)) = rest.next() else {
+            return Err(Error::protocol("load: reply without the session"));
+        };
+        let expires_in = ttl_of(rest.next().as_ref());
+        let Some(opened) = self.open(self.member(id), pairs(flat)) else {
+            return Ok(LoadOutcome::Unusable);
+        };
+        Ok(LoadOutcome::Found(Loaded {
+            fields: opened.fields,
+            expires_in,
+            sealed: opened.sealed,
+        }))
+    }
+
+    /// Writes what a request planned, and says what its response does.
+    pub(crate) async fn write_back(&self, plan: Plan) -> Result<Outcome, Error> {
+        match plan {
+            Plan::Nothing(outcome) => Ok(outcome),
+            Plan::Create {
+                id,
+                ttl,
+                fields,
+                user,
+            } => {
+                if let Some(user) = &user {
+                    self.index_add(user, &id).await?;
+                }
+                let mut id = id;
+                // A collision (2^-256) retries with a fresh ID, indexed first as well.
+                for _ in 0..3 {
+                    match self.create(&id, ttl, &fields).await? {
+                        Created::Yes(expires_in) => return Ok(Outcome::Set(id, expires_in)),
+                        Created::Taken => {
+                            tracing::warn!("session ID collision; retrying with a new ID");
+                            id = SessionId::generate();
+                            if let Some(user) = &user {
+                                self.index_add(user, &id).await?;
+                            }
+                        }
+                        Created::Expired | Created::Ended => return Ok(Outcome::Refused),
+                    }
+                }
+                Err(Error::protocol("three session ID collisions in a row"))
+            }
+            Plan::Save {
+                id,
+                ttl,
+                changes,
+                tie,
+            } => {
+                // Index first: a crash before the save leaves an entry that is pruned.
+                if let Some(tie) = &tie {
+                    self.index_add(&tie.user, &id).await?;
+                }
+                let args = self.save_args(self.member(&id), ttl, changes);
+                let (status, rest) = self.run_status(&scripts::SAVE, self.key(&id), args).await?;
+                match status {
+                    1 => {}
+                    0 => {
+                        refused(&id, "its changes");
+                        return Ok(Outcome::Refused);
+                    }
+                    -2 => {
+                        return Err(Error::protocol(
+                            "save: an increment met a value that is not an integer",
+                        ))
+                    }
+                    _ => return Err(Error::protocol("save: unknown status")),
+                }
+                if let Some(tie) = &tie {
+                    if let Some(previous) = tie.previous.as_ref().filter(|p| **p != tie.user) {
+                        self.index_remove(previous, self.member(&id)).await?;
+                    }
+                }
+                Ok(Outcome::Refresh(id, ttl_of(rest.first())))
+            }
+            Plan::Rotate {
+                old,
+                new,
+                ttl,
+                changes,
+                user,
+                previous,
+            } => self.rotate(old, new, ttl, changes, user, previous).await,
+            Plan::Destroy { id, user } => {
+                self.end(self.member(&id), EndReason::Destroyed).await?;
+                if let Some(user) = &user {
+                    self.index_remove(user, self.member(&id)).await?;
+                }
+                Ok(Outcome::Clear)
+            }
+        }
+    }
+
+    /// Moves a session to a new ID, in three single-key steps:
+    ///
+    /// 1. `begin_rotate` marks the old key as rotating and reads it: saves to it are
+    ///    refused from then on, so the copy misses no acknowledged change;
+    /// 2. the new key is created from that copy with this request's changes applied
+    ///    (indexed first, if the session is tied to a user);
+    /// 3. `finish_rotate` turns the old key into a marker, if the mark is still this
+    ///    rotation's. If it is not (the session ended, or the mark was abandoned and
+    ///    cleared, so saves may have landed), the new key is deleted and the rotation is
+    ///    refused.
+    ///
+    /// A crash after 1 leaves a mark that is abandoned after a few command timeouts (the
+    /// session stays, and takes saves again); after 2, also a new key nobody has the ID
+    /// of, which expires (and an index entry, which is pruned).
+    async fn rotate(
+        &self,
+        old: SessionId,
+        mut new: SessionId,
+        ttl: Option<Duration>,
+        changes: Vec<(String, Change)>,
+        user: Option<String>,
+        previous: Option<String>,
+    ) -> Result<Outcome, Error> {
+        let token = new.digest()[..16].to_owned();
+        let hold = millis(self.timeout.saturating_mul(3).max(Duration::from_secs(1)));
+        let args = vec![
+            int(self.load_max_fields as u64),
+            int(self.load_max_bytes as u64),
+            int(self.lifetime_ms),
+            int(hold),
+            text(token.as_str()),
+        ];
+        let (status, rest) = self
+            .run_status(&scripts::BEGIN_ROTATE, self.key(&old), args)
+            .await?;
+        match status {
+            1 => {}
+            0 | 2 | 3 | -1 => {
+                refused(&old, "its rotation");
+                return Ok(Outcome::Refused);
+            }
+            _ => return Err(Error::protocol("begin_rotate: unknown status")),
+        }
+        let mut rest = rest.into_iter();
+        let (Some(Value::Array(flat)), Some(deadline)) = (rest.next(), rest.next()) else {
+            return Err(Error::protocol("begin_rotate: reply too short"));
+        };
+        let Some(opened) = self.open(self.member(&old), pairs(flat)) else {
+            refused(&old, "its rotation (a value failed to decrypt)");
+            return Ok(Outcome::Refused);
+        };
+        let mut fields: HashMap<String, String> = opened.fields.into_iter().collect();
+        let idle = match ttl {
+            Some(ttl) => ttl,
+            None => fields
+                .get(model::SESSION_TTL)
+                .and_then(|v| model::parse_idle(v))
+                .ok_or(Error::protocol("begin_rotate: no idle TTL"))?,
+        };
+        for (field, change) in &changes {
+            if change.apply(field, &mut fields).is_none() {
+                return Err(Error::protocol(
+                    "rotate: an increment met a value that is not an integer",
+                ));
+            }
+        }
+        // Internal fields the new key gets from create (and the old mark) go; the
+        // deadline is carried to the millisecond, unchanged.
+        for name in [
+            model::LAST_ACCESSED_AT,
+            model::SESSION_TTL,
+            model::ROTATING,
+            model::ABSOLUTE_EXPIRES_AT,
+        ] {
+            fields.remove(name);
+        }
+        if let Some(ms) = deadline.as_i64().and_then(|ms| u64::try_from(ms).ok()) {
+            let at = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+            fields.insert(
+                model::ABSOLUTE_EXPIRES_AT.to_owned(),
+                crate::time::format_rfc3339_ms(at),
+            );
+        }
+        match &user {
+            Some(user) => fields.insert(model::USER_ID.to_owned(), user.clone()),
+            None => fields.remove(model::USER_ID),
+        };
+        let fields: Vec<_> = fields.into_iter().collect();
+
+        let mut created = None;
+        for _ in 0..3 {
+            if let Some(user) = &user {
+                self.index_add(user, &new).await?;
+            }
+            match self.create(&new, idle, &fields).await? {
+                Created::Yes(expires_in) => {
+                    created = Some(expires_in);
+                    break;
+                }
+                Created::Taken | Created::Ended => new = SessionId::generate(),
+                Created::Expired => break,
+            }
+        }
+        let Some(expires_in) = created else {
+            // Past its absolute lifetime by now, or three collisions: the old key keeps
+            // its mark until it is abandoned (and its deadline ends it anyway).
+            refused(&old, "its rotation (past its absolute lifetime)");
+            return Ok(Outcome::Refused);
+        };
+
+        let args = vec![text(token), int(millis(model::MARKER_TTL))];
+        let finished = self
+            .run(&scripts::FINISH_ROTATE, self.key(&old), args)
+            .await?;
+        if finished.as_i64() != Some(1) {
+            // The session ended or took changes meanwhile: the copy must not live on.
+            let _: i64 = self
+                .timed(|| del(self.redis.client(), self.key(&new)))
+                .await?;
+            if let Some(user) = &user {
+                self.index_remove(user, self.member(&new)).await?;
+            }
+            refused(&old, "its rotation");
+            return Ok(Outcome::Refused);
+        }
+        if let Some(previous) = &previous {
+            self.index_remove(previous, self.member(&old)).await?;
+        }
+        Ok(Outcome::Set(new, expires_in))
+    }
+
+    /// One round trip: create a session under `id` unless the key is taken.
+    async fn create(
+        &self,
+        id: &SessionId,
+        ttl: Duration,
+        fields: &[(String, String)],
+    ) -> Result<Created, Error> {
+        let member = self.member(id);
+        let mut args = Vec::with_capacity(2 + fields.len() * 2);
+        args.push(int(ttl.as_secs()));
+        args.push(int(self.lifetime_ms));
+        for (name, value) in fields {
+            args.push(text(name.as_str()));
+            args.push(self.seal(member, name, value));
+        }
+        let (status, rest) = self
+            .run_status(&scripts::CREATE, self.key(id), args)
+            .await?;
+        match status {
+            1 => Ok(Created::Yes(ttl_of(rest.first()))),
+            0 => Ok(Created::Taken),
+            -1 => Ok(Created::Expired),
+            -2 => Ok(Created::Ended),
+            _ => Err(Error::protocol("create: unknown status")),
+        }
+    }
+
+    /// ARGV of the save script: the TTL, the lifetime, then one op/field/value triple per
+    /// change.
+    pub(crate) fn save_args(
+        &self,
+        member: &str,
+        ttl: Option<Duration>,
+        changes: Vec<(String, Change)>,
+    ) -> Vec<Value> {
+        let mut args = Vec::with_capacity(2 + changes.len() * 3);
+        args.push(ttl.map_or_else(|| text(""), |t| int(t.as_secs())));
+        args.push(int(self.lifetime_ms));
+        for (field, change) in changes {
+            let (op, value) = match change {
+                Change::Set(value) => ("s", self.seal(member, &field, &value)),
+                Change::Counter(n) => ("s", Value::Integer(n)),
+                Change::Remove => ("d", text("")),
+                Change::Increment(n) => ("i", Value::Integer(n)),
+            };
+            args.extend([text(op), text(field), value]);
+        }
+        args
+    }
+
+    /// One round trip: ends a session, leaving a marker. Returns whether it was live.
+    pub(crate) async fn end(&self, member: &str, why: EndReason) -> Result<bool, Error> {
+        let args = vec![text(why.as_str()), int(millis(model::MARKER_TTL))];
+        let ended = self.run(&scripts::END, self.key_of(member), args).await?;
+        Ok(ended.as_i64() == Some(1))
+    }
+}
+
+/// What creating a session found.
+enum Created {
+    /// Created; the key's TTL.
+    Yes(Option<Duration>),
+    /// A session holds the key (an ID collision): nothing written.
+    Taken,
+    /// The absolute deadline has passed: nothing written.
+    Expired,
+    /// A marker holds the key: the session was ended before its creation landed.
+    Ended,
+}
+
+fn end_reason(value: Option<&Value>) -> EndReason {
+    match value.and_then(Value::as_str).as_deref() {
+        Some("rotated") => EndReason::Rotated,
+        Some("destroyed") => EndReason::Destroyed,
+        // `terminated`, or a marker written by another program.
+        _ => EndReason::Terminated,
+    }
+}
+
+fn refused(id: &SessionId, what: &str) {
+    tracing::warn!(
+        session = %short_digest(id),
+        "session ended or moved on before {what} could be saved; not applied, answered 409"
+    );
+}
+
+/// The first 12 characters of the ID's digest: enough to follow one session through the
+/// logs, useless for taking it over.
+pub(crate) fn short_digest(id: &SessionId) -> &str {
+    &id.digest()[..12]
+}
+
+async fn del(client: &fred::clients::Client, key: String) -> Result<i64, fred::error::Error> {
+    use fred::interfaces::KeysInterface as _;
+    client.del(key).await
+}
+
+/// A flat `[name, value, ...]` array as pairs.
+fn pairs(flat: Vec<Value>) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(flat.len() / 2);
+    let mut flat = flat.into_iter();
+    while let (Some(name), Some(value)) = (flat.next(), flat.next()) {
+        out.push((into_string(name), into_string(value)));
+    }
+    out
+}
+
+/// fred's error for a MOVED or ASK it did not follow (`max_redirections` spent): the
+/// command was not run.
+fn is_redirection(err: &fred::error::Error) -> bool {
+    *err.kind() == fred::error::ErrorKind::Routing && err.details() == "Too many redirections."
+}
+
+pub(crate) fn into_string(value: Value) -> String {
+    match value {
+        Value::String(s) => s.to_string(),
+        Value::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
+        other => other.as_string().unwrap_or_default(),
+    }
+}
