@@ -264,7 +264,7 @@ impl SessionManager {
     /// Counts live sessions and user indexes, and sums the memory Redis reports for the
     /// sessions, with a `SCAN` over the key prefix (on every primary of a cluster) and one
     /// pipelined `MEMORY USAGE` per page. Markers left by sessions ended in the last
-    /// minute count as sessions.
+    /// minute are not counted.
     ///
     /// Cost grows with the whole keyspace, not just the sessions: fine for a dashboard
     /// polled every minute, not for every request. On a Redis used only for sessions,

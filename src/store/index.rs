@@ -173,13 +173,22 @@ impl Store {
         self.timed(|| pipeline.all()).await
     }
 
-    /// One round trip (a pipeline): `MEMORY USAGE` of each key.
+    /// One round trip (a pipeline): `MEMORY USAGE` of each key that holds a live
+    /// session (`None` for markers and keys gone meanwhile).
     pub(crate) async fn memory_usage(&self, keys: &[String]) -> Result<Vec<Option<u64>>, Error> {
         let pipeline = self.redis().client().pipeline();
         for key in keys {
+            let _: () = pipeline.hexists(key, model::SESSION_TTL).await?;
             let _: () = pipeline.memory_usage(key, None).await?;
         }
-        self.timed(|| pipeline.all()).await
+        let replies: Vec<Value> = self.timed(|| pipeline.all()).await?;
+        Ok(replies
+            .chunks(2)
+            .map(|pair| {
+                let live = pair[0].as_i64() == Some(1);
+                pair.get(1).and_then(Value::as_u64).filter(|_| live)
+            })
+            .collect())
     }
 
     /// One round trip: deletes a user's index.

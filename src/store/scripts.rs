@@ -36,9 +36,11 @@ macro_rules! scripts {
         pub(crate) fn all() -> [&'static Script; [$(stringify!($name)),+].len()] {
             [$(&*$name),+]
         }
-        /// The text of a script by file name, as sent to Redis.
+        /// The text of a script by file name, as sent to Redis (`lua/common.lua`: the
+        /// shared helpers alone).
         pub(crate) fn source(name: &str) -> Option<String> {
             match name {
+                "lua/common.lua" => Some(COMMON.to_owned()),
                 $($file => Some(assemble(include_str!($file))),)+
                 _ => None,
             }

@@ -44,7 +44,9 @@ async fn concurrent_writes_to_different_fields_both_persist(topology: Topology) 
 }
 
 /// A request in flight while another logs out cannot bring the session back: 1,000
-/// rounds, each held deterministically between its load and its save.
+/// rounds, each held deterministically between its load and its save. Its change was
+/// not applied, so it is answered 409, and it leaves the cookie alone (the browser may
+/// have logged in again meanwhile).
 async fn logout_racing_an_in_flight_write_never_resurrects_the_session(topology: Topology) {
     let redis = topology.start().await;
     let app = Arc::new(TestApp::new(&redis).await);
@@ -59,11 +61,17 @@ async fn logout_racing_an_in_flight_write_never_resurrects_the_session(topology:
         assert!(app.post("/logout", Some(&id)).await.clears_cookie());
         app.gate.release.notify_one();
         let res = held.await.unwrap();
-        assert!(
-            res.clears_cookie(),
-            "the late writer's response clears the cookie"
+        assert_eq!(
+            res.status,
+            StatusCode::CONFLICT,
+            "the change was not applied"
         );
-        if !app.hash(&id).await.is_empty() {
+        assert_eq!(
+            res.set_cookie(),
+            None,
+            "a refused change leaves the cookie alone"
+        );
+        if app.is_live(&id).await {
             resurrections += 1;
         }
     }
@@ -71,7 +79,9 @@ async fn logout_racing_an_in_flight_write_never_resurrects_the_session(topology:
     app.check_keyspace().await;
 }
 
-async fn rotation_racing_an_in_flight_write_leaves_one_live_session(topology: Topology) {
+/// A write held across a rotation is either in the new session or refused with 409,
+/// never acknowledged and lost; the late response never clears the new cookie.
+async fn a_write_held_across_a_rotation_is_refused_never_lost(topology: Topology) {
     let redis = topology.start().await;
     let app = Arc::new(TestApp::new(&redis).await);
     for _ in 0..200 {
@@ -84,11 +94,73 @@ async fn rotation_racing_an_in_flight_write_leaves_one_live_session(topology: To
         let new = app.post("/rotate", Some(&id)).await.new_id().unwrap();
         app.gate.release.notify_one();
         let res = held.await.unwrap();
-        assert!(res.clears_cookie());
-        assert!(app.hash(&id).await.is_empty(), "the old ID stays dead");
-        assert_eq!(app.hash(&new).await["username"], "ferris");
+        let hash = app.hash(&new).await;
+        match res.status {
+            StatusCode::OK => assert_eq!(hash.get("n").map(String::as_str), Some("1")),
+            StatusCode::CONFLICT => assert_eq!(hash.get("n"), None),
+            other => panic!("unexpected {other}"),
+        }
+        assert_eq!(res.set_cookie(), None, "the new cookie is not cleared");
+        assert!(!app.is_live(&id).await, "the old ID stays dead");
+        assert_eq!(hash["username"], "ferris");
     }
     app.check_keyspace().await;
+}
+
+/// Increments acknowledged on the old ID while a rotation is between its load and its
+/// write-back are all in the new session.
+async fn a_rotation_carries_every_change_acknowledged_while_it_ran(topology: Topology) {
+    let redis = topology.start().await;
+    let app = Arc::new(TestApp::new(&redis).await);
+    for _ in 0..100 {
+        let id = app.login().await;
+        let held = {
+            let (app, id) = (Arc::clone(&app), id.clone());
+            tokio::spawn(async move { app.post("/gated/rotate", Some(&id)).await })
+        };
+        app.gate.arrived.notified().await;
+        for _ in 0..3 {
+            assert_eq!(app.post("/incr/n", Some(&id)).await.status, StatusCode::OK);
+        }
+        app.gate.release.notify_one();
+        let res = held.await.unwrap();
+        assert_eq!(res.status, StatusCode::OK);
+        let new = res.new_id().unwrap();
+        assert_eq!(
+            app.hash(&new).await["n"],
+            "3",
+            "no acknowledged increment lost"
+        );
+    }
+    app.check_keyspace().await;
+}
+
+/// A double-submitted login: the second rotation finds the session moved on, is refused
+/// and leaves the cookie alone; the first one's session stands.
+async fn two_logins_racing_from_one_browser_leave_the_winner_logged_in(topology: Topology) {
+    let redis = topology.start().await;
+    let app = Arc::new(TestApp::new(&redis).await);
+    for _ in 0..100 {
+        let id = app.login().await;
+        let loser = {
+            let (app, id) = (Arc::clone(&app), id.clone());
+            tokio::spawn(async move { app.post("/gated/rotate", Some(&id)).await })
+        };
+        app.gate.arrived.notified().await;
+        let winner = app.post("/login/alice", Some(&id)).await;
+        assert_eq!(winner.status, StatusCode::OK);
+        let new = winner.new_id().unwrap();
+        app.gate.release.notify_one();
+        let loser = loser.await.unwrap();
+        assert_eq!(loser.status, StatusCode::CONFLICT);
+        assert_eq!(
+            loser.set_cookie(),
+            None,
+            "the winner's cookie is not touched"
+        );
+        assert_eq!(app.get("/read/username", Some(&new)).await.body, "alice");
+    }
+    app.check_keyspace_with_indexes().await;
 }
 
 async fn logout_racing_a_rotation_leaves_no_session(topology: Topology) {
@@ -104,8 +176,9 @@ async fn logout_racing_a_rotation_leaves_no_session(topology: Topology) {
         app.post("/logout", Some(&id)).await;
         app.gate.release.notify_one();
         let res = held.await.unwrap();
-        assert!(res.clears_cookie(), "{:?}", res.set_cookie());
-        let keys = app.keys().await;
+        assert_eq!(res.status, StatusCode::CONFLICT);
+        assert_eq!(res.set_cookie(), None, "{:?}", res.set_cookie());
+        let keys = app.live_keys().await;
         assert!(keys.is_empty(), "left behind: {keys:?}");
     }
     app.check_keyspace().await;
@@ -115,6 +188,8 @@ session_tests! {
     fifty_concurrent_increments_add_exactly_fifty,
     concurrent_writes_to_different_fields_both_persist,
     logout_racing_an_in_flight_write_never_resurrects_the_session,
-    rotation_racing_an_in_flight_write_leaves_one_live_session,
+    a_write_held_across_a_rotation_is_refused_never_lost,
+    a_rotation_carries_every_change_acknowledged_while_it_ran,
+    two_logins_racing_from_one_browser_leave_the_winner_logged_in,
     logout_racing_a_rotation_leaves_no_session,
 }

@@ -9,10 +9,9 @@ use tower_redis_session::{fred::prelude::*, RedisSessionLayer, SameSite};
 use crate::support::{reset_stats, round_trips, TestApp, Topology};
 
 async fn cookie_attributes_follow_the_configuration(topology: Topology) {
-    let redis = topology.start().await;
     let cases: Vec<(&str, fn(_) -> _, &str)> = vec![
         (
-            "defaults",
+            "plain name",
             |b| b,
             "sid=ID; HttpOnly; SameSite=Lax; Secure; Path=/",
         ),
@@ -42,6 +41,8 @@ async fn cookie_attributes_follow_the_configuration(topology: Topology) {
         ),
     ];
     for (name, configure, expected) in cases {
+        // A server per case: the marker a logout leaves is under the case's own prefix.
+        let redis = topology.start().await;
         let app = TestApp::with(&redis, configure).await;
         let cookie_name = expected.split('=').next().unwrap();
         let req = Request::post("/set/a/1").body(Body::empty()).unwrap();
@@ -212,7 +213,7 @@ async fn host_prefix_misconfiguration_is_refused_when_the_layer_is_built() {
     }
 }
 
-async fn plain_keys_store_the_id_as_the_reference_php_store_does(topology: Topology) {
+async fn plain_keys_store_the_id_in_the_key_as_a_php_application_does(topology: Topology) {
     let redis = topology.start().await;
     let app = TestApp::with(&redis, |b| b.plain_keys(true)).await;
     let id = app.post("/set/a/1", None).await.new_id().unwrap();
@@ -226,5 +227,5 @@ session_tests! {
     persistent_cookie_is_refreshed_on_every_response_of_a_live_session,
     app_cache_control_is_left_alone,
     bad_cookies_give_no_session_no_panic_and_touch_no_key_outside_the_prefix,
-    plain_keys_store_the_id_as_the_reference_php_store_does,
+    plain_keys_store_the_id_in_the_key_as_a_php_application_does,
 }

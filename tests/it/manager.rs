@@ -2,6 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use fred::prelude::*;
 use http::StatusCode;
 use tower_redis_session::SessionHandle;
 
@@ -86,7 +87,9 @@ async fn list_end_one_and_log_out_everywhere_but_current(topology: Topology) {
     app.check_keyspace_with_indexes().await;
 }
 
-async fn expired_sessions_vanish_from_the_listing_and_the_index(topology: Topology) {
+async fn expired_sessions_vanish_from_the_listing_and_old_dead_entries_from_the_index(
+    topology: Topology,
+) {
     let redis = topology.start().await;
     let app = TestApp::new(&redis).await;
     let short = app.login_as("carol").await;
@@ -96,23 +99,81 @@ async fn expired_sessions_vanish_from_the_listing_and_the_index(topology: Topolo
     let list = app.manager.list("carol").await.unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].handle, handle(&app, &long));
-    let index: Vec<String> = fred::interfaces::SortedSetsInterface::zrange(
-        &app.client,
-        format!("{}user:{}", app.prefix, digest("carol")),
-        0,
-        -1,
-        None,
-        false,
-        None,
-        false,
-    )
-    .await
-    .unwrap();
-    assert_eq!(index, vec![handle(&app, &long).to_string()]);
+    // The expired session's entry is younger than the grace, so it stays for now (it
+    // could be a session being created right now). Make it a minute and a half old:
+    // then it goes.
+    let index = format!("{}user:{}", app.prefix, digest("carol"));
+    let old_score = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        - 90_000) as f64;
+    let _: i64 = app
+        .client
+        .zadd(
+            &index,
+            None,
+            None,
+            false,
+            false,
+            (old_score, handle(&app, &short).to_string()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(app.manager.list("carol").await.unwrap().len(), 1);
+    let members: Vec<String> = app
+        .client
+        .zrange(&index, 0, -1, None, false, None, false)
+        .await
+        .unwrap();
+    assert_eq!(members, vec![handle(&app, &long).to_string()]);
     // Once the last one ends, the index key is gone too.
     app.post("/logout", Some(&long)).await;
     assert!(app.manager.list("carol").await.unwrap().is_empty());
-    assert_eq!(app.keys().await, Vec::<String>::new());
+    assert_eq!(app.live_keys().await, Vec::<String>::new());
+}
+
+/// An entry whose session is being created right now looks like a dead one; a listing
+/// between the two steps must not drop it, or "log out everywhere" would miss the
+/// session for good.
+async fn a_listing_during_a_login_never_unindexes_the_session(topology: Topology) {
+    let redis = topology.start().await;
+    let app = TestApp::new(&redis).await;
+    let id = tower_redis_session::SessionId::generate();
+    let index = format!("{}user:{}", app.prefix, digest("gina"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64;
+    // Step one of a login: the entry, before its session exists.
+    let _: i64 = app
+        .client
+        .zadd(&index, None, None, false, false, (now, id.digest()))
+        .await
+        .unwrap();
+    assert!(app.manager.list("gina").await.unwrap().is_empty());
+    assert_eq!(app.manager.terminate_all("gina", None).await.unwrap(), 0);
+    // Had the listing pruned it, a session created now would be unindexed. It was not,
+    // and "log out everywhere" left a marker that the late creation cannot replace.
+    let score: Option<f64> = app.client.zscore(&index, id.digest()).await.unwrap();
+    assert!(score.is_none() || app.marker(id.as_str()).await.is_some());
+    assert_eq!(app.marker(id.as_str()).await.as_deref(), Some("terminated"));
+}
+
+/// Tying again re-adds a lost index entry.
+async fn every_tie_reindexes_the_session(topology: Topology) {
+    let redis = topology.start().await;
+    let app = TestApp::with(&redis, |b| b.rotate_on_user_change(false)).await;
+    let id = app.login_as("hana").await;
+    let index = format!("{}user:{}", app.prefix, digest("hana"));
+    let _: i64 = app.client.del(&index).await.unwrap();
+    assert!(app.manager.list("hana").await.unwrap().is_empty());
+    let res = app.post("/login/hana", Some(&id)).await;
+    assert_eq!(res.status, StatusCode::OK);
+    let id = res.new_id().unwrap_or(id);
+    let list = app.manager.list("hana").await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].handle, handle(&app, &id));
 }
 
 fn digest(s: &str) -> String {
@@ -134,7 +195,7 @@ async fn rotation_and_destroy_keep_the_index_right(topology: Topology) {
 
     app.post("/logout", Some(&rotated)).await;
     assert!(app.manager.list("dave").await.unwrap().is_empty());
-    assert_eq!(app.keys().await, Vec::<String>::new(), "index deleted");
+    assert_eq!(app.live_keys().await, Vec::<String>::new(), "index deleted");
 }
 
 async fn a_session_terminated_while_a_request_is_in_flight_stays_terminated(topology: Topology) {
@@ -150,11 +211,17 @@ async fn a_session_terminated_while_a_request_is_in_flight_stays_terminated(topo
         assert_eq!(app.manager.terminate_all("erin", None).await.unwrap(), 1);
         app.gate.release.notify_one();
         let res = held.await.unwrap();
-        assert_eq!(res.status, StatusCode::OK);
-        assert!(res.clears_cookie());
-        assert!(app.hash(&id).await.is_empty(), "no resurrection");
+        assert_eq!(
+            res.status,
+            StatusCode::CONFLICT,
+            "the change was not applied"
+        );
+        assert_eq!(res.set_cookie(), None);
+        assert_eq!(app.marker(&id).await.as_deref(), Some("terminated"));
+        // The next request finds no session and clears the stale cookie.
+        assert!(app.get("/read/n", Some(&id)).await.clears_cookie());
     }
-    assert_eq!(app.keys().await, Vec::<String>::new());
+    assert_eq!(app.live_keys().await, Vec::<String>::new());
 }
 
 async fn stats_count_sessions_indexes_and_memory(topology: Topology) {
@@ -242,7 +309,9 @@ async fn volatile_lru_evicts_sessions_but_never_the_index() {
 
 session_tests! {
     list_end_one_and_log_out_everywhere_but_current,
-    expired_sessions_vanish_from_the_listing_and_the_index,
+    expired_sessions_vanish_from_the_listing_and_old_dead_entries_from_the_index,
+    a_listing_during_a_login_never_unindexes_the_session,
+    every_tie_reindexes_the_session,
     rotation_and_destroy_keep_the_index_right,
     a_session_terminated_while_a_request_is_in_flight_stays_terminated,
     stats_count_sessions_indexes_and_memory,

@@ -1,4 +1,4 @@
-//! ID rotation: old ID dead, data and TTL carried over, new cookie set.
+//! ID rotation: old ID dead, data, TTL and deadline carried over, new cookie set.
 
 use http::StatusCode;
 
@@ -17,23 +17,35 @@ async fn rotation_moves_data_and_ttl_and_kills_the_old_id(topology: Topology) {
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(
         round_trips(&app.client).await,
-        3,
-        "load, create new, delete old"
+        4,
+        "load, mark and read the old key, create the new one, leave the marker"
     );
     let new = res.new_id().expect("new cookie set");
     assert_ne!(new, old);
     assert_eq!(res.headers["cache-control"], "no-store");
 
-    assert!(app.hash(&old).await.is_empty(), "old key deleted");
+    assert_eq!(app.marker(&old).await.as_deref(), Some("rotated"));
+    let marker_ttl = app.pttl(&old).await;
+    assert!(marker_ttl > 0 && marker_ttl <= 60_000, "{marker_ttl}");
     let after = app.hash(&new).await;
-    for field in ["username", "n", "session_ttl", "created_at"] {
+    for field in [
+        "username",
+        "n",
+        "session_ttl",
+        "created_at",
+        "absolute_expires_at",
+    ] {
         assert_eq!(after[field], before[field], "{field} carried over");
     }
+    assert!(!after.contains_key("rotating"), "no mark on the new key");
     let ttl = app.pttl(&new).await;
     assert!(ttl > 100_000 && ttl <= 120_000, "{ttl}");
 
+    // A request with the old ID gets no session and leaves the cookie alone: the
+    // browser may hold the new one by now.
     let res = app.get("/read/username", Some(&old)).await;
     assert_eq!(res.body, "", "old ID no longer works");
+    assert_eq!(res.set_cookie(), None, "the new cookie is not cleared");
     assert_eq!(app.get("/read/n", Some(&new)).await.body, "1");
     app.check_keyspace().await;
 }
@@ -42,15 +54,38 @@ async fn rotation_with_changes_in_the_same_request_keeps_them(topology: Topology
     let redis = topology.start().await;
     let app = TestApp::new(&redis).await;
     let old = app.login().await;
-    let res = app.post("/rotate", Some(&old)).await;
-    let new = res.new_id().unwrap();
-    let res = app.post("/set/role/admin", Some(&new)).await;
+    let res = app.post("/set_and_rotate/role/admin", Some(&old)).await;
     assert_eq!(res.status, StatusCode::OK);
-    assert_eq!(app.hash(&new).await["role"], "admin");
+    let new = res.new_id().unwrap();
+    let hash = app.hash(&new).await;
+    assert_eq!(hash["role"], "admin");
+    assert_eq!(hash["username"], "ferris");
+    assert!(!app.is_live(&old).await);
+    app.check_keyspace().await;
+}
+
+async fn rotation_keeps_the_absolute_deadline_to_the_millisecond(topology: Topology) {
+    let redis = topology.start().await;
+    let app = TestApp::with(&redis, |b| {
+        b.absolute_lifetime(std::time::Duration::from_secs(3600))
+    })
+    .await;
+    let mut id = app.login().await;
+    let deadline = app.hash(&id).await["absolute_expires_at"].clone();
+    assert!(
+        deadline.contains('.') && deadline.ends_with("+00:00"),
+        "{deadline}"
+    );
+    for _ in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        id = app.post("/rotate", Some(&id)).await.new_id().unwrap();
+        assert_eq!(app.hash(&id).await["absolute_expires_at"], deadline);
+    }
     app.check_keyspace().await;
 }
 
 session_tests! {
     rotation_moves_data_and_ttl_and_kills_the_old_id,
     rotation_with_changes_in_the_same_request_keeps_them,
+    rotation_keeps_the_absolute_deadline_to_the_millisecond,
 }

@@ -203,8 +203,22 @@ async fn on_every_primary<R: FromValue>(
 /// first, or other tests' commands are counted too.
 pub async fn round_trips(client: &Client) -> u64 {
     const INSIDE_SCRIPTS: &[&str] = &[
-        "hlen", "hgetall", "time", "pttl", "hset", "pexpire", "exists", "hget", "hmget", "hincrby",
+        "hlen",
+        "hgetall",
+        "time",
+        "pttl",
+        "hset",
+        "pexpire",
+        "exists",
+        "hget",
+        "hmget",
+        "hincrby",
         "hdel",
+        "hexists",
+        "del",
+        "zscore",
+        "zrem",
+        "pexpireat",
     ];
     // The harness's own commands, and replicas acknowledging the replication stream.
     const HARNESS: &[&str] = &["info", "config|resetstat", "replconf"];
@@ -493,6 +507,16 @@ async fn login_as(
     Ok("ok")
 }
 
+/// Sets a field and rotates the ID in one handler.
+async fn set_and_rotate(
+    session: Session,
+    Path((field, value)): Path<(String, String)>,
+) -> Result<&'static str, SessionError> {
+    session.insert(&field, value)?;
+    session.rotate_id();
+    Ok("ok")
+}
+
 async fn rotate(session: Session) -> &'static str {
     session.rotate_id();
     "ok"
@@ -542,6 +566,7 @@ pub fn routes(gate: Arc<Gate>) -> Router {
         .route("/remove/{field}", post(remove))
         .route("/ttl/{secs}", post(set_ttl))
         .route("/rotate", post(rotate))
+        .route("/set_and_rotate/{field}/{value}", post(set_and_rotate))
         .route("/login/{user}", post(login_as))
         .route("/logout", post(logout))
         .route("/gated/incr/{field}", post(gated_incr))
@@ -656,6 +681,32 @@ impl TestApp {
 
     pub async fn hash(&self, id: &str) -> HashMap<String, String> {
         self.client.hgetall(self.key(id)).await.unwrap()
+    }
+
+    /// `true` if the ID names a live session (its key holds `session_ttl`).
+    pub async fn is_live(&self, id: &str) -> bool {
+        self.hash(id).await.contains_key("session_ttl")
+    }
+
+    /// The `ended` field of the marker an ended session left under its key, if any.
+    pub async fn marker(&self, id: &str) -> Option<String> {
+        let hash = self.hash(id).await;
+        (hash.len() == 1)
+            .then(|| hash.get("ended").cloned())
+            .flatten()
+    }
+
+    /// Keys of live sessions and user indexes: everything but the markers ended sessions
+    /// leave for a minute.
+    pub async fn live_keys(&self) -> Vec<String> {
+        let mut live = Vec::new();
+        for key in self.keys().await {
+            let hash: HashMap<String, String> = self.client.hgetall(&key).await.unwrap_or_default();
+            if !(hash.len() == 1 && hash.contains_key("ended")) {
+                live.push(key);
+            }
+        }
+        live
     }
 
     pub async fn pttl(&self, id: &str) -> i64 {

@@ -84,9 +84,10 @@ local function valid_idle(s)
   return n
 end
 
--- A session's absolute deadline in ms: the earlier of its absolute_expires_at and
--- created_at + `lifetime` (ms; 0 when the layer sets none). nil when neither applies;
--- false when a stored value is unreadable.
+-- A session's absolute deadline in ms: its absolute_expires_at, never later than
+-- created_at + `lifetime` (ms; 0 when the layer sets none), or that alone when the
+-- session has none. created_at is whole seconds, so the cap allows its lost fraction.
+-- nil when neither applies; false when a stored value is unreadable.
 local function deadline_of(f, lifetime)
   local deadline = nil
   if f.absolute_expires_at then
@@ -96,7 +97,11 @@ local function deadline_of(f, lifetime)
   if lifetime > 0 then
     local created = parse_time(f.created_at)
     if not created then return false end
-    if not deadline or created + lifetime < deadline then deadline = created + lifetime end
+    if not deadline then
+      deadline = created + lifetime
+    elseif created + lifetime + 999 < deadline then
+      deadline = created + lifetime + 999
+    end
   end
   return deadline
 end

@@ -57,5 +57,5 @@ else
   redis.call('HSET', key, unpack(internal))
   call_chunked('HSET', key, ARGV, 3)
 end
-redis.call('PEXPIRE', key, ttl)
+redis.call('PEXPIREAT', key, now + ttl)
 return {1, ttl}

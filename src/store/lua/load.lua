@@ -45,5 +45,5 @@ local ttl = expire_ms(idle, deadline, now)
 -- A Redis out of memory (noeviction) refuses the stamp; the read is still served and
 -- the TTL still refreshed (PEXPIRE allocates nothing, and Redis allows it).
 redis.pcall('HSET', key, 'last_accessed_at', rfc3339(now))
-redis.call('PEXPIRE', key, ttl)
+redis.call('PEXPIREAT', key, now + ttl)
 return {1, h, ttl}

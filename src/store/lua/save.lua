@@ -82,5 +82,5 @@ else
   idle = stored_idle
 end
 local ttl = expire_ms(idle, deadline, now)
-redis.call('PEXPIRE', key, ttl)
+redis.call('PEXPIREAT', key, now + ttl)
 return {1, ttl}
