@@ -28,7 +28,7 @@ use tower_redis_session::{
     SessionId,
 };
 
-use crate::support::{Target, TestApp, TestResponse, Topology};
+use crate::support::{Backend, Target, TestApp, TestResponse, Topology};
 
 /// tower-sessions' routes, on this crate's session: one field `foo`, written as `42`.
 fn routes() -> Router {
@@ -38,6 +38,14 @@ fn routes() -> Router {
     }
     async fn remove(session: Session) -> Result<String, SessionError> {
         Ok(format!("{:?}", session.remove("foo")?))
+    }
+    async fn cycle_id(session: Session) -> &'static str {
+        session.rotate_id();
+        "ok"
+    }
+    async fn flush(session: Session) -> &'static str {
+        session.destroy();
+        "ok"
     }
     async fn state(session: Session) -> String {
         format!(
@@ -55,20 +63,8 @@ fn routes() -> Router {
         )
         .route("/state", get(state))
         .route("/remove", post(remove))
-        .route(
-            "/cycle_id",
-            post(|s: Session| async move {
-                s.rotate_id();
-                "ok"
-            }),
-        )
-        .route(
-            "/flush",
-            post(|s: Session| async move {
-                s.destroy();
-                "ok"
-            }),
-        )
+        .route("/cycle_id", post(cycle_id))
+        .route("/flush", post(flush))
 }
 
 /// A [`TestApp`] (its prefix, client and keyspace checks) serving [`routes`] behind a
@@ -79,6 +75,16 @@ struct Peer {
 }
 
 impl Peer {
+    /// Redis for `topology` (keep it alive as long as the app) and the app on it.
+    async fn on(
+        topology: Topology,
+        configure: impl Fn(RedisSessionLayerBuilder) -> RedisSessionLayerBuilder,
+    ) -> (Backend, Self) {
+        let redis = topology.start().await;
+        let peer = Self::start(&redis, configure).await;
+        (redis, peer)
+    }
+
     async fn start(
         target: &impl Target,
         configure: impl Fn(RedisSessionLayerBuilder) -> RedisSessionLayerBuilder,
@@ -220,8 +226,7 @@ async fn assert_max_age_is_what_is_left(
 // ---- tower-sessions' route tests ----
 
 async fn a_request_that_leaves_the_session_alone_sets_no_cookie(topology: Topology) {
-    let redis = topology.start().await;
-    let peer = Peer::start(&redis, |b| b).await;
+    let (_redis, peer) = Peer::on(topology, |b| b).await;
     let res = peer.get("/", None).await;
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(res.set_cookie(), None);
@@ -232,8 +237,7 @@ async fn a_request_that_leaves_the_session_alone_sets_no_cookie(topology: Topolo
 async fn a_well_formed_unknown_id_is_never_adopted(topology: Topology) {
     // tower-sessions plants a nil UUID; here that is not an ID's shape at all (see the
     // malformed test), so the "bogus" cookie is a well-formed ID nobody issued.
-    let redis = topology.start().await;
-    let peer = Peer::start(&redis, |b| b).await;
+    let (_redis, peer) = Peer::on(topology, |b| b).await;
     let bogus = SessionId::generate().to_string();
     let res = peer.post("/insert", Some(&bogus)).await;
     assert_eq!(res.status, StatusCode::OK);
@@ -253,8 +257,7 @@ async fn a_malformed_cookie_is_no_session_and_is_never_echoed(topology: Topology
     // tower-sessions answers a malformed cookie with a removal; here it is no cookie at all
     // (a Redis key is never built from it): whether a removal is sent is left open, but
     // nothing may carry the value back or build on it.
-    let redis = topology.start().await;
-    let peer = Peer::start(&redis, |b| b).await;
+    let (_redis, peer) = Peer::on(topology, |b| b).await;
     let live = peer.insert().await;
     for value in [
         "malformed",
@@ -288,8 +291,7 @@ async fn a_first_insert_sets_the_cookie_with_the_configured_attributes(topology:
     // tower-sessions' route tests run with `Expiry::OnInactivity(1 h)` and its defaults
     // (`SameSite=Strict`, `Secure`, `HttpOnly`); here that is a persistent cookie with a
     // one-hour idle TTL and `SameSite=Strict` asked for (the default is `Lax`).
-    let redis = topology.start().await;
-    let peer = Peer::start(&redis, |b| {
+    let (_redis, peer) = Peer::on(topology, |b| {
         b.persistent_cookie(true)
             .idle_ttl(Duration::from_secs(3600))
             .same_site(SameSite::Strict)
@@ -311,8 +313,7 @@ async fn a_first_insert_sets_the_cookie_with_the_configured_attributes(topology:
 async fn the_cookie_is_a_browser_session_cookie_unless_persistence_is_asked(topology: Topology) {
     // tower-sessions' `Expiry::OnSessionEnd`: no `Max-Age`, no `Expires`. It is this
     // crate's default, whatever the idle TTL.
-    let redis = topology.start().await;
-    let peer = Peer::start(&redis, |b| b.idle_ttl(Duration::from_secs(3600))).await;
+    let (_redis, peer) = Peer::on(topology, |b| b.idle_ttl(Duration::from_secs(3600))).await;
     let res = peer.post("/insert", None).await;
     let cookie = SetCookie::of(&res);
     assert_eq!(cookie.max_age(), None, "{cookie:?}");
@@ -321,8 +322,7 @@ async fn the_cookie_is_a_browser_session_cookie_unless_persistence_is_asked(topo
 }
 
 async fn an_inserted_value_is_read_back_by_the_next_request(topology: Topology) {
-    let redis = topology.start().await;
-    let peer = Peer::start(&redis, |b| b).await;
+    let (_redis, peer) = Peer::on(topology, |b| b).await;
     let id = peer.insert().await;
     let res = peer.get("/get", Some(&id)).await;
     assert_eq!(res.status, StatusCode::OK);
@@ -333,8 +333,7 @@ async fn an_inserted_value_is_read_back_by_the_next_request(topology: Topology) 
 }
 
 async fn a_missing_value_reads_as_none(topology: Topology) {
-    let redis = topology.start().await;
-    let peer = Peer::start(&redis, |b| b).await;
+    let (_redis, peer) = Peer::on(topology, |b| b).await;
     let res = peer.get("/get", None).await;
     assert_eq!(res.body, "None");
     assert_eq!(res.set_cookie(), None);
@@ -355,8 +354,7 @@ async fn removing_the_last_value_leaves_an_empty_session_under_the_same_id(topol
     // emptied session stays: its creation time and absolute deadline (and its user, if
     // tied) live in the hash, and deleting it would let a client restart the absolute
     // lifetime just by emptying its session.
-    let redis = topology.start().await;
-    let peer = Peer::start(&redis, |b| b).await;
+    let (_redis, peer) = Peer::on(topology, |b| b).await;
     let id = peer.insert().await;
     let res = peer.post("/remove", Some(&id)).await;
     assert_eq!(res.status, StatusCode::OK);
@@ -375,8 +373,7 @@ async fn removing_the_last_value_leaves_an_empty_session_under_the_same_id(topol
 }
 
 async fn cycling_the_id_moves_the_data_and_retires_the_old_id(topology: Topology) {
-    let redis = topology.start().await;
-    let peer = Peer::start(&redis, |b| b).await;
+    let (_redis, peer) = Peer::on(topology, |b| b).await;
     let first = peer.insert().await;
     let res = peer.post("/cycle_id", Some(&first)).await;
     assert_eq!(res.status, StatusCode::OK);
@@ -394,8 +391,7 @@ async fn cycling_the_id_moves_the_data_and_retires_the_old_id(topology: Topology
 
 async fn flushing_ends_the_session_and_expires_the_cookie(topology: Topology) {
     // tower-sessions' `flush` is `destroy` here (logout).
-    let redis = topology.start().await;
-    let peer = Peer::start(&redis, |b| b).await;
+    let (_redis, peer) = Peer::on(topology, |b| b).await;
     let id = peer.insert().await;
     let res = peer.post("/flush", Some(&id)).await;
     assert_eq!(res.status, StatusCode::OK);
@@ -412,8 +408,7 @@ async fn flushing_ends_the_session_and_expires_the_cookie(topology: Topology) {
 }
 
 async fn an_expired_session_reads_as_none_and_a_write_gets_a_new_id(topology: Topology) {
-    let redis = topology.start().await;
-    let peer = Peer::start(&redis, |b| b.idle_ttl(Duration::from_secs(1))).await;
+    let (_redis, peer) = Peer::on(topology, |b| b.idle_ttl(Duration::from_secs(1))).await;
     let id = peer.insert().await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let res = peer.get("/state", Some(&id)).await;
@@ -509,8 +504,7 @@ async fn a_removal_repeats_the_cookie_attributes_with_http_only_and_secure_off(t
 
 async fn persistent_max_age_is_the_idle_ttl(topology: Topology) {
     // tower-sessions' `Expiry::OnInactivity(2 h)`.
-    let redis = topology.start().await;
-    let peer = Peer::start(&redis, |b| {
+    let (_redis, peer) = Peer::on(topology, |b| {
         b.persistent_cookie(true)
             .idle_ttl(Duration::from_secs(2 * 3600))
             .absolute_lifetime(Duration::from_secs(24 * 3600))
@@ -527,8 +521,7 @@ async fn persistent_cookie_on_a_read_keeps_the_id_and_pushes_the_expiry(topology
     // tower-sessions' `with_always_save(true)` with `Expiry::OnInactivity`: the same ID,
     // a later expiry. Here every load pushes the key's TTL anyway; the persistent mode
     // sends the cookie again so the browser's copy is pushed too.
-    let redis = topology.start().await;
-    let peer = Peer::start(&redis, |b| {
+    let (_redis, peer) = Peer::on(topology, |b| {
         b.persistent_cookie(true)
             .idle_ttl(Duration::from_secs(2 * 3600))
     })
@@ -554,8 +547,7 @@ async fn session_cookie_on_a_read_sets_nothing_but_the_expiry_is_pushed(topology
     // tower-sessions' `with_always_save(true)` with `Expiry::OnSessionEnd` sends the
     // cookie again on every response. A browser-session cookie has nothing to refresh,
     // so here a read sends none; the sliding expiry lives in Redis.
-    let redis = topology.start().await;
-    let peer = Peer::start(&redis, |b| b.idle_ttl(Duration::from_secs(600))).await;
+    let (_redis, peer) = Peer::on(topology, |b| b.idle_ttl(Duration::from_secs(600))).await;
     let id = peer.insert().await;
     let _: () = peer
         .app
@@ -575,15 +567,13 @@ async fn session_cookie_on_a_read_sets_nothing_but_the_expiry_is_pushed(topology
 
 /// A persistent cookie on a session whose absolute lifetime (5 s) ends long before its
 /// idle TTL (60 s): tower-sessions' `Expiry::AtDateTime`.
-async fn short_lived(topology: Topology) -> (crate::support::Backend, Peer) {
-    let redis = topology.start().await;
-    let peer = Peer::start(&redis, |b| {
+async fn short_lived(topology: Topology) -> (Backend, Peer) {
+    Peer::on(topology, |b| {
         b.persistent_cookie(true)
             .idle_ttl(Duration::from_secs(60))
             .absolute_lifetime(Duration::from_secs(5))
     })
-    .await;
-    (redis, peer)
+    .await
 }
 
 async fn persistent_max_age_after_a_create_is_what_is_left_of_the_absolute_lifetime(
@@ -629,8 +619,7 @@ async fn rewriting_an_unchanged_value_keeps_the_session_and_its_cookie(topology:
     // tower-sessions does not count an insert of the value already there as a change.
     // Here it is written back (another request may have changed the field meanwhile, and
     // this one's write must win), but it is no new session: same ID, no cookie.
-    let redis = topology.start().await;
-    let peer = Peer::start(&redis, |b| b).await;
+    let (_redis, peer) = Peer::on(topology, |b| b).await;
     let id = peer.insert().await;
     let res = peer.post("/insert", Some(&id)).await;
     assert_eq!(res.status, StatusCode::OK);
@@ -643,8 +632,7 @@ async fn rewriting_an_unchanged_value_keeps_the_session_and_its_cookie(topology:
 async fn removing_a_value_without_a_session_creates_no_session(topology: Topology) {
     // A logout handler that calls `remove("user")` on an anonymous request: removing a
     // field that is not there is not a change.
-    let redis = topology.start().await;
-    let peer = Peer::start(&redis, |b| b).await;
+    let (_redis, peer) = Peer::on(topology, |b| b).await;
     let res = peer.post("/remove", None).await;
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(res.body, "None");
