@@ -38,6 +38,7 @@ mod cookies;
 mod expiry;
 mod failure;
 mod manager;
+mod peer;
 mod per_request;
 mod rotation;
 mod sentinel;
