@@ -465,7 +465,10 @@ async fn solo(demo: &Demo, browser: &Browser) {
     let key = demo.key(&first_id);
     wait_text(browser, "#session-key", |t| t == key).await;
     assert_eq!(demo.field(&key, "username").await.as_deref(), Some(name));
-    assert_eq!(demo.field(&key, "session_ttl").await.as_deref(), Some("300"));
+    assert_eq!(
+        demo.field(&key, "session_ttl").await.as_deref(),
+        Some("300")
+    );
     // Internal fields are shown, and marked.
     let created = wait_text(browser, "#field-created_at .value", |t| !t.is_empty()).await;
     assert_eq!(
@@ -496,18 +499,21 @@ async fn solo(demo: &Demo, browser: &Browser) {
 
     // Live: another client (plain HTTP, same cookie) counts; the page follows without a
     // reload, and so does `last_accessed_at`, which that request moved.
-    let token = demo
-        .field(&key, "csrf_token")
-        .await
-        .expect("a CSRF token");
+    let token = demo.field(&key, "csrf_token").await.expect("a CSRF token");
     let shown_last = wait_text(browser, "#field-last_accessed_at .value", |_| true).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let res = post_form(base, "/counter", &first_id, base, &format!("csrf={token}")).await;
     assert_eq!(res.status, 303, "{}", res.body);
     shown_counter(browser, "3").await;
     let last_after = demo.field(&key, "last_accessed_at").await.unwrap();
-    assert_ne!(last_after, shown_last, "the other client's request loaded it");
-    wait_text(browser, "#field-last_accessed_at .value", |t| t == last_after).await;
+    assert_ne!(
+        last_after, shown_last,
+        "the other client's request loaded it"
+    );
+    wait_text(browser, "#field-last_accessed_at .value", |t| {
+        t == last_after
+    })
+    .await;
 
     // The polling itself does not push the expiry back: across three polls, Redis's PTTL
     // only falls, and `last_accessed_at` stays.
@@ -536,7 +542,10 @@ async fn solo(demo: &Demo, browser: &Browser) {
         .await
         .unwrap();
     click(browser, "#change-ttl").await;
-    wait_text(browser, "#notice", |t| t.contains("Idle TTL changed to 60 s")).await;
+    wait_text(browser, "#notice", |t| {
+        t.contains("Idle TTL changed to 60 s")
+    })
+    .await;
     wait_text(browser, "#idle-ttl", |t| t == "60").await;
     assert_eq!(demo.field(&key, "session_ttl").await.as_deref(), Some("60"));
     let pttl = demo.pttl(&key).await;
@@ -765,7 +774,11 @@ async fn phone(demo: &Demo, browser: &Browser) {
     find(browser, "#login-form").await;
     let problems = browser.execute(LAYOUT_CHECK, vec![]).await.unwrap();
     let problems: Vec<String> = serde_json::from_value(problems).unwrap();
-    assert!(problems.is_empty(), "login form at 390 px:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "login form at 390 px:\n{}",
+        problems.join("\n")
+    );
 }
 
 /// Waits for the demo's styled error page with `status`, and checks it: the stylesheet
@@ -823,10 +836,7 @@ async fn errors(demo: &mut Demo, browser: &Browser) {
     let base = demo.base.clone();
 
     // An unknown address.
-    browser
-        .goto(&format!("{base}/no/such/page"))
-        .await
-        .unwrap();
+    browser.goto(&format!("{base}/no/such/page")).await.unwrap();
     let said = styled_error_page(browser, demo, 404).await;
     assert!(said.contains("/no/such/page"), "{said}");
     click(browser, "#start-page").await;
@@ -872,7 +882,10 @@ async fn errors(demo: &mut Demo, browser: &Browser) {
     click(browser, "#increment").await;
     let said = styled_error_page(browser, demo, 409).await;
     assert!(said.contains("Nothing was changed"), "{said}");
-    assert!(demo.is_over(&key).await, "the change brought the session back");
+    assert!(
+        demo.is_over(&key).await,
+        "the change brought the session back"
+    );
     click(browser, "#start-page").await;
     find(browser, "#login-form").await;
 
@@ -880,7 +893,10 @@ async fn errors(demo: &mut Demo, browser: &Browser) {
     // response, which the demo styles like its own pages.
     log_in(browser, &base, "unlucky", LONG_TTL).await;
     demo.redis.stop();
-    wait_text(browser, "#live-status", |t| t.contains("Redis is not answering")).await;
+    wait_text(browser, "#live-status", |t| {
+        t.contains("Redis is not answering")
+    })
+    .await;
     click(browser, "#reload").await;
     let said = styled_error_page(browser, demo, 503).await;
     assert!(said.contains("Redis"), "{said}");
@@ -1217,7 +1233,10 @@ async fn two_browsers(demo: &Demo, a: &Browser, b: &Browser) {
     find_shown(a, "#no-other-sessions").await;
     wait_text(a, "#other-count", |t| t == "(0)").await;
     wait_hidden(a, "#end-others").await;
-    assert!(demo.is_over(&key_b).await, "B's session is over once A ended it");
+    assert!(
+        demo.is_over(&key_b).await,
+        "B's session is over once A ended it"
+    );
     assert!(demo.is_live(&key_a).await, "A's own session stays");
     assert_eq!(demo.sessions_of(user).await, vec![handle_a.clone()]);
 
@@ -1297,7 +1316,10 @@ async fn two_browsers(demo: &Demo, a: &Browser, b: &Browser) {
     // A fresh pair: A logs out and in again, B logs in again. A sees B and C.
     click(a, "#logout").await;
     find(a, "#login-form").await;
-    assert!(demo.is_over(&key_a).await, "A's session is over after logout");
+    assert!(
+        demo.is_over(&key_a).await,
+        "A's session is over after logout"
+    );
     log_in(a, base, user, LONG_TTL).await;
     log_in(b, base, user, LONG_TTL).await;
     let sid_a = sid(a).await.expect("browser A holds a session cookie");
@@ -1334,7 +1356,10 @@ async fn two_browsers(demo: &Demo, a: &Browser, b: &Browser) {
     click(b, "#end-all").await;
     answer_confirmation(b, "this one included", false).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(demo.is_live(&key_b).await, "logged out without confirmation");
+    assert!(
+        demo.is_live(&key_b).await,
+        "logged out without confirmation"
+    );
     click(b, "#end-all").await;
     answer_confirmation(b, "this one included", true).await;
     wait_text(b, "#notice", |t| {

@@ -51,8 +51,8 @@ use axum::{
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tower_redis_session::{
-    fred::prelude::*, ErrorKind, Redis, RedisSessionLayer, Session, SessionError,
-    SessionHandle, SessionId, SessionInfo, SessionManager, RESERVED_FIELDS,
+    fred::prelude::*, ErrorKind, Redis, RedisSessionLayer, Session, SessionError, SessionHandle,
+    SessionId, SessionInfo, SessionManager, RESERVED_FIELDS,
 };
 
 /// The Redis key prefix of the demo's sessions (the crate's default, set explicitly
@@ -633,7 +633,12 @@ async fn live_view(app: &App, id: &SessionId) -> Result<LiveView, AppError> {
                 .map_err(|_| AppError::Timeout)??;
             sessions.retain(|info| info.handle != this);
             let now = SystemTime::now();
-            Some(sessions.iter().map(|info| other_session(info, now)).collect())
+            Some(
+                sessions
+                    .iter()
+                    .map(|info| other_session(info, now))
+                    .collect(),
+            )
         }
         None => None,
     };
@@ -1035,13 +1040,17 @@ impl IntoResponse for AppError {
     }
 }
 
-/// The page for "Redis is not answering", with `Retry-After`.
-fn unavailable_page(status: StatusCode) -> Response {
-    let text = format!(
+/// What happened when Redis does not answer.
+fn redis_down() -> String {
+    format!(
         "The demo keeps its sessions in Redis at {}, and Redis did not answer in time, so your session could not be read or saved.",
         redis_label()
-    );
-    let mut res = error_page(status, "Redis is not answering", &text, TRY_AGAIN);
+    )
+}
+
+/// The page for "Redis is not answering", with `Retry-After`.
+fn unavailable_page(status: StatusCode) -> Response {
+    let mut res = error_page(status, "Redis is not answering", &redis_down(), TRY_AGAIN);
     res.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     res
@@ -1055,10 +1064,6 @@ fn store_failure_response(err: &tower_redis_session::Error) -> http::Response<By
         ErrorKind::Protocol => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
-    let text = format!(
-        "The demo keeps its sessions in Redis at {}, and Redis did not answer in time, so your session could not be read or saved.",
-        redis_label()
-    );
     let (title, text) = match err.kind() {
         ErrorKind::Protocol => (
             "Redis answered something unexpected",
@@ -1067,7 +1072,7 @@ fn store_failure_response(err: &tower_redis_session::Error) -> http::Response<By
                 redis_label()
             ),
         ),
-        _ => ("Redis is not answering", text),
+        _ => ("Redis is not answering", redis_down()),
     };
     let mut res = http::Response::new(Bytes::from(error_html(status, title, &text, TRY_AGAIN)));
     *res.status_mut() = status;
@@ -1243,7 +1248,9 @@ fn ttl_options(selected: u64) -> String {
 fn describe_internal(field: &str) -> &'static str {
     match field {
         "created_at" => "when the session was created, by Redis's clock",
-        "last_accessed_at" => "when a request last loaded the session (this page's polling does not)",
+        "last_accessed_at" => {
+            "when a request last loaded the session (this page's polling does not)"
+        }
         "session_ttl" => "idle TTL in seconds: every request pushes the key's expiry back to it",
         "absolute_expires_at" => "hard deadline, however active the session is",
         "user_id" => "ties the session to a user, for listing and ending their sessions",
@@ -1256,7 +1263,9 @@ fn describe_user(field: &str) -> &'static str {
     match field {
         USERNAME => "set at login",
         COUNTER => "the counter (incremented in Redis with HINCRBY)",
-        CSRF_TOKEN => "random token the forms must send back (CSRF protection), renewed with the ID",
+        CSRF_TOKEN => {
+            "random token the forms must send back (CSRF protection), renewed with the ID"
+        }
         FLASH => "one-time notice for the next page, which removes it",
         _ => "",
     }
