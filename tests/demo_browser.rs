@@ -1,13 +1,19 @@
 //! The demo (`examples/demo`), driven in headless Chromium through chromedriver, the
-//! way a person uses it (alone, and as one user in two independent browsers ending each
-//! other's sessions); plus its refusals of cross-site and token-less POSTs, over plain
-//! HTTP.
+//! way a person uses it: alone (with the live page following changes made by another
+//! client, and one-time notices), on a phone-width screen, meeting every error page a
+//! person can reach, watching a short session expire, and as one user in two
+//! independent browsers ending each other's sessions; plus its refusals of cross-site
+//! and token-less POSTs and its live view's promises, over plain HTTP.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`scripts/install-browser`). Each test
 //! starts its own `redis-server`, demo and chromedriver on free 127.0.0.1 ports and kills
-//! them when it ends. Screenshots of the logged-in page land in
-//! `target/tmp/demo/logged-in.png`, and the "your other sessions" section (two listed)
-//! in `target/tmp/demo/other-sessions.png`.
+//! them when it ends. Screenshots land in `target/tmp/demo/`: the logged-in page
+//! (`logged-in.png`), the page at phone width (`phone*.png`), "your other sessions" with
+//! two listed (`other-sessions.png`) and the page Redis being down gives
+//! (`redis-down.png`).
+//!
+//! Steps that are not about expiry use TTLs of minutes, so that a slow step on a busy
+//! machine cannot expire a session under the test; one test watches a 3 s TTL run out.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -16,6 +22,7 @@ mod support;
 mod process;
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
@@ -29,14 +36,18 @@ use tower_redis_session::{
     fred::prelude::*, RedisSessionLayer, SessionHandle, SessionId, SessionManager,
 };
 
-/// How long the whole browser scenario may take (it waits out two 3 s TTLs).
-const SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
+/// The demo's session cookie on 127.0.0.1: the `__Host-` name, which Chromium keeps from
+/// `http://127.0.0.1` (a secure context) like from HTTPS.
+const COOKIE: &str = "__Host-sid";
 
-/// How long the two-browser scenario may take (no TTL runs out in it).
-const TWO_BROWSERS_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long one browser scenario may take.
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long one step may wait for the page to show what it should.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TTL (seconds) of every session whose expiry a test does not wait for.
+const LONG_TTL: &str = "300";
 
 /// The demo, running against its own Redis.
 struct Demo {
@@ -118,10 +129,16 @@ impl Demo {
         handles
     }
 
-    /// `true` if `key` exists in Redis.
-    async fn exists(&self, key: &str) -> bool {
-        let n: i64 = self.client.exists(key).await.unwrap();
-        n == 1
+    /// `true` if the session at `key` is live: its hash holds the layer's fields.
+    async fn is_live(&self, key: &str) -> bool {
+        self.field(key, "created_at").await.is_some()
+    }
+
+    /// `true` if no session lives at `key`: no key, or only the short-lived marker a
+    /// session layer may leave where a session ended (a hash whose one field is `ended`).
+    async fn is_over(&self, key: &str) -> bool {
+        let hash: HashMap<String, String> = self.client.hgetall(key).await.unwrap();
+        hash.is_empty() || (hash.len() == 1 && hash.contains_key("ended"))
     }
 
     /// One field of a session hash, as stored.
@@ -132,6 +149,14 @@ impl Demo {
     /// The key's remaining TTL in milliseconds, as Redis reports it.
     async fn pttl(&self, key: &str) -> i64 {
         self.client.pttl(key).await.unwrap()
+    }
+
+    /// Every key in the demo's Redis.
+    async fn keys(&self) -> Vec<String> {
+        self.client
+            .custom(tower_redis_session::fred::cmd!("KEYS"), vec!["*"])
+            .await
+            .unwrap()
     }
 }
 
@@ -155,9 +180,34 @@ fn browser_tools() -> (PathBuf, PathBuf) {
     }
 }
 
+/// A headless Chromium with chromedriver and a fresh profile of its own.
+struct Chromium {
+    /// The WebDriver session.
+    browser: Browser,
+    /// Its chromedriver (killed when dropped).
+    driver: Process,
+    /// The profile directory.
+    profile: PathBuf,
+}
+
+impl Chromium {
+    /// Closes the browser and removes its profile.
+    async fn close(self) {
+        let _ = self.browser.close().await;
+        drop(self.driver);
+        let _ = std::fs::remove_dir_all(self.profile);
+    }
+}
+
 /// Starts chromedriver and a headless Chromium session with a fresh profile of its own
-/// (in the returned directory, named after `name`).
-async fn start_browser(chromium: &Path, driver: &Path, name: &str) -> (Process, Browser, PathBuf) {
+/// (named after `name`), its window `width` CSS pixels wide.
+async fn start_browser(name: &str, width: u32) -> Chromium {
+    let (chromium, driver) = browser_tools();
+    start_browser_with(&chromium, &driver, name, width).await
+}
+
+/// [`start_browser`] with the tools found.
+async fn start_browser_with(chromium: &Path, driver: &Path, name: &str, width: u32) -> Chromium {
     let port = free_port();
     let mut chromedriver = Process::start(
         &format!("chromedriver-{name}"),
@@ -181,15 +231,23 @@ async fn start_browser(chromium: &Path, driver: &Path, name: &str) -> (Process, 
         "--disable-default-apps",
         "--disable-extensions",
         "--disable-dev-shm-usage",
-        "--window-size=1100,1300",
+        "--hide-scrollbars",
+        format!("--window-size={width},1300"),
         format!("--user-data-dir={}", profile.display()),
     ]);
     let mut caps = serde_json::Map::new();
     caps.insert("browserName".into(), "chrome".into());
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({ "binary": chromium, "args": args }),
-    );
+    // Dialogs (the confirmations) stay open until the test answers them.
+    caps.insert("unhandledPromptBehavior".into(), "ignore".into());
+    let mut options = serde_json::json!({ "binary": chromium, "args": args });
+    // Headless windows are at least 500 px wide: narrower screens are emulated, as the
+    // browser's device toolbar does.
+    if width < 500 {
+        options["mobileEmulation"] = serde_json::json!({
+            "deviceMetrics": { "width": width, "height": 844, "pixelRatio": 2.0, "touch": true },
+        });
+    }
+    caps.insert("goog:chromeOptions".into(), options);
     let browser = ClientBuilder::new(HttpConnector::new())
         .capabilities(caps)
         .connect(&format!("http://127.0.0.1:{port}"))
@@ -200,7 +258,11 @@ async fn start_browser(chromium: &Path, driver: &Path, name: &str) -> (Process, 
                 chromedriver.output()
             )
         });
-    (chromedriver, browser, profile)
+    Chromium {
+        browser,
+        driver: chromedriver,
+        profile,
+    }
 }
 
 /// The page's visible text, for failure messages.
@@ -234,6 +296,26 @@ async fn wait_text(browser: &Browser, css: &str, ok: impl Fn(&str) -> bool) -> S
     }
 }
 
+/// Waits until `css` matches nothing displayed (absent, or hidden).
+async fn wait_hidden(browser: &Browser, css: &str) {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let shown = match browser.find(Locator::Css(css)).await {
+            Ok(el) => el.is_displayed().await.unwrap_or(false),
+            Err(_) => false,
+        };
+        if !shown {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{css}` is still shown after {STEP_TIMEOUT:?}; the page says:\n{}",
+            page_text(browser).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits for the element at `css`, failing with the page's text if it does not come.
 async fn find(browser: &Browser, css: &str) -> Element {
     match browser
@@ -250,20 +332,58 @@ async fn find(browser: &Browser, css: &str) -> Element {
     }
 }
 
+/// Waits for the element at `css` to be displayed.
+async fn find_shown(browser: &Browser, css: &str) -> Element {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let el = find(browser, css).await;
+        if el.is_displayed().await.unwrap_or(false) {
+            return el;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{css}` is on the page but not shown after {STEP_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Clicks the element at `css` (a form button: the browser submits and loads the next
 /// page before the click returns).
 async fn click(browser: &Browser, css: &str) {
     find(browser, css).await.click().await.unwrap();
 }
 
-/// The `sid` cookie the browser holds, if any.
+/// Waits for the confirmation dialog a click opened, checks its text, and accepts or
+/// dismisses it.
+async fn answer_confirmation(browser: &Browser, contains: &str, accept: bool) {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let text = loop {
+        if let Ok(text) = browser.get_alert_text().await {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no confirmation dialog within {STEP_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(text.contains(contains), "the dialog says {text:?}");
+    if accept {
+        browser.accept_alert().await.unwrap();
+    } else {
+        browser.dismiss_alert().await.unwrap();
+    }
+}
+
+/// The session cookie the browser holds, if any.
 async fn sid(browser: &Browser) -> Option<String> {
     browser
         .get_all_cookies()
         .await
         .unwrap()
         .into_iter()
-        .find(|c| c.name() == "sid")
+        .find(|c| c.name() == COOKIE)
         .map(|c| c.value().to_owned())
 }
 
@@ -289,17 +409,20 @@ async fn shown_counter(browser: &Browser, expected: &str) {
     wait_text(browser, "#field-counter .value", |t| t == expected).await;
 }
 
-/// The issue's scenario, step by step, checking the page and Redis at each step.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_person_can_log_in_count_change_ttl_rotate_log_out_and_watch_expiry() {
-    let (chromium, driver) = browser_tools();
-    let demo = Demo::start().await;
-    let (chromedriver, browser, profile) = start_browser(&chromium, &driver, "solo").await;
+/// Waits until the page has polled `GET /live` once more: the PTTL it shows changes
+/// with every poll. Returns right after a poll, with about a second before the next.
+async fn next_poll(browser: &Browser) {
+    let before = wait_text(browser, "#pttl", |_| true).await;
+    wait_text(browser, "#pttl", |t| t != before).await;
+}
 
-    let outcome = tokio::time::timeout(SCENARIO_TIMEOUT, scenario(&demo, &browser)).await;
-    let _ = browser.close().await;
-    drop(chromedriver);
-    let _ = std::fs::remove_dir_all(profile);
+/// Runs `scenario` within [`SCENARIO_TIMEOUT`], then closes the browsers; on a timeout,
+/// fails with what the demo printed.
+async fn run_scenario(demo: &Demo, browsers: Vec<Chromium>, scenario: impl std::future::Future) {
+    let outcome = tokio::time::timeout(SCENARIO_TIMEOUT, scenario).await;
+    for browser in browsers {
+        browser.close().await;
+    }
     if outcome.is_err() {
         panic!(
             "the browser scenario took longer than {SCENARIO_TIMEOUT:?}; the demo said:\n{}",
@@ -308,29 +431,44 @@ async fn a_person_can_log_in_count_change_ttl_rotate_log_out_and_watch_expiry() 
     }
 }
 
-/// The steps of [`a_person_can_log_in_count_change_ttl_rotate_log_out_and_watch_expiry`].
-async fn scenario(demo: &Demo, browser: &Browser) {
+/// Log in, count, see a change made by another client without reloading, change the
+/// TTL, rotate the ID, log out; notices show once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_can_log_in_count_change_ttl_rotate_and_log_out_on_a_live_page() {
+    let demo = Demo::start().await;
+    let chromium = start_browser("solo", 1100).await;
+    let browser = chromium.browser.clone();
+    run_scenario(&demo, vec![chromium], solo(&demo, &browser)).await;
+}
+
+/// The steps of [`a_person_can_log_in_count_change_ttl_rotate_and_log_out_on_a_live_page`].
+async fn solo(demo: &Demo, browser: &Browser) {
     let base = demo.base.as_str();
 
-    // Log in with a 3 s TTL. The name is shown as text, not markup.
+    // Log in. The name is shown as text, not markup; the notice says the session started.
     let name = "Ferris & <b>friends</b>";
-    log_in(browser, base, name, "3").await;
+    log_in(browser, base, name, LONG_TTL).await;
     wait_text(browser, "#username", |t| t == name).await;
     assert!(
         browser.find(Locator::Css("#username b")).await.is_err(),
         "the username was rendered as HTML"
     );
-    wait_text(browser, "#idle-ttl", |t| t == "3").await;
+    wait_text(browser, "#notice", |t| {
+        t.contains("Session started with an idle TTL of 300 s")
+    })
+    .await;
+    wait_text(browser, "#idle-ttl", |t| t == LONG_TTL).await;
     shown_counter(browser, "0").await;
     let first_id = sid(browser)
         .await
-        .expect("the browser keeps the Secure session cookie from http://127.0.0.1");
+        .expect("the browser keeps the __Host- session cookie from http://127.0.0.1");
     let key = demo.key(&first_id);
     wait_text(browser, "#session-key", |t| t == key).await;
     assert_eq!(demo.field(&key, "username").await.as_deref(), Some(name));
-    assert_eq!(demo.field(&key, "session_ttl").await.as_deref(), Some("3"));
-    let pttl = demo.pttl(&key).await;
-    assert!((1..=3000).contains(&pttl), "PTTL {pttl} for a 3 s session");
+    assert_eq!(
+        demo.field(&key, "session_ttl").await.as_deref(),
+        Some("300")
+    );
     // Internal fields are shown, and marked.
     let created = wait_text(browser, "#field-created_at .value", |t| !t.is_empty()).await;
     assert_eq!(
@@ -340,12 +478,62 @@ async fn scenario(demo: &Demo, browser: &Browser) {
     find(browser, "tr.internal#field-session_ttl").await;
     find(browser, "tr.user#field-username").await;
 
+    // The notice was a one-time flash kept in the session: gone from the hash (the live
+    // table follows) and not shown again on reload.
+    wait_hidden(browser, "#field-flash").await;
+    assert_eq!(demo.field(&key, "flash").await, None);
+    click(browser, "#reload").await;
+    find(browser, "#countdown").await;
+    assert!(
+        browser.find(Locator::Css("#notice")).await.is_err(),
+        "the notice showed again on reload: {}",
+        page_text(browser).await
+    );
+
     // Counter up twice: in the page and in Redis.
     click(browser, "#increment").await;
     shown_counter(browser, "1").await;
     click(browser, "#increment").await;
     shown_counter(browser, "2").await;
     assert_eq!(demo.field(&key, "counter").await.as_deref(), Some("2"));
+
+    // Live: another client (plain HTTP, same cookie) counts; the page follows without a
+    // reload, and so does `last_accessed_at`, which that request moved.
+    let token = demo.field(&key, "csrf_token").await.expect("a CSRF token");
+    let shown_last = wait_text(browser, "#field-last_accessed_at .value", |_| true).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let res = post_form(base, "/counter", &first_id, base, &format!("csrf={token}")).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    shown_counter(browser, "3").await;
+    let last_after = demo.field(&key, "last_accessed_at").await.unwrap();
+    assert_ne!(
+        last_after, shown_last,
+        "the other client's request loaded it"
+    );
+    wait_text(browser, "#field-last_accessed_at .value", |t| {
+        t == last_after
+    })
+    .await;
+
+    // The polling itself does not push the expiry back: across three polls, Redis's PTTL
+    // only falls, and `last_accessed_at` stays.
+    let before = demo.pttl(&key).await;
+    let started = Instant::now();
+    for _ in 0..3 {
+        next_poll(browser).await;
+    }
+    let after = demo.pttl(&key).await;
+    let waited = i64::try_from(started.elapsed().as_millis()).unwrap();
+    assert!(
+        after <= before - waited + 50,
+        "PTTL went from {before} to {after} ms over {waited} ms of polling"
+    );
+    assert_eq!(
+        demo.field(&key, "last_accessed_at").await.as_deref(),
+        Some(last_after.as_str()),
+        "polling loaded the session"
+    );
+    wait_text(browser, "#pttl-when", |t| t == "at the last poll").await;
 
     // Change the TTL to a minute: Redis's TTL follows at once.
     find(browser, "#new-ttl")
@@ -354,6 +542,10 @@ async fn scenario(demo: &Demo, browser: &Browser) {
         .await
         .unwrap();
     click(browser, "#change-ttl").await;
+    wait_text(browser, "#notice", |t| {
+        t.contains("Idle TTL changed to 60 s")
+    })
+    .await;
     wait_text(browser, "#idle-ttl", |t| t == "60").await;
     assert_eq!(demo.field(&key, "session_ttl").await.as_deref(), Some("60"));
     let pttl = demo.pttl(&key).await;
@@ -366,28 +558,25 @@ async fn scenario(demo: &Demo, browser: &Browser) {
         .parse()
         .unwrap();
     assert!(
-        (50_000..=60_000).contains(&shown),
+        (40_000..=60_000).contains(&shown),
         "the page shows PTTL {shown} ms"
     );
 
     // The screenshot of the logged-in page, kept under target/ (out of git).
     let png = browser.screenshot().await.unwrap();
-    let shot = scratch_dir("demo").join("logged-in.png");
-    std::fs::write(&shot, png).unwrap();
+    std::fs::write(scratch_dir("demo").join("logged-in.png"), png).unwrap();
 
-    // Rotate the ID: the cookie and the key change, the data stays, the old key is gone.
+    // Rotate the ID: the cookie, the key and the CSRF token change, the data stays, the
+    // old key holds no session.
     click(browser, "#rotate").await;
     wait_text(browser, "#notice", |t| t.contains("rotated")).await;
     let second_id = sid(browser).await.expect("a session cookie after rotation");
     assert_ne!(second_id, first_id, "the cookie value changes on rotation");
     let new_key = demo.key(&second_id);
     wait_text(browser, "#session-key", |t| t == new_key).await;
-    shown_counter(browser, "2").await;
-    assert!(
-        !demo.exists(&key).await,
-        "the old key is gone after rotation"
-    );
-    assert_eq!(demo.field(&new_key, "counter").await.as_deref(), Some("2"));
+    shown_counter(browser, "3").await;
+    assert!(demo.is_over(&key).await, "the old key holds no session");
+    assert_eq!(demo.field(&new_key, "counter").await.as_deref(), Some("3"));
     assert_eq!(
         demo.field(&new_key, "username").await.as_deref(),
         Some(name)
@@ -396,21 +585,57 @@ async fn scenario(demo: &Demo, browser: &Browser) {
         demo.field(&new_key, "session_ttl").await.as_deref(),
         Some("60")
     );
+    let new_token = demo
+        .field(&new_key, "csrf_token")
+        .await
+        .expect("a CSRF token after rotation");
+    assert_ne!(new_token, token, "the CSRF token is renewed with the ID");
+    let form_token = find(browser, "#increment")
+        .await
+        .find(Locator::XPath("../input[@name='csrf']"))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap();
+    assert_eq!(form_token.as_deref(), Some(new_token.as_str()));
+    // The old token no longer works with the new ID.
+    let res = post_form(base, "/counter", &second_id, base, &format!("csrf={token}")).await;
+    assert_eq!(res.status, 403, "{}", res.body);
 
-    // Log out: the key is deleted and the cookie cleared.
+    // Log out: the session ends and the cookie is cleared; the notice shows once.
     click(browser, "#logout").await;
     wait_text(browser, "#notice", |t| t.contains("Logged out")).await;
     find(browser, "#login-form").await;
-    assert!(!demo.exists(&new_key).await, "the key is gone after logout");
+    assert!(demo.is_over(&new_key).await, "the session ended on logout");
     assert_eq!(sid(browser).await, None, "the cookie is cleared on logout");
+    browser.refresh().await.unwrap();
+    find(browser, "#login-form").await;
+    assert!(
+        browser.find(Locator::Css("#notice")).await.is_err(),
+        "the logout notice showed again on reload"
+    );
+}
 
-    // A fresh 3 s session, left alone: the page counts down, goes back to `/` by itself
-    // once Redis has deleted the key, and says the session expired.
-    log_in(browser, base, "idle", "3").await;
+/// A 3 s session left alone: the page counts down, goes back to `/` by itself once Redis
+/// has deleted the key, and says the session expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_left_alone_expires_and_the_page_says_so() {
+    let demo = Demo::start().await;
+    let chromium = start_browser("expiry", 1100).await;
+    let browser = chromium.browser.clone();
+    run_scenario(&demo, vec![chromium], expiry(&demo, &browser)).await;
+}
+
+/// The steps of [`a_session_left_alone_expires_and_the_page_says_so`].
+async fn expiry(demo: &Demo, browser: &Browser) {
+    log_in(browser, &demo.base, "idle", "3").await;
+    let started = Instant::now();
     let idle_id = sid(browser).await.expect("a session cookie");
     let idle_key = demo.key(&idle_id);
-    assert!(demo.exists(&idle_key).await);
-    let started = Instant::now();
+    assert!(demo.is_live(&idle_key).await);
+    let pttl = demo.pttl(&idle_key).await;
+    assert!((1..=3000).contains(&pttl), "PTTL {pttl} for a 3 s session");
     let deadline = started + Duration::from_secs(15);
     loop {
         let text = page_text(browser).await;
@@ -429,7 +654,7 @@ async fn scenario(demo: &Demo, browser: &Browser) {
         started.elapsed()
     );
     find(browser, "#login-form").await;
-    assert!(!demo.exists(&idle_key).await, "Redis expired the key");
+    assert!(!demo.is_live(&idle_key).await, "Redis expired the key");
     assert_eq!(
         sid(browser).await,
         None,
@@ -438,41 +663,264 @@ async fn scenario(demo: &Demo, browser: &Browser) {
     // The expired session's entry in its user's index is pruned when listed, and the
     // index, left empty, deleted.
     assert!(demo.sessions_of("idle").await.is_empty());
-    let keys: Vec<String> = demo
-        .client
-        .custom(tower_redis_session::fred::cmd!("KEYS"), vec!["*"])
+    let keys = demo.keys().await;
+    assert!(keys.is_empty(), "keys left in Redis: {keys:?}");
+}
+
+/// The page at 390 CSS pixels (a phone): nothing is wider than its card or the screen,
+/// every "End" button is on screen, and values wrap between words, not inside one that
+/// would fit on a line of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_fits_a_phone_screen() {
+    let demo = Demo::start().await;
+    let chromium = start_browser("phone", 390).await;
+    let browser = chromium.browser.clone();
+    run_scenario(&demo, vec![chromium], phone(&demo, &browser)).await;
+}
+
+/// Checks the page's layout in the browser; returns what is wrong, one line each.
+const LAYOUT_CHECK: &str = r#"
+const problems = [];
+const viewport = document.documentElement.clientWidth;
+if (document.documentElement.scrollWidth > viewport) {
+  problems.push("the page scrolls sideways: " + document.documentElement.scrollWidth + " px in " + viewport);
+}
+const within = (inner, outer, what) => {
+  const a = inner.getBoundingClientRect(), b = outer.getBoundingClientRect();
+  if (a.width > 0 && (a.left < b.left - 0.5 || a.right > b.right + 0.5)) {
+    problems.push(what + " spans " + a.left.toFixed(1) + ".." + a.right.toFixed(1) + ", outside " + b.left.toFixed(1) + ".." + b.right.toFixed(1));
+  }
+};
+document.querySelectorAll(".card").forEach((card) => within(card, document.body, "a card"));
+document.querySelectorAll("table").forEach((table) => {
+  const card = table.closest(".card");
+  within(table, card, "table #" + table.id);
+  if (table.scrollWidth > table.clientWidth + 1) problems.push("table #" + table.id + " overflows itself");
+  table.querySelectorAll("td, th, button, code").forEach((el) => within(el, card, el.tagName + " in #" + table.id));
+});
+document.querySelectorAll("button.end-session").forEach((button) => {
+  const r = button.getBoundingClientRect();
+  if (r.width === 0 || r.right > viewport || r.left < 0) problems.push("an End button is off screen");
+  button.scrollIntoView({ block: "center" });
+  const s = button.getBoundingClientRect();
+  const top = document.elementFromPoint(s.left + s.width / 2, s.top + s.height / 2);
+  if (top !== button && !button.contains(top)) problems.push("an End button is covered by " + (top && top.outerHTML.slice(0, 60)));
+});
+window.scrollTo(0, 0);
+// A word (between spaces and the page's break opportunities) split over lines although
+// it would fit on a line of its own.
+const cells = document.querySelectorAll("td, dd, #notice, h2, p");
+cells.forEach((cell) => {
+  const width = cell.getBoundingClientRect().width;
+  const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const re = /\S+/g;
+    let m;
+    while ((m = re.exec(node.data))) {
+      const range = document.createRange();
+      range.setStart(node, m.index);
+      range.setEnd(node, m.index + m[0].length);
+      const lines = new Set(Array.from(range.getClientRects()).map((r) => Math.round(r.top)));
+      if (lines.size < 2) continue;
+      const probe = document.createElement("span");
+      probe.style.whiteSpace = "nowrap";
+      probe.textContent = m[0];
+      node.parentNode.insertBefore(probe, node);
+      const natural = probe.getBoundingClientRect().width;
+      probe.remove();
+      if (natural <= width - 1) problems.push("\"" + m[0] + "\" (" + natural.toFixed(0) + " px) breaks inside in a " + width.toFixed(0) + " px " + cell.tagName);
+    }
+  }
+});
+return problems;
+"#;
+
+/// The steps of [`the_page_fits_a_phone_screen`].
+async fn phone(demo: &Demo, browser: &Browser) {
+    let base = demo.base.as_str();
+    let user = "Grace Hopper, Harvard Mark I";
+    log_in(browser, base, user, LONG_TTL).await;
+    let width = browser
+        .execute("return window.innerWidth", vec![])
         .await
         .unwrap();
-    assert!(keys.is_empty(), "keys left in Redis: {keys:?}");
-    assert!(demo.redis.port() > 0);
+    assert_eq!(width.as_i64(), Some(390), "the window is 390 CSS px wide");
+    // Two more sessions of the same user, so that "your other sessions" has rows; the
+    // live page lists them without a reload.
+    http_login_as(base, user).await;
+    http_login_as(base, user).await;
+    wait_text(browser, "#other-count", |t| t == "(2)").await;
+    find_shown(browser, "#others button.end-session").await;
+    // Let the fresh rows' texts settle (the flash field leaves the table, too).
+    next_poll(browser).await;
+
+    let problems = browser.execute(LAYOUT_CHECK, vec![]).await.unwrap();
+    let problems: Vec<String> = serde_json::from_value(problems).unwrap();
+    for (css, file) in [
+        ("#session-card", "phone.png"),
+        ("#fields", "phone-hash.png"),
+        ("#other-sessions", "phone-others.png"),
+    ] {
+        let png = find(browser, css).await.screenshot().await.unwrap();
+        std::fs::write(scratch_dir("demo").join(file), png).unwrap();
+    }
+    assert!(
+        problems.is_empty(),
+        "at 390 px (see target/tmp/demo/phone*.png):\n{}",
+        problems.join("\n")
+    );
+    // The login form fits too.
+    click(browser, "#logout").await;
+    find(browser, "#login-form").await;
+    let problems = browser.execute(LAYOUT_CHECK, vec![]).await.unwrap();
+    let problems: Vec<String> = serde_json::from_value(problems).unwrap();
+    assert!(
+        problems.is_empty(),
+        "login form at 390 px:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// Waits for the demo's styled error page with `status`, and checks it: the stylesheet
+/// applies, it says what happened and what to do, links to the start page, and its
+/// header names the Redis it uses. Returns what it says happened.
+async fn styled_error_page(browser: &Browser, demo: &Demo, status: u16) -> String {
+    find(browser, &format!(r#"#error-page[data-status="{status}"]"#)).await;
+    let title = wait_text(browser, "#error-title", |t| !t.is_empty()).await;
+    let text = wait_text(browser, "#error", |t| !t.is_empty()).await;
+    wait_text(browser, "#error-next", |t| !t.is_empty()).await;
+    find_shown(browser, "#start-page").await;
+    let background = browser
+        .execute(
+            "return getComputedStyle(document.body).backgroundColor",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        background.as_str(),
+        Some("rgb(246, 247, 249)"),
+        "the stylesheet does not apply to the {status} page"
+    );
+    let redis = wait_text(browser, "header .sub", |_| true).await;
+    assert!(
+        redis.trim_end().ends_with(&demo.redis.url()),
+        "the {status} page's header: {redis:?}"
+    );
+    let body = page_text(browser).await;
+    assert!(!body.contains("Failed to"), "{body}");
+    format!("{title}: {text}")
+}
+
+/// Every error a person can reach is the demo's own page, saying what happened and what
+/// to do: an unknown address (404), a form's address opened (405), a TTL that is not a
+/// number (the form again, saying what to fix), a change to a session ended meanwhile
+/// (409), and Redis down (503, from the session layer's `error_response` hook).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_a_person_can_reach_is_a_styled_page() {
+    let mut demo = Demo::start().await;
+    let chromium = start_browser("errors", 1100).await;
+    let browser = chromium.browser.clone();
+    let outcome = tokio::time::timeout(SCENARIO_TIMEOUT, errors(&mut demo, &browser)).await;
+    chromium.close().await;
+    if outcome.is_err() {
+        panic!(
+            "the browser scenario took longer than {SCENARIO_TIMEOUT:?}; the demo said:\n{}",
+            demo.process.output()
+        );
+    }
+}
+
+/// The steps of [`every_error_a_person_can_reach_is_a_styled_page`].
+async fn errors(demo: &mut Demo, browser: &Browser) {
+    let base = demo.base.clone();
+
+    // An unknown address.
+    browser.goto(&format!("{base}/no/such/page")).await.unwrap();
+    let said = styled_error_page(browser, demo, 404).await;
+    assert!(said.contains("/no/such/page"), "{said}");
+    click(browser, "#start-page").await;
+    find(browser, "#login-form").await;
+
+    // The login form's address, opened (Enter in the address bar after a failed login).
+    browser.goto(&format!("{base}/login")).await.unwrap();
+    let said = styled_error_page(browser, demo, 405).await;
+    assert!(said.contains("/login"), "{said}");
+
+    // A TTL that is not a number: the form comes back, saying what to fix, with the
+    // name kept.
+    browser.goto(&base).await.unwrap();
+    find(browser, "#username-input")
+        .await
+        .send_keys("typo")
+        .await
+        .unwrap();
+    browser
+        .execute(
+            "document.querySelector('#ttl-select option:checked').value = 'ten'",
+            vec![],
+        )
+        .await
+        .unwrap();
+    click(browser, "#login-button").await;
+    wait_text(browser, "#notice", |t| t.contains("Pick one of the TTLs")).await;
+    let kept = find(browser, "#username-input")
+        .await
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(kept.as_deref(), Some("typo"));
+    assert_eq!(sid(browser).await, None, "no session from a refused login");
+
+    // A change to a session ended meanwhile (here by the manager, as "log out
+    // everywhere" in another browser does): not applied, and the page says so. The click
+    // comes right after one of the page's polls, long before the next could notice.
+    log_in(browser, &base, "late", LONG_TTL).await;
+    let key = demo.key(&sid(browser).await.unwrap());
+    next_poll(browser).await;
+    assert_eq!(demo.manager.terminate_all("late", None).await.unwrap(), 1);
+    click(browser, "#increment").await;
+    let said = styled_error_page(browser, demo, 409).await;
+    assert!(said.contains("Nothing was changed"), "{said}");
+    assert!(
+        demo.is_over(&key).await,
+        "the change brought the session back"
+    );
+    click(browser, "#start-page").await;
+    find(browser, "#login-form").await;
+
+    // Redis down: the live page says so at its next poll; a request gets the layer's
+    // response, which the demo styles like its own pages.
+    log_in(browser, &base, "unlucky", LONG_TTL).await;
+    demo.redis.stop();
+    wait_text(browser, "#live-status", |t| {
+        t.contains("Redis is not answering")
+    })
+    .await;
+    click(browser, "#reload").await;
+    let said = styled_error_page(browser, demo, 503).await;
+    assert!(said.contains("Redis"), "{said}");
+    let png = browser.screenshot().await.unwrap();
+    std::fs::write(scratch_dir("demo").join("redis-down.png"), png).unwrap();
 }
 
 /// Logs in over plain HTTP and returns the cookie and the page.
 async fn http_login(base: &str) -> (String, String) {
-    let res = request(
-        "POST",
-        &format!("{base}/login"),
-        &[
-            ("content-type", "application/x-www-form-urlencoded"),
-            ("origin", base),
-        ],
-        "username=ferris&ttl=60",
-    )
-    .await;
-    assert_eq!(res.status, 303, "{}", res.body);
-    let sid = res.cookie("sid").expect("login sets the cookie");
-    let page = request(
-        "GET",
-        &format!("{base}/"),
-        &[("cookie", &format!("sid={sid}"))],
-        "",
-    )
-    .await;
+    let sid = http_login_as(base, "ferris").await;
+    let page = get(base, "/", Some(&sid)).await;
     assert_eq!(page.status, 200);
     (sid, page.body)
 }
 
-/// The CSRF defences and the escaping, checked with a plain HTTP client.
+/// `GET path`, with the session cookie `sid` if given.
+async fn get(base: &str, path: &str, sid: Option<&str>) -> process::Reply {
+    let cookie = sid.map(|sid| format!("{COOKIE}={sid}"));
+    let headers: Vec<(&str, &str)> = cookie.iter().map(|c| ("cookie", c.as_str())).collect();
+    request("GET", &format!("{base}{path}"), &headers, "").await
+}
+
+/// The CSRF defences, the escaping, and the HTTP side of the error pages and the live
+/// view, checked with a plain HTTP client.
 #[tokio::test]
 async fn the_demo_refuses_cross_site_and_token_less_posts() {
     let demo = Demo::start().await;
@@ -488,10 +936,9 @@ async fn the_demo_refuses_cross_site_and_token_less_posts() {
     )
     .await;
     assert_eq!(res.status, 403, "{}", res.body);
-    assert_eq!(res.cookie("sid"), None);
+    assert_eq!(res.cookie(COOKIE), None);
 
     let (sid, page) = http_login(base).await;
-    let cookie = format!("sid={sid}");
     let key = demo.key(&sid);
     let token = demo.field(&key, "csrf_token").await.expect("a CSRF token");
     assert!(page.contains(&token), "the forms carry the session's token");
@@ -502,25 +949,13 @@ async fn the_demo_refuses_cross_site_and_token_less_posts() {
         ("csrf=not-the-token".to_owned(), base),
         (format!("csrf={token}"), "http://evil.example"),
     ] {
-        let res = request(
-            "POST",
-            &format!("{base}/counter"),
-            &[form, ("origin", origin), ("cookie", &cookie)],
-            &body,
-        )
-        .await;
+        let res = post_form(base, "/counter", &sid, origin, &body).await;
         assert_eq!(res.status, 403, "{body} from {origin}: {}", res.body);
     }
     assert_eq!(demo.field(&key, "counter").await.as_deref(), Some("0"));
 
     // With it, from this site: counted.
-    let res = request(
-        "POST",
-        &format!("{base}/counter"),
-        &[form, ("origin", base), ("cookie", &cookie)],
-        &format!("csrf={token}"),
-    )
-    .await;
+    let res = post_form(base, "/counter", &sid, base, &format!("csrf={token}")).await;
     assert_eq!(res.status, 303, "{}", res.body);
     assert_eq!(demo.field(&key, "counter").await.as_deref(), Some("1"));
 
@@ -532,18 +967,93 @@ async fn the_demo_refuses_cross_site_and_token_less_posts() {
         "username=%3Cscript%3Ealert(1)%3C%2Fscript%3E&ttl=60",
     )
     .await;
-    let sid = res.cookie("sid").expect("login sets the cookie");
-    let page = request(
-        "GET",
-        &format!("{base}/"),
-        &[("cookie", &format!("sid={sid}"))],
-        "",
-    )
-    .await;
+    let other = res.cookie(COOKIE).expect("login sets the cookie");
+    let page = get(base, "/", Some(&other)).await;
     assert!(page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(!page.body.contains("<script>alert"));
     let csp = page.header("content-security-policy").unwrap_or_default();
     assert!(csp.contains("script-src 'self'"), "CSP: {csp:?}");
+
+    // The live view reads the hash without loading the session: the TTL only falls,
+    // `last_accessed_at` stays, and it never sets a cookie.
+    let last = demo.field(&key, "last_accessed_at").await;
+    let before = demo.pttl(&key).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..3 {
+        let res = get(base, "/live", Some(&sid)).await;
+        assert_eq!(res.status, 200, "{}", res.body);
+        assert!(res.headers.get("set-cookie").is_none());
+        let json: serde_json::Value = serde_json::from_str(&res.body).unwrap();
+        assert_eq!(json["state"], "live", "{json}");
+        assert_eq!(json["session"]["key"], key.as_str());
+        let counter = json["session"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "counter")
+            .map(|f| f["value"].clone());
+        assert_eq!(counter, Some("1".into()), "{json}");
+    }
+    let after = demo.pttl(&key).await;
+    assert!(
+        after <= before - 1000,
+        "PTTL went from {before} to {after} ms"
+    );
+    assert_eq!(demo.field(&key, "last_accessed_at").await, last);
+    // Only one well-formed cookie names a session there: no cookie, a malformed one or
+    // two of them read nothing.
+    for cookie in [
+        String::new(),
+        format!("{COOKIE}=not-an-id"),
+        format!("{COOKIE}={sid}; {COOKIE}={other}"),
+    ] {
+        let res = request("GET", &format!("{base}/live"), &[("cookie", &cookie)], "").await;
+        assert_eq!(res.status, 200);
+        assert_eq!(res.body, r#"{"state":"gone"}"#, "with cookie {cookie:?}");
+    }
+
+    // The error pages' statuses (their look is the browser test's).
+    let html = |res: &process::Reply| {
+        assert!(
+            res.header("content-type")
+                .is_some_and(|t| t.starts_with("text/html")),
+            "{res:?}"
+        );
+        assert!(res.body.contains("/assets/style.css"), "{}", res.body);
+    };
+    let res = get(base, "/nope", None).await;
+    assert_eq!(res.status, 404);
+    html(&res);
+    let res = get(base, "/login", None).await;
+    assert_eq!(res.status, 405);
+    assert_eq!(res.header("allow"), Some("POST"));
+    html(&res);
+    let res = request(
+        "POST",
+        &format!("{base}/login"),
+        &[form, ("origin", base)],
+        "username=x&ttl=ten",
+    )
+    .await;
+    assert_eq!(res.status, 422);
+    html(&res);
+    assert!(!res.body.contains("Failed to deserialize"));
+    assert_eq!(res.cookie(COOKIE), None);
+    let res = request(
+        "POST",
+        &format!("{base}/counter"),
+        &[("content-type", "text/plain"), ("origin", base)],
+        "csrf=x",
+    )
+    .await;
+    assert_eq!(res.status, 400);
+    html(&res);
+    // A change for a session that has ended: 409, nothing written.
+    demo.manager.terminate_all("ferris", None).await.unwrap();
+    let res = post_form(base, "/counter", &sid, base, &format!("csrf={token}")).await;
+    assert_eq!(res.status, 409, "{}", res.body);
+    html(&res);
+    assert!(demo.is_over(&key).await);
 }
 
 /// Without Redis, the demo prints one line and exits non-zero.
@@ -570,31 +1080,27 @@ async fn the_demo_says_so_in_one_line_when_redis_is_unreachable() {
 }
 
 /// Two independent browsers (each with its own chromedriver, WebDriver session and
-/// profile, so their own cookie jar) log in as the same user: the first sees the second
-/// among "your other sessions" and ends it, and the second's next page is the login form;
-/// then, from a fresh pair, "log out everywhere else" and "log out everywhere". The new
-/// forms' CSRF checks and their refusal of other users' sessions are checked over plain
-/// HTTP on the way.
+/// profile, so their own cookie jar) log in as the same user: each sees the other appear
+/// among "your other sessions" without reloading, the first ends the second (after
+/// confirming), and the second's page goes to the login form by itself; then, from a
+/// fresh pair, "log out everywhere else" and "log out everywhere". The new forms' CSRF
+/// checks and their refusal of other users' sessions are checked over plain HTTP on the
+/// way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_user_in_two_browsers_ends_the_other_session_then_logs_out_everywhere() {
     let (chromium, driver) = browser_tools();
     let demo = Demo::start().await;
-    let ((driver_a, a, profile_a), (driver_b, b, profile_b)) = tokio::join!(
-        start_browser(&chromium, &driver, "a"),
-        start_browser(&chromium, &driver, "b"),
+    let (a, b) = tokio::join!(
+        start_browser_with(&chromium, &driver, "a", 1100),
+        start_browser_with(&chromium, &driver, "b", 1100),
     );
-
-    let outcome = tokio::time::timeout(TWO_BROWSERS_TIMEOUT, two_browsers(&demo, &a, &b)).await;
-    let _ = tokio::join!(a.close(), b.close());
-    drop((driver_a, driver_b));
-    let _ = std::fs::remove_dir_all(profile_a);
-    let _ = std::fs::remove_dir_all(profile_b);
-    if outcome.is_err() {
-        panic!(
-            "the two-browser scenario took longer than {TWO_BROWSERS_TIMEOUT:?}; the demo said:\n{}",
-            demo.process.output()
-        );
-    }
+    let (browser_a, browser_b) = (a.browser.clone(), b.browser.clone());
+    run_scenario(
+        &demo,
+        vec![a, b],
+        two_browsers(&demo, &browser_a, &browser_b),
+    )
+    .await;
 }
 
 /// The CSS selector of a session's row in "your other sessions".
@@ -625,11 +1131,11 @@ async fn http_login_as(base: &str, username: &str) -> String {
             ("content-type", "application/x-www-form-urlencoded"),
             ("origin", base),
         ],
-        &format!("username={}&ttl=300", form_value(username)),
+        &format!("username={}&ttl={LONG_TTL}", form_value(username)),
     )
     .await;
     assert_eq!(res.status, 303, "{}", res.body);
-    res.cookie("sid").expect("login sets the cookie")
+    res.cookie(COOKIE).expect("login sets the cookie")
 }
 
 /// POSTs a form to `path` as the session `sid`, from `origin`.
@@ -640,15 +1146,15 @@ async fn post_form(base: &str, path: &str, sid: &str, origin: &str, body: &str) 
         &[
             ("content-type", "application/x-www-form-urlencoded"),
             ("origin", origin),
-            ("cookie", &format!("sid={sid}")),
+            ("cookie", &format!("{COOKIE}={sid}")),
         ],
         body,
     )
     .await
 }
 
-/// Waits until the browser's next page (after `goto` or a click) is the login form
-/// saying that its session is gone, and checks that the stale cookie was cleared.
+/// Waits until the browser's page is the login form saying that its session is gone,
+/// and checks that the stale cookie was cleared.
 async fn lands_on_login_form_with_session_gone(browser: &Browser, name: &str) {
     wait_text(browser, "#notice", |t| {
         t.contains("Your session expired or was ended")
@@ -668,9 +1174,15 @@ async fn two_browsers(demo: &Demo, a: &Browser, b: &Browser) {
     // The username is the user id; markup in it stays text.
     let user = "Ada & <i>Lovelace</i>";
 
-    // Both browsers log in as the same user: two sessions, both tied to the user.
-    log_in(a, base, user, "300").await;
-    log_in(b, base, user, "300").await;
+    // A logs in alone: nobody else, so no "log out everywhere else".
+    log_in(a, base, user, LONG_TTL).await;
+    find(a, "#no-other-sessions").await;
+    wait_hidden(a, "#end-others").await;
+    find_shown(a, "#end-all").await;
+
+    // B logs in as the same user: A's page lists B without a reload, and offers "log out
+    // everywhere else" now.
+    log_in(b, base, user, LONG_TTL).await;
     let sid_a = sid(a).await.expect("browser A holds a session cookie");
     let sid_b = sid(b).await.expect("browser B holds a session cookie");
     assert_ne!(sid_a, sid_b, "two profiles, two sessions");
@@ -682,11 +1194,11 @@ async fn two_browsers(demo: &Demo, a: &Browser, b: &Browser) {
     both.sort();
     assert_eq!(demo.sessions_of(user).await, both);
 
-    // A (reloaded) lists B among its other sessions, and not itself; so does B list A.
-    click(a, "#reload").await;
     let row_b = other_row(&handle_b);
     find(a, &row_b).await;
     wait_text(a, "#other-count", |t| t == "(1)").await;
+    wait_hidden(a, "#no-other-sessions").await;
+    find_shown(a, "#end-others").await;
     assert!(
         a.find(Locator::Css(&other_row(&handle_a))).await.is_err(),
         "A lists itself among its other sessions"
@@ -699,31 +1211,41 @@ async fn two_browsers(demo: &Demo, a: &Browser, b: &Browser) {
     wait_text(a, &format!("{row_b} .last-used"), |t| t.ends_with(" ago")).await;
     wait_text(a, &format!("{row_b} .expires-in"), |t| t.contains(" min ")).await;
     wait_text(a, &format!("{row_b} .counter"), |t| t == "0").await;
-    click(b, "#reload").await;
+    // B counts: A sees B's counter change, still without a reload.
+    click(b, "#increment").await;
+    wait_text(a, &format!("{row_b} .counter"), |t| t == "1").await;
     find(b, &other_row(&handle_a)).await;
 
-    // A ends B's session: B's key is deleted, A's stays, the index holds A alone.
+    // A asks to end B's session, and thinks better of it: nothing happens.
     click(a, &format!("{row_b} button.end-session")).await;
+    answer_confirmation(a, &handle_b.as_str()[..12], false).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(demo.is_live(&key_b).await, "B ended without confirmation");
+    find(a, &row_b).await;
+
+    // A ends B's session, confirmed: B's session is over, A's stays, the index holds A.
+    click(a, &format!("{row_b} button.end-session")).await;
+    answer_confirmation(a, "End session", true).await;
     wait_text(a, "#notice", |t| {
         t.contains("ended") && t.contains(&handle_b.as_str()[..12])
     })
     .await;
-    find(a, "#no-other-sessions").await;
+    find_shown(a, "#no-other-sessions").await;
     wait_text(a, "#other-count", |t| t == "(0)").await;
+    wait_hidden(a, "#end-others").await;
     assert!(
-        !demo.exists(&key_b).await,
-        "B's key is gone once A ended it"
+        demo.is_over(&key_b).await,
+        "B's session is over once A ended it"
     );
-    assert!(demo.exists(&key_a).await, "A's own session stays");
+    assert!(demo.is_live(&key_a).await, "A's own session stays");
     assert_eq!(demo.sessions_of(user).await, vec![handle_a.clone()]);
 
-    // B's next page load finds no session: the login form, saying so. Its request did
-    // not bring the key back.
-    click(b, "#reload").await;
+    // B's page notices by itself (no click): the login form, saying the session is gone.
+    // Its request did not bring the session back.
     lands_on_login_form_with_session_gone(b, "B").await;
     assert!(
-        !demo.exists(&key_b).await,
-        "B's request brought its key back"
+        demo.is_over(&key_b).await,
+        "B's request brought its session back"
     );
 
     // Over plain HTTP, a third session of the user (C) and one of someone else (D): the
@@ -782,67 +1304,78 @@ async fn two_browsers(demo: &Demo, a: &Browser, b: &Browser) {
     )
     .await;
     assert_eq!(res.status, 303, "{}", res.body);
-    assert_eq!(res.header("location"), Some("/?notice=not-ended"));
+    assert_eq!(
+        demo.field(&key_c, "flash").await.as_deref(),
+        Some("not-ended"),
+        "the notice for the next page waits in the session"
+    );
     for key in [&key_a, &key_c, &key_d] {
-        assert!(demo.exists(key).await, "a refused POST ended a session");
+        assert!(demo.is_live(key).await, "a refused POST ended a session");
     }
 
     // A fresh pair: A logs out and in again, B logs in again. A sees B and C.
     click(a, "#logout").await;
     find(a, "#login-form").await;
-    assert!(!demo.exists(&key_a).await, "A's key is gone after logout");
-    log_in(a, base, user, "300").await;
-    log_in(b, base, user, "300").await;
+    assert!(
+        demo.is_over(&key_a).await,
+        "A's session is over after logout"
+    );
+    log_in(a, base, user, LONG_TTL).await;
+    log_in(b, base, user, LONG_TTL).await;
     let sid_a = sid(a).await.expect("browser A holds a session cookie");
     let sid_b = sid(b).await.expect("browser B holds a session cookie");
     let (key_a, key_b) = (demo.key(&sid_a), demo.key(&sid_b));
     let (handle_b, handle_c) = (demo.handle(&sid_b), demo.handle(&sid_c));
-    click(a, "#reload").await;
     wait_text(a, "#other-count", |t| t == "(2)").await;
     find(a, &other_row(&handle_b)).await;
     find(a, &other_row(&handle_c)).await;
     let png = find(a, "#other-sessions").await.screenshot().await.unwrap();
     std::fs::write(scratch_dir("demo").join("other-sessions.png"), png).unwrap();
 
-    // B logs out everywhere else: A and C end, B stays, D is untouched.
+    // B logs out everywhere else (no confirmation asked: B stays): A and C end, B stays,
+    // D is untouched. A's page goes to the login form by itself.
+    wait_text(b, "#other-count", |t| t == "(2)").await;
     click(b, "#end-others").await;
+    answer_confirmation(b, "other sessions", true).await;
     wait_text(b, "#notice", |t| t.contains("2 other sessions ended")).await;
-    find(b, "#no-other-sessions").await;
-    assert!(!demo.exists(&key_a).await, "A's key is gone");
-    assert!(!demo.exists(&key_c).await, "C's key is gone");
-    assert!(demo.exists(&key_b).await, "B's own session stays");
-    assert!(demo.exists(&key_d).await, "another user's session stays");
+    find_shown(b, "#no-other-sessions").await;
+    assert!(demo.is_over(&key_a).await, "A's session is over");
+    assert!(demo.is_over(&key_c).await, "C's session is over");
+    assert!(demo.is_live(&key_b).await, "B's own session stays");
+    assert!(demo.is_live(&key_d).await, "another user's session stays");
     assert_eq!(demo.sessions_of(user).await, vec![handle_b.clone()]);
-    click(a, "#reload").await;
     lands_on_login_form_with_session_gone(a, "A").await;
 
-    // A logs in once more; B logs out everywhere, itself included: both keys go, B is
-    // back at the login form, and the user has no session left. D is untouched.
-    log_in(a, base, user, "300").await;
+    // A logs in once more; B logs out everywhere, itself included, after confirming: both
+    // sessions end, B is back at the login form, and the user has no session left. D is
+    // untouched.
+    log_in(a, base, user, LONG_TTL).await;
     let sid_a = sid(a).await.expect("browser A holds a session cookie");
     let key_a = demo.key(&sid_a);
-    click(b, "#reload").await;
     find(b, &other_row(&demo.handle(&sid_a))).await;
     click(b, "#end-all").await;
+    answer_confirmation(b, "this one included", false).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        demo.is_live(&key_b).await,
+        "logged out without confirmation"
+    );
+    click(b, "#end-all").await;
+    answer_confirmation(b, "this one included", true).await;
     wait_text(b, "#notice", |t| {
         t.contains("Logged out everywhere: 2 sessions ended")
     })
     .await;
     find(b, "#login-form").await;
     assert_eq!(sid(b).await, None, "B's cookie is cleared");
-    assert!(!demo.exists(&key_a).await, "A's key is gone");
-    assert!(!demo.exists(&key_b).await, "B's key is gone");
+    assert!(demo.is_over(&key_a).await, "A's session is over");
+    assert!(demo.is_over(&key_b).await, "B's session is over");
     assert!(demo.sessions_of(user).await.is_empty());
     assert_eq!(demo.sessions_of(other_user).await, vec![handle_d]);
-    click(a, "#reload").await;
     lands_on_login_form_with_session_gone(a, "A").await;
 
-    // Nothing in Redis is tied to the user any more; D's session is all that is left.
-    let keys: Vec<String> = demo
-        .client
-        .custom(tower_redis_session::fred::cmd!("KEYS"), vec!["*"])
-        .await
-        .unwrap();
+    // Nothing in Redis is a session of the user any more; D's session is still there.
+    let keys = demo.keys().await;
     assert!(keys.contains(&key_d), "keys left: {keys:?}");
     for key in &keys {
         let kind: String = demo
