@@ -26,21 +26,37 @@
 //! }
 //! ```
 //!
+//! With these defaults the cookie is `__Host-sid` (`Secure`, `HttpOnly`, `SameSite=Lax`,
+//! `Path=/`, no `Domain`), a session lives 30 minutes without a request and 12 hours at
+//! most however active, and [`Session::set_user_id`] gives the session a new ID. Every
+//! setting is on [`RedisSessionLayer::builder`]; the [guide] tours the API and the
+//! settings.
+//!
 //! # How it works
 //!
 //! | request | Redis round trips | what happens |
 //! |---|---|---|
 //! | no cookie, handler does not write | 0 | no `Set-Cookie` |
-//! | no cookie, handler writes | 1 | new ID; hash and TTL created only if the key does not exist; `Set-Cookie` |
-//! | valid cookie, handler only reads | 1 | one script loads the hash, checks the absolute lifetime, sets `last_accessed_at`, refreshes the TTL |
-//! | valid cookie, handler writes | 2 | the load, then one script applying the changes, only if the session still exists |
-//! | cookie for a missing or expired session | 1 | a fresh, empty session; the client's ID is never adopted; the stale cookie is cleared if nothing is written |
+//! | no cookie, handler writes | 1 | new ID; hash and TTL created only if the key does not exist (a collision never overwrites); `Set-Cookie` |
+//! | valid cookie, handler only reads | 1 | one script loads the hash, checks the absolute deadline, sets `last_accessed_at`, refreshes the TTL |
+//! | valid cookie, handler writes | 2 | the load, then one script applying the changes, only if the session still exists and is not being rotated; otherwise `409 Conflict` |
+//! | cookie for a missing, expired or terminated session | 1 | a fresh, empty session; the client's ID is never adopted; the stale cookie is cleared if nothing is written |
+//! | cookie for a session rotated away or logged out | 1 | an empty session; the response never touches the cookie (the browser may hold a newer one); a write is refused with `409 Conflict` |
+//! | logout ([`Session::destroy`]) | 2 | the load, then the key is replaced by a marker; the cookie is expired |
+//! | ID rotation ([`Session::rotate_id`], or [`Session::set_user_id`]) | 4 | the load; one script marks the old key and reads it; the new key is created (only if it does not exist) from those contents plus this request's changes; the old key becomes a marker |
+//!
+//! Tying a session to a user ([`Session::set_user_id`]) adds one round trip, for the
+//! user's index. A marker is a small hash (`ended` = `rotated`, `destroyed` or
+//! `terminated`) that lives 60 seconds and grants nothing; the [data model] describes
+//! every key and field.
 //!
 //! Handlers read synchronously from the loaded copy and record changes
 //! ([`Session::insert`], [`Session::remove`], [`Session::increment`],
-//! [`Session::set_ttl`], [`Session::rotate_id`], [`Session::destroy`]). Nothing touches
-//! Redis until the handler has returned. Every script touches exactly one key, so all of
-//! this works on Redis Cluster unchanged.
+//! [`Session::set_ttl`], [`Session::set_user_id`], [`Session::rotate_id`],
+//! [`Session::destroy`]). Nothing touches Redis until the handler has returned. Every
+//! script touches exactly one key, so all of this works on Redis Cluster unchanged. What
+//! this costs in time and memory, against hand-written fred calls and tower-sessions:
+//! [performance].
 //!
 //! Without axum, the session is in the request extensions:
 //!
@@ -64,15 +80,26 @@
 //!
 //! - **No fixation.** A cookie is accepted only if it is exactly the shape of an ID this
 //!   crate makes and names a live session. Otherwise the request gets a new, empty session,
-//!   and a write gives it a new server-made ID.
-//! - **No resurrection.** Writes to an existing session apply only if its key still
-//!   exists, so a request in flight while another logs out, rotates or expires the session
-//!   cannot bring it back. Its response clears the cookie and a warning is logged.
-//! - **No lost updates between fields.** Changes are field-level; increments are
-//!   `HINCRBY`, so N concurrent increments add exactly N.
-//! - **Every session key has a TTL**, and it never reaches past the absolute lifetime.
+//!   and a write gives it a new server-made ID. Tying a session to a user rotates its ID.
+//! - **No resurrection, no false success.** Writes to an existing session apply only if
+//!   it still exists, so a request in flight while another logs out, rotates, terminates
+//!   or expires the session cannot bring it back; its response is `409 Conflict`, sends
+//!   no `Set-Cookie`, and a warning is logged.
+//! - **No lost updates.** Changes are field-level; increments are `HINCRBY`, so N
+//!   concurrent increments add exactly N; no change acknowledged on an old ID is lost by a
+//!   rotation.
+//! - **No wiped cookies.** A late request carrying the ID of a session that was rotated
+//!   away or logged out never touches the cookie; duplicate session cookies mean no
+//!   session, and no removal is sent.
+//! - **Every session key has a TTL**, and it never reaches past the absolute deadline,
+//!   which is kept to the millisecond and not moved by a rotation.
 //! - **Time comes from Redis** (`TIME` inside the scripts), so app servers with drifting
 //!   clocks agree on expiry.
+//!
+//! Rotation at login, logout, refused changes and managing a user's sessions
+//! ([`SessionManager`]) are explained in the [guide]. With the `encryption` feature, user
+//! field values are encrypted and authenticated; counters, `user_id` and the internal
+//! fields are not (the [guide's encryption section][encryption] says exactly what is).
 //!
 //! # When Redis fails
 //!
@@ -85,8 +112,12 @@
 //! [`client_builder`]).
 //!
 //! A timeout means "outcome unknown", not "not applied": a write-back that timed out may
-//! still land later. The scripts make that harmless (they never recreate a deleted
+//! still land later. The scripts make that harmless (they never recreate an ended
 //! session), and increments are at least once under faults.
+//!
+//! The production checklist (Redis settings, an ACL user, TLS, cookie settings, timeouts
+//! by risk), monitoring, measured failure behaviour, Redis Cluster and Sentinel, and a
+//! known issue of fred 10.1 on Cluster are in [operations].
 //!
 //! # Feature flags
 //!
@@ -97,6 +128,12 @@
 //! | `encryption` | encrypt user field values at rest with a key ring ([`KeyRing`], `RedisSessionLayerBuilder::encryption`) | no |
 //! | `enable-rustls` | fred's rustls TLS, for `rediss://` | no |
 //! | `enable-native-tls` | fred's native-tls TLS, for `rediss://` | no |
+//!
+//! [guide]: https://docs.rs/crate/tower-redis-session/latest/source/docs/guide.md
+//! [encryption]: https://docs.rs/crate/tower-redis-session/latest/source/docs/guide.md#encryption-at-rest
+//! [data model]: https://docs.rs/crate/tower-redis-session/latest/source/docs/data-model.md
+//! [operations]: https://docs.rs/crate/tower-redis-session/latest/source/docs/operations.md
+//! [performance]: https://docs.rs/crate/tower-redis-session/latest/source/docs/performance.md
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
