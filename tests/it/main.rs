@@ -39,6 +39,7 @@ mod expiry;
 mod failure;
 mod manager;
 mod per_request;
+mod php_interop;
 mod rotation;
 mod sentinel;
 #[cfg(any(feature = "enable-rustls", feature = "enable-native-tls"))]
