@@ -24,6 +24,8 @@ pub(crate) type ErrorResponseFn = Arc<dyn Fn(&Error) -> http::Response<Bytes> + 
 pub(crate) struct Config {
     pub(crate) key_prefix: String,
     pub(crate) plain_keys: bool,
+    /// Incoming IDs of this format are accepted besides the crate's own.
+    pub(crate) id_format: Option<crate::IdFormat>,
     pub(crate) idle_ttl: Duration,
     pub(crate) absolute_lifetime: Option<Duration>,
     pub(crate) touch_interval: Option<Duration>,
@@ -44,6 +46,7 @@ impl Default for Config {
         Self {
             key_prefix: "session:".to_owned(),
             plain_keys: false,
+            id_format: None,
             idle_ttl: DEFAULT_IDLE_TTL,
             absolute_lifetime: Some(DEFAULT_ABSOLUTE_LIFETIME),
             touch_interval: None,

@@ -5,7 +5,10 @@ use std::time::Duration;
 use cookie::Cookie;
 use http::{header, HeaderMap, HeaderValue};
 
-use crate::{config::CookieConfig, id::SessionId};
+use crate::{
+    config::CookieConfig,
+    id::{IdFormat, SessionId},
+};
 
 /// What the request's `Cookie` headers say about the session.
 #[derive(Debug, PartialEq, Eq)]
@@ -23,8 +26,9 @@ pub(crate) enum Incoming {
 }
 
 /// Looks for the one cookie named `name` across every `Cookie` header, on raw bytes so
-/// that non-UTF-8 headers cannot panic or hide a cookie.
-pub(crate) fn find(headers: &HeaderMap, name: &str) -> Incoming {
+/// that non-UTF-8 headers cannot panic or hide a cookie. Its value must be an ID of the
+/// crate's own format or, if given, of `format`.
+pub(crate) fn find(headers: &HeaderMap, name: &str, format: Option<IdFormat>) -> Incoming {
     let mut found: Option<&[u8]> = None;
     for value in headers.get_all(header::COOKIE) {
         for pair in value.as_bytes().split(|&b| b == b';') {
@@ -43,7 +47,10 @@ pub(crate) fn find(headers: &HeaderMap, name: &str) -> Incoming {
     }
     match found {
         None => Incoming::Absent,
-        Some(value) => match std::str::from_utf8(value).ok().and_then(SessionId::parse) {
+        Some(value) => match std::str::from_utf8(value)
+            .ok()
+            .and_then(|s| crate::id::parse_incoming(s, format))
+        {
             Some(id) => Incoming::Id(id),
             None => Incoming::Malformed,
         },
@@ -115,7 +122,7 @@ impl CookieConfig {
 
     fn header_value(cookie: &Cookie<'_>) -> HeaderValue {
         // Names, paths and domains are checked when the layer is built, and IDs are
-        // base64url, so the text is always a valid header value.
+        // base64url or hex, so the text is always a valid header value.
         HeaderValue::try_from(cookie.to_string())
             .expect("cookie attributes are validated when the layer is built")
     }
@@ -176,7 +183,7 @@ mod tests {
             ("no equals sign", vec![b"sid".as_slice()], Incoming::Absent),
         ];
         for (name, values, expected) in cases {
-            assert_eq!(find(&headers(&values), "sid"), expected, "{name}");
+            assert_eq!(find(&headers(&values), "sid", None), expected, "{name}");
         }
     }
 
@@ -184,7 +191,7 @@ mod tests {
     fn oversized_cookie_is_rejected() {
         let big = format!("sid={}", "A".repeat(8192));
         assert_eq!(
-            find(&headers(&[big.as_bytes()]), "sid"),
+            find(&headers(&[big.as_bytes()]), "sid", None),
             Incoming::Malformed
         );
     }

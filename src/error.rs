@@ -53,6 +53,14 @@ pub enum ConfigError {
         /// The setting.
         setting: &'static str,
     },
+    /// The accepted session-ID format ([`IdFormat`](crate::IdFormat)) is set without
+    /// `plain_keys`, or holds fewer than 16 or more than 64 bytes.
+    InvalidIdFormat {
+        /// The format given.
+        format: crate::IdFormat,
+        /// What is wrong.
+        reason: &'static str,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -73,6 +81,9 @@ impl fmt::Display for ConfigError {
             }
             Self::InvalidKey { id, reason } => write!(f, "invalid encryption key {id:?}: {reason}"),
             Self::InvalidLimit { setting } => write!(f, "`{setting}` must be at least 1"),
+            Self::InvalidIdFormat { format, reason } => {
+                write!(f, "session ID format {format:?} {reason}")
+            }
         }
     }
 }

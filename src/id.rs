@@ -7,18 +7,131 @@ use base64::Engine as _;
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 
+use crate::ConfigError;
+
 /// Random bytes in an ID: 256 bits, twice OWASP's 128-bit minimum.
 const ID_BYTES: usize = 32;
 
 /// Length of an ID in its text form: 32 bytes as URL-safe base64 without padding.
 pub(crate) const ID_LEN: usize = 43;
 
+/// The shape of session IDs another program makes, accepted from cookies besides the
+/// crate's own, for apps that share sessions with it (with
+/// [`plain_keys`](crate::RedisSessionLayerBuilder::plain_keys) only); set with
+/// [`RedisSessionLayerBuilder::id_format`](crate::RedisSessionLayerBuilder::id_format).
+///
+/// A format holds from 16 bytes (128 bits, OWASP's minimum) to 64 bytes; the layer
+/// refuses to build otherwise. Parsing is strict: exactly the format's length, only its
+/// alphabet, one text form per ID, so no key is ever built from `{`, `}`, `*`, `:`,
+/// whitespace or control bytes.
+///
+/// The layer still makes new IDs (for new sessions and rotations) in its own format, 32
+/// bytes as 43 characters of URL-safe base64, and keeps accepting those: the other
+/// program must accept them too.
+///
+/// ```
+/// use tower_redis_session::{IdFormat, SessionId};
+///
+/// // PHP's `bin2hex(random_bytes(16))`: 32 lowercase hex digits.
+/// let php = IdFormat::Hex { bytes: 16 };
+/// let id = SessionId::parse_as("0123456789abcdef0123456789abcdef", php).unwrap();
+/// assert_eq!(id.as_str(), "0123456789abcdef0123456789abcdef");
+/// assert_eq!(SessionId::parse_as("0123456789ABCDEF0123456789ABCDEF", php), None);
+/// assert_eq!(SessionId::parse_as("0123456789abcdef0123456789abcde*", php), None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IdFormat {
+    /// `bytes` bytes as URL-safe base64 without padding (`A-Z a-z 0-9 - _`), in canonical
+    /// form (no stray trailing bits). The crate's own format is `Base64Url { bytes: 32 }`.
+    Base64Url {
+        /// How many random bytes the ID holds.
+        bytes: usize,
+    },
+    /// `bytes` bytes as lowercase hexadecimal (`0-9 a-f`), `2 * bytes` characters, as
+    /// PHP's `bin2hex(random_bytes(bytes))` writes them.
+    Hex {
+        /// How many random bytes the ID holds.
+        bytes: usize,
+    },
+}
+
+impl IdFormat {
+    /// The fewest bytes a format may hold: 16 (128 bits).
+    pub const MIN_BYTES: usize = 16;
+    /// The most bytes a format may hold: 64, which keeps keys and cookies short.
+    pub const MAX_BYTES: usize = 64;
+
+    fn bytes(self) -> usize {
+        match self {
+            Self::Base64Url { bytes } | Self::Hex { bytes } => bytes,
+        }
+    }
+
+    /// Length of an ID of this format in its text form.
+    fn text_len(self) -> usize {
+        match self {
+            Self::Base64Url { bytes } => bytes.saturating_mul(4).div_ceil(3),
+            Self::Hex { bytes } => bytes.saturating_mul(2),
+        }
+    }
+
+    /// `true` if `s` is an ID of this format; assumes the format is within bounds.
+    fn accepts(self, s: &str) -> bool {
+        if s.len() != self.text_len() {
+            return false;
+        }
+        match self {
+            Self::Base64Url { bytes } => {
+                // Room for any in-bounds format; the decoder rejects characters outside
+                // the alphabet, padding and non-canonical trailing bits.
+                let mut buf = [0u8; Self::MAX_BYTES + 3];
+                URL_SAFE_NO_PAD
+                    .decode_slice(s, &mut buf)
+                    .is_ok_and(|n| n == bytes)
+            }
+            Self::Hex { .. } => s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        }
+    }
+}
+
+impl Default for IdFormat {
+    /// The crate's own format: 32 bytes as URL-safe base64.
+    fn default() -> Self {
+        Self::Base64Url { bytes: ID_BYTES }
+    }
+}
+
+/// Checks an accepted-ID format when the layer is built.
+pub(crate) fn check_format(format: IdFormat, plain_keys: bool) -> Result<(), ConfigError> {
+    let reason = if !plain_keys {
+        "applies only with `plain_keys(true)` (hashed keys need no other format)"
+    } else if format.bytes() < IdFormat::MIN_BYTES {
+        "must hold at least 16 bytes (128 bits)"
+    } else if format.bytes() > IdFormat::MAX_BYTES {
+        "must hold at most 64 bytes"
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::InvalidIdFormat { format, reason })
+}
+
+/// The longest ID a cookie may carry: ours, or one of the accepted format.
+pub(crate) fn longest(format: Option<IdFormat>) -> usize {
+    format.map_or(ID_LEN, |f| f.text_len().max(ID_LEN))
+}
+
+/// An ID from a cookie: the crate's own format, or else the accepted `format`.
+pub(crate) fn parse_incoming(s: &str, format: Option<IdFormat>) -> Option<SessionId> {
+    SessionId::parse(s).or_else(|| SessionId::parse_as(s, format?))
+}
+
 /// An opaque session ID: 32 bytes from the operating system's CSPRNG, written as
 /// 43 characters of URL-safe base64 without padding.
 ///
-/// The only ways to get one are [`SessionId::generate`] and [`SessionId::parse`], so a
-/// `SessionId` always has exactly this shape: a Redis key is never built from unchecked
-/// input. `Debug` is redacted so that IDs do not end up in logs; `Display` and
+/// The only ways to get one are [`SessionId::generate`], [`SessionId::parse`] and, for IDs
+/// another program made, [`SessionId::parse_as`], so a `SessionId` always has a checked
+/// shape: a Redis key is never built from unchecked input. `Debug` is redacted so that IDs do not end up in logs; `Display` and
 /// [`SessionId::as_str`] give the real value, for the cookie.
 ///
 /// ```
@@ -69,6 +182,14 @@ impl SessionId {
         }
     }
 
+    /// Parses the text form of an ID of the given format (and only that format): see
+    /// [`IdFormat`]. `None` also for a format outside 16 to 64 bytes.
+    #[must_use]
+    pub fn parse_as(s: &str, format: IdFormat) -> Option<Self> {
+        let in_bounds = (IdFormat::MIN_BYTES..=IdFormat::MAX_BYTES).contains(&format.bytes());
+        (in_bounds && format.accepts(s)).then(|| Self::new(s.into()))
+    }
+
     fn new(text: Box<str>) -> Self {
         let digest = digest(&text).into();
         Self { text, digest }
@@ -109,6 +230,7 @@ impl fmt::Display for SessionId {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE;
     use std::collections::HashSet;
 
     #[test]
@@ -150,6 +272,120 @@ mod tests {
         for (name, input) in cases {
             assert_eq!(SessionId::parse(input), None, "{name}");
         }
+    }
+
+    #[test]
+    fn the_default_format_is_ours() {
+        let id = SessionId::generate();
+        assert_eq!(
+            SessionId::parse_as(id.as_str(), IdFormat::default()),
+            Some(id)
+        );
+        assert_eq!(IdFormat::default().text_len(), ID_LEN);
+    }
+
+    #[test]
+    fn hex_ids_parse_in_lowercase_at_their_exact_length_only() {
+        let php = IdFormat::Hex { bytes: 16 };
+        let good = "00112233445566778899aabbccddeeff";
+        assert_eq!(SessionId::parse_as(good, php).unwrap().as_str(), good);
+        let cases: &[(&str, String)] = &[
+            ("empty", String::new()),
+            ("one short", good[1..].to_owned()),
+            ("one long", format!("{good}0")),
+            ("uppercase", good.to_uppercase()),
+            ("not hex", format!("g{}", &good[1..])),
+            ("glob", format!("*{}", &good[1..])),
+            ("hash tag", format!("{{a}}{}", &good[3..])),
+            ("colon", format!("x:{}", &good[2..])),
+            ("space", format!(" {}", &good[1..])),
+            ("tab", format!("\t{}", &good[1..])),
+            ("newline", format!("{}\n", &good[1..])),
+            ("NUL", format!("\0{}", &good[1..])),
+            ("DEL", format!("\x7f{}", &good[1..])),
+            ("multibyte", format!("é{}", &good[2..])),
+            ("0x prefix", format!("0x{}", &good[2..])),
+            ("8 KB", "a".repeat(8192)),
+        ];
+        for (name, input) in cases {
+            assert_eq!(SessionId::parse_as(input, php), None, "{name}");
+        }
+        // Ours are not hex: another format is accepted only where asked for.
+        assert_eq!(SessionId::parse(good), None);
+    }
+
+    #[test]
+    fn base64url_ids_of_other_lengths_parse_canonically() {
+        for bytes in [16, 24, 33, 48, 64] {
+            let format = IdFormat::Base64Url { bytes };
+            let text = URL_SAFE_NO_PAD.encode(vec![0xa5; bytes]);
+            assert_eq!(text.len(), format.text_len(), "{bytes}");
+            assert!(SessionId::parse_as(&text, format).is_some(), "{bytes}");
+            assert_eq!(
+                SessionId::parse_as(&text[1..], format),
+                None,
+                "{bytes} short"
+            );
+            let padded = URL_SAFE.encode(vec![0xa5; bytes]);
+            if padded != text {
+                assert_eq!(SessionId::parse_as(&padded, format), None, "{bytes} padded");
+            }
+            let plus = format!("+{}", &text[1..]);
+            assert_eq!(SessionId::parse_as(&plus, format), None, "{bytes} plus");
+        }
+        // 16 bytes are 22 characters, whose last one carries 4 bits that must be zero.
+        let format = IdFormat::Base64Url { bytes: 16 };
+        let text = URL_SAFE_NO_PAD.encode([0u8; 16]);
+        assert!(SessionId::parse_as(&text, format).is_some());
+        let stray = format!("{}B", &text[..21]);
+        assert_eq!(SessionId::parse_as(&stray, format), None);
+    }
+
+    #[test]
+    fn formats_outside_the_bounds_parse_nothing_and_do_not_build() {
+        for format in [
+            IdFormat::Hex { bytes: 15 },
+            IdFormat::Hex { bytes: 65 },
+            IdFormat::Base64Url { bytes: 0 },
+            IdFormat::Base64Url { bytes: 65 },
+            IdFormat::Hex {
+                bytes: usize::MAX / 2,
+            },
+        ] {
+            let text = "a".repeat(format.text_len().min(200));
+            assert_eq!(SessionId::parse_as(&text, format), None, "{format:?}");
+            assert!(
+                matches!(
+                    check_format(format, true),
+                    Err(ConfigError::InvalidIdFormat { .. })
+                ),
+                "{format:?}"
+            );
+        }
+        for format in [
+            IdFormat::Hex { bytes: 16 },
+            IdFormat::Base64Url { bytes: 64 },
+        ] {
+            assert_eq!(check_format(format, true), Ok(()));
+            assert!(matches!(
+                check_format(format, false),
+                Err(ConfigError::InvalidIdFormat { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn incoming_ids_are_ours_or_of_the_accepted_format() {
+        let ours = SessionId::generate();
+        let hex = "00112233445566778899aabbccddeeff";
+        let php = Some(IdFormat::Hex { bytes: 16 });
+        assert_eq!(parse_incoming(ours.as_str(), None), Some(ours.clone()));
+        assert_eq!(parse_incoming(ours.as_str(), php), Some(ours));
+        assert_eq!(parse_incoming(hex, None), None);
+        assert_eq!(parse_incoming(hex, php).unwrap().as_str(), hex);
+        assert_eq!(longest(None), ID_LEN);
+        assert_eq!(longest(php), ID_LEN);
+        assert_eq!(longest(Some(IdFormat::Hex { bytes: 64 })), 128);
     }
 
     #[test]

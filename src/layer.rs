@@ -101,6 +101,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("key_prefix", &self.key_prefix)
             .field("plain_keys", &self.plain_keys)
+            .field("id_format", &self.id_format)
             .field("idle_ttl", &self.idle_ttl)
             .field("absolute_lifetime", &self.absolute_lifetime)
             .field("touch_interval", &self.touch_interval)
@@ -163,6 +164,34 @@ impl RedisSessionLayerBuilder {
     /// (a dump, `MONITOR`, a replica) cannot take over live sessions with what they see.
     pub fn plain_keys(mut self, plain: bool) -> Self {
         self.config.plain_keys = plain;
+        self
+    }
+
+    /// With `plain_keys`, also accept session cookies holding IDs of this format, as
+    /// another program sharing the sessions makes them (see [`IdFormat`](crate::IdFormat);
+    /// PHP's `bin2hex(random_bytes(16))` is `IdFormat::Hex { bytes: 16 }`). Default: only
+    /// the crate's own IDs. New IDs are still made in the crate's own format, which the
+    /// other program must accept too. [`build`](Self::build) refuses a format without
+    /// `plain_keys`, under 16 bytes (128 bits) or over 64 bytes.
+    ///
+    /// ```
+    /// # use tower_redis_session::{fred::prelude::*, ConfigError, IdFormat, RedisSessionLayer};
+    /// # let client = Builder::default_centralized().build().unwrap();
+    /// let layer = RedisSessionLayer::builder(client.clone())
+    ///     .plain_keys(true)
+    ///     .cookie_name("sid")
+    ///     .id_format(IdFormat::Hex { bytes: 16 })
+    ///     .build();
+    /// assert!(layer.is_ok());
+    ///
+    /// let err = RedisSessionLayer::builder(client)
+    ///     .id_format(IdFormat::Hex { bytes: 16 })
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, ConfigError::InvalidIdFormat { .. }));
+    /// ```
+    pub fn id_format(mut self, format: crate::IdFormat) -> Self {
+        self.config.id_format = Some(format);
         self
     }
 
@@ -424,11 +453,14 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     if cookie.same_site == SameSite::None && !cookie.secure {
         return Err(ConfigError::SameSiteNoneNotSecure);
     }
+    if let Some(format) = config.id_format {
+        crate::id::check_format(format, config.plain_keys)?;
+    }
     // Name, ID, attributes and `Max-Age` must stay under the 4096 bytes browsers keep.
     let longest_cookie = cookie.name.len()
         + cookie.path.len()
         + cookie.domain.as_ref().map_or(0, String::len)
-        + crate::id::ID_LEN
+        + crate::id::longest(config.id_format)
         + 96;
     if longest_cookie > 4096 {
         return Err(ConfigError::InvalidCookieAttribute {

@@ -168,7 +168,7 @@ pub use crate::{
     client::{client_builder, connect, connect_lazy, Redis},
     error::{ConfigError, Error, ErrorKind, SessionError},
     future::ResponseFuture,
-    id::SessionId,
+    id::{IdFormat, SessionId},
     layer::{RedisSessionLayer, RedisSessionLayerBuilder},
     manager::{SessionHandle, SessionInfo, SessionManager, SessionStats},
     model::RESERVED_FIELDS,
@@ -192,7 +192,7 @@ pub mod fuzzing {
 
     /// The session ID the layer would read from these headers, if any.
     pub fn session_cookie(headers: &http::HeaderMap, name: &str) -> Option<SessionId> {
-        match crate::cookie::find(headers, name) {
+        match crate::cookie::find(headers, name, None) {
             crate::cookie::Incoming::Id(id) => Some(id),
             _ => None,
         }

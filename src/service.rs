@@ -64,7 +64,7 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let config = &self.shared.config;
-        let incoming = cookie::find(req.headers(), &config.cookie.name);
+        let incoming = cookie::find(req.headers(), &config.cookie.name, config.id_format);
         if let Incoming::Id(id) = incoming {
             // The inner service is called only once the session is loaded, so take the
             // instance that `poll_ready` readied and leave a clone in its place. See

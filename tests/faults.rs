@@ -1,6 +1,6 @@
 //! Faults under load, on 127.0.0.1 only, each against a `redis-server` of its own: SIGKILL
 //! with an AOF, SIGSTOP, Redis down at start, connection churn, two app instances on one
-//! Redis, a connection limit, out of memory, and the ACL user of `docs/production.md`.
+//! Redis, a connection limit, out of memory, and the ACL user of `docs/operations.md`.
 //!
 //! Every test prints its figures (`cargo test --test faults -- --nocapture`). Counts are
 //! kept small (100 sessions, a few hundred requests per fault) so the whole file runs in

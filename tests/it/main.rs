@@ -40,6 +40,7 @@ mod failure;
 mod manager;
 mod peer;
 mod per_request;
+mod php_interop;
 mod rotation;
 mod sentinel;
 #[cfg(any(feature = "enable-rustls", feature = "enable-native-tls"))]

@@ -2,7 +2,7 @@
 //! `redis-server` of the test's own that the test signals by its PID (SIGKILL, SIGSTOP,
 //! SIGCONT) and restarts on the same port and directory (so its AOF survives), a blocking
 //! RESP connection independent of fred for admin commands (it keeps working while fred
-//! reconnects), the ACL user of `docs/production.md`, and a small app behind the layer.
+//! reconnects), the ACL user of `docs/operations.md`, and a small app behind the layer.
 //!
 //! Every server is killed by its own PID when dropped, and by the watchdog of
 //! `support/reaper.rs` when the test binary exits however it exits.
@@ -211,7 +211,7 @@ impl Redis {
         lines.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
-    /// Creates the ACL user of `docs/production.md` (its `ACL SETUSER` line as written
+    /// Creates the ACL user of `docs/operations.md` (its `ACL SETUSER` line as written
     /// there, with `password`) and returns a URL that logs in as it.
     pub fn create_documented_acl_user(&self, password: &str) -> String {
         let line = documented_acl_line();
@@ -240,10 +240,10 @@ impl Drop for Redis {
     }
 }
 
-/// The one `ACL SETUSER` line of `docs/production.md` (the production checklist), as
+/// The one `ACL SETUSER` line of `docs/operations.md` (the production checklist), as
 /// written there.
 pub fn documented_acl_line() -> String {
-    let doc = include_str!("../../docs/production.md");
+    let doc = include_str!("../../docs/operations.md");
     let lines: Vec<&str> = doc
         .lines()
         .map(str::trim)
@@ -252,7 +252,7 @@ pub fn documented_acl_line() -> String {
     assert_eq!(
         lines.len(),
         1,
-        "docs/production.md must hold exactly one ACL SETUSER line"
+        "docs/operations.md must hold exactly one ACL SETUSER line"
     );
     lines[0].to_owned()
 }
