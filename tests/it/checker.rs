@@ -853,13 +853,14 @@ impl<'a> Oracle<'a> {
         self.ids[id].ended.filter(|(at, _)| *at <= t).map(|(_, e)| e)
     }
 
-    /// Something may have ended `id` by `t` without the model knowing it for sure: an
-    /// operator call that may have reached it, a request that may have ended it with an
-    /// unknown outcome, its absolute deadline, idle expiry.
-    fn may_have_ended(&self, id: &str, t: Duration) -> bool {
+    /// `id` may be gone from Redis by `t` without the model knowing it for sure, the way a
+    /// session is gone that the app must treat as missing (stale cookie cleared, a write
+    /// starts a new session): an operator call that may have reached it, its absolute
+    /// deadline, idle expiry.
+    fn may_be_gone(&self, id: &str, t: Duration) -> bool {
         let info = &self.ids[id];
         let lineage = &self.lineages[info.lineage];
-        let touches = self.ops.iter().any(|op| {
+        let touched = self.ops.iter().any(|op| {
             op.start <= t
                 && op.end >= info.issue_start
                 && match &op.what {
@@ -871,25 +872,59 @@ impl<'a> Oracle<'a> {
                     }
                 }
         });
-        // A logout in flight has ended the session in Redis before its response; a
-        // rotation or login whose outcome is unknown may have moved it. (A rotation that
-        // is acknowledged ends the old ID when its response arrives: until then the
-        // session lives on, moved or not.)
-        let unknown_end = self.requests_with(id).any(|r| {
-            r.op.ends()
-                && r.start <= t
-                && !r.refused()
-                && (r.op == Op::Logout
-                    || r.unknown()
-                    || !matches!(&r.change, CookieChange::Set(n)
-                        if self.ids.get(n).is_some_and(|c| c.parent.as_deref() == Some(id))))
-        });
         let deadline = self
             .settings
             .lifetime
             .is_some_and(|l| t + SLACK >= lineage.created_start + l);
         let idle = t >= info.last_seen + MIN_IDLE;
-        touches || unknown_end || deadline || idle
+        touched || deadline || idle
+    }
+
+    /// A request may have ended `id` by `t` without the model knowing it for sure: a
+    /// logout in flight (it ends the session in Redis before its response arrives), a
+    /// rotation, login or logout whose outcome is unknown. (An acknowledged rotation ends
+    /// the old ID when its response arrives: until then the session lives on, moved or
+    /// not.)
+    fn may_be_ending(&self, id: &str, t: Duration) -> bool {
+        self.requests_with(id).any(|r| {
+            r.op.ends()
+                && r.start <= t
+                && !r.refused()
+                && (r.op == Op::Logout || r.unknown() || !self.rotates(r, id))
+        })
+    }
+
+    /// `r` (carrying `id`) rotated it: its response set a child of `id`.
+    fn rotates(&self, r: &Req, id: &str) -> bool {
+        matches!(&r.change, CookieChange::Set(n)
+            if self.ids.get(n).is_some_and(|c| c.parent.as_deref() == Some(id)))
+    }
+
+    /// The session `id` certainly lives at `t`.
+    fn lives(&self, id: &str, t: Duration) -> bool {
+        self.ended_by(id, t).is_none() && !self.may_be_gone(id, t) && !self.may_be_ending(id, t)
+    }
+
+    /// What the cookie the request carried allows its response to do to the browser's
+    /// cookie: set a new session when it carried none; set the rotated ID or clear at its
+    /// own logout; clear or start over when its session is missing (terminated, expired).
+    /// A request whose session was rotated away or destroyed by another request, or
+    /// lives, leaves the cookie alone.
+    fn may_replace_cookie(&self, r: &Req) -> bool {
+        match (r.sent.as_deref(), &r.change) {
+            (None, CookieChange::Set(_)) => true,
+            (None, _) => false,
+            (Some(sent), change) => {
+                if !self.ids.contains_key(sent) {
+                    return true;
+                }
+                let own_logout = r.op == Op::Logout && r.acked() && r.loaded == Some(true);
+                self.rotates(r, sent)
+                    || (own_logout && *change == CookieChange::Clear)
+                    || self.ended_by(sent, r.end) == Some(End::Terminated)
+                    || self.may_be_gone(sent, r.end)
+            }
+        }
     }
 
     fn check_history(&self) {
@@ -975,7 +1010,7 @@ impl<'a> Oracle<'a> {
                     _ => None,
                 };
                 if let Some(check) = check {
-                    if self.ended_by(held, r.end).is_none() && !self.may_have_ended(held, r.end) {
+                    if self.lives(held, r.end) && !self.may_replace_cookie(r) {
                         let what = format!("{who}; the jar held {}", self.label(Some(held)));
                         self.violation(check, what, Some(held));
                     }
@@ -1110,7 +1145,10 @@ impl<'a> Oracle<'a> {
                 continue;
             }
             if !live {
-                if !self.may_have_ended(&id, snap.at) && self.reqs[info.issued_by].acked() {
+                if !self.may_be_gone(&id, snap.at)
+                    && !self.may_be_ending(&id, snap.at)
+                    && self.reqs[info.issued_by].acked()
+                {
                     self.violation(
                         "live session lost",
                         format!("{label} ({stored:?})"),
@@ -1432,8 +1470,9 @@ async fn randomized_browsers_and_an_operator_get_what_each_response_promised(top
     let mut failed = Vec::new();
     for seed in first..first + seeds {
         let (report, ok) = run_once(topology, Settings::new(seed)).await;
-        eprint!("{report}");
-        if !ok {
+        if ok {
+            eprint!("{report}");
+        } else {
             failed.push(report);
         }
     }
