@@ -339,7 +339,14 @@ struct Sent {
     body: String,
 }
 
-async fn send(run: Arc<Run>, instance: usize, op: Op, arg: String, sent: Option<String>, delay: u64) -> Sent {
+async fn send(
+    run: Arc<Run>,
+    instance: usize,
+    op: Op,
+    arg: String,
+    sent: Option<String>,
+    delay: u64,
+) -> Sent {
     let mut req = Request::builder()
         .method(if op == Op::Read { "GET" } else { "POST" })
         .uri(format!("/{}", op.path()))
@@ -354,8 +361,16 @@ async fn send(run: Arc<Run>, instance: usize, op: Op, arg: String, sent: Option<
     let reply = tokio::time::timeout(HANG, async move {
         let res = router.oneshot(req).await.unwrap();
         let (parts, body) = res.into_parts();
-        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        (parts.status.as_u16(), parts.headers, String::from_utf8_lossy(&body).into_owned())
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        (
+            parts.status.as_u16(),
+            parts.headers,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
     })
     .await;
     let (status, headers, body) = reply.unwrap_or((0, HeaderMap::new(), String::new()));
@@ -415,7 +430,14 @@ async fn browser(run: Arc<Run>, index: usize) -> Vec<Req> {
             };
             let instance = rng.random_range(0..run.apps.len());
             let delay = delay_us(&mut rng);
-            in_flight.spawn(send(Arc::clone(&run), instance, op, arg, jar.clone(), delay));
+            in_flight.spawn(send(
+                Arc::clone(&run),
+                instance,
+                op,
+                arg,
+                jar.clone(),
+                delay,
+            ));
         }
         let Some(done) = in_flight.join_next().await else {
             break;
@@ -543,14 +565,24 @@ async fn faults(run: Arc<Run>, ports: Vec<u16>) -> Vec<FaultEvent> {
         let start = run.now();
         let (args, what, lasts) = if rng.random_bool(0.5) {
             (
-                vec!["CLIENT".to_owned(), "KILL".into(), "TYPE".into(), "normal".into()],
+                vec![
+                    "CLIENT".to_owned(),
+                    "KILL".into(),
+                    "TYPE".into(),
+                    "normal".into(),
+                ],
                 format!("CLIENT KILL TYPE normal on :{port}"),
                 Duration::ZERO,
             )
         } else {
             let ms = run.settings.command_timeout.as_millis() as u64 + rng.random_range(200..800);
             (
-                vec!["CLIENT".to_owned(), "PAUSE".into(), ms.to_string(), "ALL".into()],
+                vec![
+                    "CLIENT".to_owned(),
+                    "PAUSE".into(),
+                    ms.to_string(),
+                    "ALL".into(),
+                ],
                 format!("CLIENT PAUSE {ms} ALL on :{port}"),
                 Duration::from_millis(ms),
             )
@@ -680,6 +712,9 @@ struct Lineage {
     depth: usize,
 }
 
+/// Check → what broke it, each with the session ID it is about.
+type Violations = BTreeMap<&'static str, Vec<(String, Option<String>)>>;
+
 struct Oracle<'a> {
     settings: &'a Settings,
     reqs: Vec<Req>,
@@ -687,13 +722,18 @@ struct Oracle<'a> {
     ids: HashMap<String, IdInfo>,
     by_handle: HashMap<String, String>,
     lineages: Vec<Lineage>,
-    violations: RefCell<BTreeMap<&'static str, Vec<(String, Option<String>)>>>,
+    violations: RefCell<Violations>,
     /// Requests (indices) by the cookie they carried.
     by_sent: HashMap<String, Vec<usize>>,
 }
 
 impl<'a> Oracle<'a> {
-    fn new(settings: &'a Settings, mut reqs: Vec<Req>, ops: Vec<OpEvent>, manager: &SessionManager) -> Self {
+    fn new(
+        settings: &'a Settings,
+        mut reqs: Vec<Req>,
+        ops: Vec<OpEvent>,
+        manager: &SessionManager,
+    ) -> Self {
         reqs.sort_by_key(|r| r.end);
         let mut oracle = Self {
             settings,
@@ -720,10 +760,10 @@ impl<'a> Oracle<'a> {
     fn label(&self, id: Option<&str>) -> String {
         match id {
             None => "none".into(),
-            Some(id) => self
-                .ids
-                .get(id)
-                .map_or_else(|| format!("?{}", &id[..6.min(id.len())]), |i| i.label.clone()),
+            Some(id) => self.ids.get(id).map_or_else(
+                || format!("?{}", &id[..6.min(id.len())]),
+                |i| i.label.clone(),
+            ),
         }
     }
 
@@ -805,10 +845,12 @@ impl<'a> Oracle<'a> {
             };
             info.last_seen = info.last_seen.max(r.start);
             let lineage = info.lineage;
-            if r.op == Op::Logout && r.acked() && r.loaded == Some(true) {
-                if info.ended.map_or(true, |(t, _)| r.end < t) {
-                    info.ended = Some((r.end, End::Destroyed));
-                }
+            if r.op == Op::Logout
+                && r.acked()
+                && r.loaded == Some(true)
+                && info.ended.map_or(true, |(t, _)| r.end < t)
+            {
+                info.ended = Some((r.end, End::Destroyed));
             }
             if r.op == Op::Login {
                 self.lineages[lineage].users.insert(r.arg.clone());
@@ -850,7 +892,10 @@ impl<'a> Oracle<'a> {
     }
 
     fn ended_by(&self, id: &str, t: Duration) -> Option<End> {
-        self.ids[id].ended.filter(|(at, _)| *at <= t).map(|(_, e)| e)
+        self.ids[id]
+            .ended
+            .filter(|(at, _)| *at <= t)
+            .map(|(_, e)| e)
     }
 
     /// `id` may be gone from Redis by `t` without the model knowing it for sure, the way a
@@ -900,6 +945,15 @@ impl<'a> Oracle<'a> {
             if self.ids.get(n).is_some_and(|c| c.parent.as_deref() == Some(id)))
     }
 
+    /// At `t`, the absolute deadline of `id`'s session is less than a second away (a
+    /// deadline kept in whole seconds would have passed).
+    fn in_last_second(&self, id: &str, t: Duration) -> bool {
+        let created = self.lineages[self.ids[id].lineage].created_start;
+        self.settings
+            .lifetime
+            .is_some_and(|l| t + Duration::from_secs(1) + SLACK >= created + l)
+    }
+
     /// The session `id` certainly lives at `t`.
     fn lives(&self, id: &str, t: Duration) -> bool {
         self.ended_by(id, t).is_none() && !self.may_be_gone(id, t) && !self.may_be_ending(id, t)
@@ -934,7 +988,11 @@ impl<'a> Oracle<'a> {
                 "b{} {:?}{} sent {} at {:?}..{:?} (instance {}): {} {:?} body {:?}",
                 r.browser,
                 r.op,
-                if r.arg.is_empty() { String::new() } else { format!("({})", r.arg) },
+                if r.arg.is_empty() {
+                    String::new()
+                } else {
+                    format!("({})", r.arg)
+                },
                 self.label(r.sent.as_deref()),
                 r.start,
                 r.end,
@@ -953,7 +1011,11 @@ impl<'a> Oracle<'a> {
                 self.violation("refusal touches the cookie", who.clone(), r.sent.as_deref());
             }
             if let CookieChange::Several(_) = r.change {
-                self.violation("several session cookies in one response", who.clone(), r.sent.as_deref());
+                self.violation(
+                    "several session cookies in one response",
+                    who.clone(),
+                    r.sent.as_deref(),
+                );
             }
             if r.acked()
                 && r.op.writes()
@@ -999,7 +1061,11 @@ impl<'a> Oracle<'a> {
                 }
             }
             // The browser's cookie, as the browser applies it.
-            if let Some(held) = r.jar_before.as_deref().filter(|h| self.ids.contains_key(*h)) {
+            if let Some(held) = r
+                .jar_before
+                .as_deref()
+                .filter(|h| self.ids.contains_key(*h))
+            {
                 let check = match &r.change {
                     CookieChange::Clear => Some("cookie cleared while its session lives"),
                     CookieChange::Set(new)
@@ -1009,8 +1075,16 @@ impl<'a> Oracle<'a> {
                     }
                     _ => None,
                 };
-                if let Some(check) = check {
+                if let Some(mut check) = check {
                     if self.lives(held, r.end) && !self.may_replace_cookie(r) {
+                        // It found its own session missing a little before its deadline.
+                        if self.in_last_second(held, r.end)
+                            && r.sent.as_deref() == Some(held)
+                            && r.loaded == Some(false)
+                        {
+                            check =
+                                "session ended before its absolute deadline (in its last second)";
+                        }
                         let what = format!("{who}; the jar held {}", self.label(Some(held)));
                         self.violation(check, what, Some(held));
                     }
@@ -1093,7 +1167,11 @@ impl<'a> Oracle<'a> {
                         || *ttl <= 0
                         || *ttl > MARKER_TTL_MS
                     {
-                        self.violation("malformed marker", format!("{key}: {kind} ttl {ttl}"), None);
+                        self.violation(
+                            "malformed marker",
+                            format!("{key}: {kind} ttl {ttl}"),
+                            None,
+                        );
                     }
                 }
                 Stored::Other(hash, ttl) => {
@@ -1110,12 +1188,16 @@ impl<'a> Oracle<'a> {
                         let index = format!("{prefix}user:{}", digest(user));
                         let member = &key[prefix.len()..];
                         if !snap.indexes.get(&index).is_some_and(|m| m.contains(member)) {
-                            let id = self
-                                .by_handle
-                                .get(member)
-                                .cloned();
-                            let what = format!("{} tied to {user} is not in {index}", self.label(id.as_deref()));
-                            self.violation("tied session missing from its user's index", what, id.as_deref());
+                            let id = self.by_handle.get(member).cloned();
+                            let what = format!(
+                                "{} tied to {user} is not in {index}",
+                                self.label(id.as_deref())
+                            );
+                            self.violation(
+                                "tied session missing from its user's index",
+                                what,
+                                id.as_deref(),
+                            );
                         }
                     }
                 }
@@ -1149,11 +1231,17 @@ impl<'a> Oracle<'a> {
                     && !self.may_be_ending(&id, snap.at)
                     && self.reqs[info.issued_by].acked()
                 {
-                    self.violation(
-                        "live session lost",
-                        format!("{label} ({stored:?})"),
-                        Some(&id),
+                    let lineage = &self.lineages[info.lineage];
+                    let what = format!(
+                        "{label} ({stored:?}), created at {:?}..{:?}, looked at {:?}",
+                        lineage.created_start, lineage.created_end, snap.at
                     );
+                    let check = if self.in_last_second(&id, snap.at) {
+                        "session ended before its absolute deadline (in its last second)"
+                    } else {
+                        "live session lost"
+                    };
+                    self.violation(check, what, Some(&id));
                 }
                 continue;
             }
@@ -1210,7 +1298,10 @@ impl<'a> Oracle<'a> {
         if n < acked {
             self.violation(
                 "acknowledged increment lost",
-                format!("{label}: counter {n}, {acked} increments acknowledged on its IDs ({} lost)", acked - n),
+                format!(
+                    "{label}: counter {n}, {acked} increments acknowledged on its IDs ({} lost)",
+                    acked - n
+                ),
                 Some(id),
             );
         }
@@ -1224,7 +1315,10 @@ impl<'a> Oracle<'a> {
         if !lost_writes.is_empty() {
             self.violation(
                 "acknowledged write lost",
-                format!("{label}: {} acknowledged writes missing: {lost_writes:?}", lost_writes.len()),
+                format!(
+                    "{label}: {} acknowledged writes missing: {lost_writes:?}",
+                    lost_writes.len()
+                ),
                 Some(id),
             );
         }
@@ -1263,7 +1357,11 @@ impl<'a> Oracle<'a> {
                     r.browser,
                     r.instance,
                     r.op,
-                    if r.arg.is_empty() { String::new() } else { format!("({})", r.arg) },
+                    if r.arg.is_empty() {
+                        String::new()
+                    } else {
+                        format!("({})", r.arg)
+                    },
                     self.label(r.sent.as_deref()),
                     r.status,
                     self.change_label(&r.change),
@@ -1293,7 +1391,10 @@ impl<'a> Oracle<'a> {
                 Manage::List(u) => format!("list({u})"),
                 Manage::Terminate(u, h) => format!("terminate({u}, {})", show(h)),
                 Manage::TerminateAll(u, e) => {
-                    format!("terminate_all({u}, except {})", e.as_ref().map_or("none".into(), show))
+                    format!(
+                        "terminate_all({u}, except {})",
+                        e.as_ref().map_or("none".into(), show)
+                    )
                 }
             };
             lines.push((
@@ -1440,7 +1541,13 @@ async fn run_once(topology: Topology, settings: Settings) -> (String, bool) {
         snap.keys.len(),
     );
     for f in &fault_events {
-        let _ = writeln!(report, "  fault {:.3}..{:.3} {}", f.start.as_secs_f64(), f.end.as_secs_f64(), f.what);
+        let _ = writeln!(
+            report,
+            "  fault {:.3}..{:.3} {}",
+            f.start.as_secs_f64(),
+            f.end.as_secs_f64(),
+            f.what
+        );
     }
     let ok = oracle.violations.borrow().is_empty();
     for (check, found) in oracle.violations.borrow().iter() {
@@ -1476,7 +1583,12 @@ async fn randomized_browsers_and_an_operator_get_what_each_response_promised(top
             failed.push(report);
         }
     }
-    assert!(failed.is_empty(), "{} of {seeds} seeds failed:\n{}", failed.len(), failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "{} of {seeds} seeds failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }
 
 session_tests! {
