@@ -623,7 +623,10 @@ enum Stored {
 }
 
 struct Snapshot {
-    at: Duration,
+    /// When the key listing came back: a key not in it was missing by then.
+    listed_at: Duration,
+    /// Per key: just before its TTL was read, and just after its contents were.
+    read_at: HashMap<String, (Duration, Duration)>,
     keys: Vec<String>,
     /// Key → contents, for session keys (not user indexes).
     sessions: HashMap<String, Stored>,
@@ -632,16 +635,18 @@ struct Snapshot {
 }
 
 async fn snapshot(client: &Client, prefix: &str, owns_keyspace: bool, t0: Instant) -> Snapshot {
-    let at = t0.elapsed();
     let keys = if owns_keyspace {
         all_keys(client).await
     } else {
         keys_matching(client, &format!("{prefix}*")).await
     };
+    let listed_at = t0.elapsed();
+    let mut read_at = HashMap::new();
     let mut sessions = HashMap::new();
     let mut pttl = HashMap::new();
     let mut indexes = HashMap::new();
     for key in &keys {
+        let before = t0.elapsed();
         let ttl: i64 = client.pttl(key).await.unwrap();
         pttl.insert(key.clone(), ttl);
         let Some(suffix) = key.strip_prefix(prefix) else {
@@ -656,6 +661,7 @@ async fn snapshot(client: &Client, prefix: &str, owns_keyspace: bool, t0: Instan
             continue;
         }
         let hash: HashMap<String, String> = client.hgetall(key).await.unwrap_or_default();
+        read_at.insert(key.clone(), (before, t0.elapsed()));
         let stored = if hash.len() == 1 && hash.contains_key("ended") {
             Stored::Marker(hash["ended"].clone(), ttl)
         } else if hash.contains_key("created_at") && !hash.contains_key("ended") {
@@ -668,7 +674,8 @@ async fn snapshot(client: &Client, prefix: &str, owns_keyspace: bool, t0: Instan
         sessions.insert(key.clone(), stored);
     }
     Snapshot {
-        at,
+        listed_at,
+        read_at,
         keys,
         sessions,
         pttl,
@@ -1004,6 +1011,11 @@ impl<'a> Oracle<'a> {
             match r.status {
                 200 | 409 => {}
                 503 if faults => {}
+                503 => self.violation(
+                    "503 without an injected fault (a command timed out)",
+                    who.clone(),
+                    r.sent.as_deref(),
+                ),
                 0 => self.violation("request hung", who.clone(), r.sent.as_deref()),
                 _ => self.violation("unexpected status", who.clone(), r.sent.as_deref()),
             }
@@ -1144,7 +1156,14 @@ impl<'a> Oracle<'a> {
     }
 
     fn check_redis(&self, snap: &Snapshot, prefix: &str, owns_keyspace: bool) {
-        let issued: Vec<String> = self.ids.keys().cloned().collect();
+        let lengths: BTreeSet<usize> = self.ids.keys().map(String::len).collect();
+        let raw_id_in = |key: &str| {
+            lengths.iter().any(|&len| {
+                key.as_bytes()
+                    .windows(len)
+                    .any(|w| std::str::from_utf8(w).is_ok_and(|w| self.ids.contains_key(w)))
+            })
+        };
         for key in &snap.keys {
             if !key.starts_with(prefix) {
                 if owns_keyspace {
@@ -1156,7 +1175,7 @@ impl<'a> Oracle<'a> {
             if !key[prefix.len()..].starts_with("user:") && ttl < 0 && ttl != -2 {
                 self.violation("key without a TTL", format!("{key} ({ttl})"), None);
             }
-            if issued.iter().any(|id| key.contains(id.as_str())) {
+            if raw_id_in(key) {
                 self.violation("raw session ID in a key", key.clone(), None);
             }
         }
@@ -1215,6 +1234,11 @@ impl<'a> Oracle<'a> {
                 .unwrap_or(Stored::Missing);
             let label = info.label.clone();
             let live = matches!(stored, Stored::Live(..));
+            let (before, seen) = snap
+                .read_at
+                .get(&info.key)
+                .copied()
+                .unwrap_or((snap.listed_at, snap.listed_at));
             if let Some((at, end)) = info.ended {
                 if live {
                     let check = match end {
@@ -1227,16 +1251,16 @@ impl<'a> Oracle<'a> {
                 continue;
             }
             if !live {
-                if !self.may_be_gone(&id, snap.at)
-                    && !self.may_be_ending(&id, snap.at)
+                if !self.may_be_gone(&id, seen)
+                    && !self.may_be_ending(&id, seen)
                     && self.reqs[info.issued_by].acked()
                 {
                     let lineage = &self.lineages[info.lineage];
                     let what = format!(
                         "{label} ({stored:?}), created at {:?}..{:?}, looked at {:?}",
-                        lineage.created_start, lineage.created_end, snap.at
+                        lineage.created_start, lineage.created_end, seen
                     );
-                    let check = if self.in_last_second(&id, snap.at) {
+                    let check = if self.in_last_second(&id, seen) {
                         "session ended before its absolute deadline (in its last second)"
                     } else {
                         "live session lost"
@@ -1250,7 +1274,7 @@ impl<'a> Oracle<'a> {
             };
             if let Some(lifetime) = self.settings.lifetime {
                 let deadline = self.lineages[info.lineage].created_end + lifetime + SLACK;
-                let expires = snap.at + Duration::from_millis(ttl.max(0) as u64);
+                let expires = before + Duration::from_millis(ttl.max(0) as u64);
                 if expires > deadline {
                     self.violation(
                         "key TTL past the absolute deadline",
