@@ -32,6 +32,7 @@ macro_rules! session_tests {
 #[path = "../support/mod.rs"]
 mod support;
 
+mod checker;
 mod cluster_faults;
 mod concurrency;
 mod cookies;
