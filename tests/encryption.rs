@@ -32,6 +32,7 @@ struct App {
 async fn app(server: &RedisServer, ring: &str, policy: DecryptFailure) -> App {
     let client = server.client().await;
     let layer = RedisSessionLayer::builder(client.clone())
+        .cookie_name("sid")
         .encryption(KeyRing::parse(ring).unwrap())
         .on_decrypt_failure(policy)
         .build()

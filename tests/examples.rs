@@ -79,7 +79,7 @@ impl Running {
 
 /// A `Cookie` header value carrying the session ID.
 fn cookie_header(sid: &str) -> String {
-    format!("sid={sid}")
+    format!("__Host-sid={sid}")
 }
 
 /// `examples/hyper.rs`: visits counted, a name kept, logout deletes the session.
@@ -90,13 +90,13 @@ async fn hyper_example_counts_visits_remembers_a_name_and_logs_out() {
     let res = request("GET", &app.url("/"), &[], "").await;
     assert_eq!(res.status, 200);
     assert_eq!(res.body, "hello stranger, visit 1\n");
-    let sid = res.cookie("sid").expect("the first write sets the cookie");
+    let sid = res.cookie("__Host-sid").expect("the first write sets the cookie");
     let cookie = cookie_header(&sid);
     let with_cookie = [("cookie", cookie.as_str())];
 
     let res = request("GET", &app.url("/"), &with_cookie, "").await;
     assert_eq!(res.body, "hello stranger, visit 2\n");
-    assert_eq!(res.cookie("sid"), None, "a live session sets no new cookie");
+    assert_eq!(res.cookie("__Host-sid"), None, "a live session sets no new cookie");
 
     let res = request("POST", &app.url("/name"), &with_cookie, "ferris").await;
     assert_eq!((res.status, res.body.as_str()), (200, "name saved\n"));
@@ -110,17 +110,23 @@ async fn hyper_example_counts_visits_remembers_a_name_and_logs_out() {
     let res = request("POST", &app.url("/logout"), &with_cookie, "").await;
     assert_eq!(res.status, 200);
     assert_eq!(
-        res.cookie("sid").as_deref(),
+        res.cookie("__Host-sid").as_deref(),
         Some(""),
         "the cookie is cleared"
     );
-    assert!(app.keys().await.is_empty(), "the key is deleted");
+    assert_eq!(
+        app.hash(&sid).await.get("ended").map(String::as_str),
+        Some("destroyed"),
+        "the session is replaced by a marker"
+    );
 
-    // The old cookie starts nothing: a new session with a new ID.
+    // A late request still carrying the old cookie (one sent before the logout landed)
+    // gets nothing, changes nothing, and leaves the cookie alone: the browser may have
+    // logged in again meanwhile.
     let res = request("GET", &app.url("/"), &with_cookie, "").await;
-    assert_eq!(res.body, "hello stranger, visit 1\n");
-    let new_sid = res.cookie("sid").expect("a new session");
-    assert!(!new_sid.is_empty() && new_sid != sid);
+    assert_eq!(res.status, 409, "{}", res.body);
+    assert_eq!(res.cookie("__Host-sid"), None);
+    assert_eq!(app.keys().await.len(), 1, "nothing but the marker");
 }
 
 /// `examples/tonic.rs`: its client mode calls its server three times, sending the cookie
@@ -167,7 +173,7 @@ async fn login_example_rotates_the_id_at_login_protects_me_and_logs_out() {
     // A session from before the login (a visit counter, like a cart).
     let res = request("GET", &app.url("/"), &[], "").await;
     assert_eq!(res.body, "visit 1, not logged in\n");
-    let before = res.cookie("sid").expect("the visit starts a session");
+    let before = res.cookie("__Host-sid").expect("the visit starts a session");
     let before_cookie = cookie_header(&before);
 
     // A wrong password changes nothing.
@@ -179,7 +185,7 @@ async fn login_example_rotates_the_id_at_login_protects_me_and_logs_out() {
     )
     .await;
     assert_eq!(res.status, 401);
-    assert_eq!(res.cookie("sid"), None);
+    assert_eq!(res.cookie("__Host-sid"), None);
 
     // The right one moves the session to a new ID.
     let res = request(
@@ -191,11 +197,12 @@ async fn login_example_rotates_the_id_at_login_protects_me_and_logs_out() {
     .await;
     assert_eq!(res.status, 303, "{}", res.body);
     assert_eq!(res.header("location"), Some("/me"));
-    let after = res.cookie("sid").expect("login sets the rotated cookie");
+    let after = res.cookie("__Host-sid").expect("login sets the rotated cookie");
     assert!(!after.is_empty() && after != before, "a new ID at login");
-    assert!(
-        app.hash(&before).await.is_empty(),
-        "the old ID's key is gone"
+    assert_eq!(
+        app.hash(&before).await.get("ended").map(String::as_str),
+        Some("rotated"),
+        "the old ID's key is only a marker"
     );
     let hash = app.hash(&after).await;
     assert_eq!(hash.get("user").map(String::as_str), Some("ferris"));
@@ -225,11 +232,15 @@ async fn login_example_rotates_the_id_at_login_protects_me_and_logs_out() {
     .await;
     assert_eq!(res.status, 303);
     assert_eq!(
-        res.cookie("sid").as_deref(),
+        res.cookie("__Host-sid").as_deref(),
         Some(""),
         "the cookie is cleared"
     );
-    assert!(app.keys().await.is_empty(), "the key is deleted");
+    assert_eq!(
+        app.hash(&after).await.get("ended").map(String::as_str),
+        Some("destroyed"),
+        "the session is replaced by a marker"
+    );
     let res = request("GET", &app.url("/me"), &[("cookie", &after_cookie)], "").await;
     assert_eq!(
         (res.status, res.body.as_str()),
