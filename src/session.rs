@@ -134,6 +134,8 @@ struct State {
     user_id: Option<String>,
     /// The user this request ties the session to.
     tie: Option<String>,
+    /// The session's CSRF token, as this request sees it.
+    csrf: Option<String>,
     rotate: bool,
     destroy: bool,
 }
@@ -257,6 +259,7 @@ impl Session {
                 }
                 model::CREATED_AT => state.created_at = crate::time::parse_rfc3339(&value),
                 model::USER_ID => state.user_id = Some(value),
+                model::CSRF_TOKEN => state.csrf = Some(value),
                 _ if is_reserved(&name) => {}
                 _ => {
                     state.size += name.len() + value.len();
@@ -513,6 +516,51 @@ impl Session {
         state.rotate = false;
         state.ttl_changed = false;
         state.tie = None;
+        state.csrf = None;
+    }
+
+    /// The session's CSRF token, for a hidden field of every form (or a header of every
+    /// script request) that changes something: made on first use (a write, so a new
+    /// session is then stored), kept with the session, and replaced at every rotation.
+    /// Check what comes back with [`verify_csrf_token`](Self::verify_csrf_token).
+    ///
+    /// `SameSite=Lax` (the default) already stops cross-site form posts; a token is still
+    /// needed for state-changing `GET`s, for sibling hosts of the same site, for
+    /// `SameSite=None` cookies, and against login CSRF (give the login form a token of
+    /// the anonymous session it is served in).
+    ///
+    /// ```
+    /// # let session = tower_redis_session::Session::detached();
+    /// let token = session.csrf_token()?;
+    /// assert!(session.verify_csrf_token(&token));
+    /// assert!(!session.verify_csrf_token("forged"));
+    /// # Ok::<(), tower_redis_session::SessionError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A destroyed session.
+    pub fn csrf_token(&self) -> Result<String, SessionError> {
+        let mut state = self.lock();
+        if state.destroy {
+            return Err(SessionError::Destroyed);
+        }
+        if let Some(token) = &state.csrf {
+            return Ok(token.clone());
+        }
+        Ok(state.new_csrf_token())
+    }
+
+    /// `true` if `token` is this session's CSRF token, compared in constant time. `false`
+    /// for a session without one (no form was ever made for it).
+    #[must_use]
+    pub fn verify_csrf_token(&self, token: &str) -> bool {
+        let state = self.lock();
+        let Some(expected) = state.csrf.as_deref() else {
+            return false;
+        };
+        let (a, b) = (expected.as_bytes(), token.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
 
     /// `true` once [`destroy`](Self::destroy) was called in this request.
@@ -612,18 +660,33 @@ impl State {
             expires_in: None,
             user_id: None,
             tie: None,
+            csrf: None,
             rotate: false,
             destroy: false,
         }
     }
 
-    /// Gives the session a new ID at write-back, if it has a stored one to move.
+    /// Gives the session a new ID at write-back, if it has a stored one to move, and a
+    /// new CSRF token if it has one: a page made for the old ID is then refused.
     fn rotate(&mut self) {
         self.rotate = self.loaded_id.is_some();
         // A new session gets its (fresh) ID at its first write; nothing to rotate before.
         if self.rotate {
             self.id = Some(SessionId::generate());
+            if self.csrf.is_some() {
+                self.new_csrf_token();
+            }
         }
+    }
+
+    /// A fresh CSRF token (as unguessable as an ID), recorded as a change.
+    fn new_csrf_token(&mut self) -> String {
+        let token = SessionId::generate().as_str().to_owned();
+        self.csrf = Some(token.clone());
+        self.changes
+            .insert(model::CSRF_TOKEN.to_owned(), Change::Set(token.clone()));
+        self.mark_dirty();
+        token
     }
 
     /// Checks a change to `field` (setting it to `value`, or removing it) against the
@@ -953,6 +1016,28 @@ mod tests {
             s.set_user_id("x".repeat(257)),
             Err(SessionError::InvalidUserId)
         ));
+    }
+
+    #[test]
+    fn the_csrf_token_is_kept_and_replaced_at_rotation() {
+        let s = loaded(&[("csrf_token", "old-token")]);
+        assert_eq!(s.csrf_token().unwrap(), "old-token");
+        assert!(s.verify_csrf_token("old-token"));
+        assert!(
+            matches!(s.plan(), Plan::Nothing(_)),
+            "reading it is no change"
+        );
+        let s = loaded(&[("csrf_token", "old-token")]);
+        s.rotate_id();
+        let new = s.csrf_token().unwrap();
+        assert_ne!(new, "old-token");
+        assert!(!s.verify_csrf_token("old-token"));
+        match s.plan() {
+            Plan::Rotate { changes, .. } => {
+                assert!(changes.contains(&("csrf_token".to_owned(), Change::Set(new))));
+            }
+            other => panic!("unexpected plan {other:?}"),
+        }
     }
 
     #[test]

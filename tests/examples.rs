@@ -90,13 +90,19 @@ async fn hyper_example_counts_visits_remembers_a_name_and_logs_out() {
     let res = request("GET", &app.url("/"), &[], "").await;
     assert_eq!(res.status, 200);
     assert_eq!(res.body, "hello stranger, visit 1\n");
-    let sid = res.cookie("__Host-sid").expect("the first write sets the cookie");
+    let sid = res
+        .cookie("__Host-sid")
+        .expect("the first write sets the cookie");
     let cookie = cookie_header(&sid);
     let with_cookie = [("cookie", cookie.as_str())];
 
     let res = request("GET", &app.url("/"), &with_cookie, "").await;
     assert_eq!(res.body, "hello stranger, visit 2\n");
-    assert_eq!(res.cookie("__Host-sid"), None, "a live session sets no new cookie");
+    assert_eq!(
+        res.cookie("__Host-sid"),
+        None,
+        "a live session sets no new cookie"
+    );
 
     let res = request("POST", &app.url("/name"), &with_cookie, "ferris").await;
     assert_eq!((res.status, res.body.as_str()), (200, "name saved\n"));
@@ -173,7 +179,9 @@ async fn login_example_rotates_the_id_at_login_protects_me_and_logs_out() {
     // A session from before the login (a visit counter, like a cart).
     let res = request("GET", &app.url("/"), &[], "").await;
     assert_eq!(res.body, "visit 1, not logged in\n");
-    let before = res.cookie("__Host-sid").expect("the visit starts a session");
+    let before = res
+        .cookie("__Host-sid")
+        .expect("the visit starts a session");
     let before_cookie = cookie_header(&before);
 
     // A wrong password changes nothing.
@@ -197,7 +205,9 @@ async fn login_example_rotates_the_id_at_login_protects_me_and_logs_out() {
     .await;
     assert_eq!(res.status, 303, "{}", res.body);
     assert_eq!(res.header("location"), Some("/me"));
-    let after = res.cookie("__Host-sid").expect("login sets the rotated cookie");
+    let after = res
+        .cookie("__Host-sid")
+        .expect("login sets the rotated cookie");
     assert!(!after.is_empty() && after != before, "a new ID at login");
     assert_eq!(
         app.hash(&before).await.get("ended").map(String::as_str),

@@ -372,7 +372,7 @@ async fn login(
     session.set_user_id(username)?;
     session.insert(USERNAME, username)?;
     session.insert(COUNTER, "0")?;
-    session.insert(CSRF_TOKEN, new_csrf_token())?;
+    session.csrf_token()?;
     session.insert(FLASH, "login")?;
     session.set_ttl(Duration::from_secs(ttl))?;
     // `?after=login` only matters if the browser did not send the cookie back: the
@@ -430,8 +430,9 @@ async fn rotate(
 ) -> Result<Response, AppError> {
     check_action(&session, &headers, form)?;
     let from = short_handle_of(&app.manager, &session);
+    // Rotation gives the session a new CSRF token too: pages made for the old ID stop
+    // working.
     session.rotate_id();
-    session.insert(CSRF_TOKEN, new_csrf_token())?;
     session.insert(FLASH, format!("rotated:{from}"))?;
     Ok(Redirect::to("/").into_response())
 }
@@ -829,12 +830,12 @@ fn check_action(
 ) -> Result<ActionForm, AppError> {
     check_origin(headers)?;
     let Form(form) = form?;
-    let Some(expected) = session.get(CSRF_TOKEN) else {
+    if !session.is_loaded() {
         return Err(AppError::NoSession {
             had_cookie: session.cookie_expired(),
         });
-    };
-    if constant_time_eq(expected.as_bytes(), form.csrf.as_bytes()) {
+    }
+    if session.verify_csrf_token(&form.csrf) {
         Ok(form)
     } else {
         Err(AppError::Forbidden(
@@ -877,11 +878,6 @@ fn check_origin(headers: &HeaderMap) -> Result<(), AppError> {
     }
 }
 
-/// Compares two byte strings in time that depends only on their lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// One of the TTLs the page offers, from a form's text; `None` for anything else.
 fn parse_ttl(text: &str) -> Option<u64> {
     let ttl = text.trim().parse().ok()?;
@@ -889,11 +885,6 @@ fn parse_ttl(text: &str) -> Option<u64> {
         .iter()
         .any(|&(secs, _)| secs == ttl)
         .then_some(ttl)
-}
-
-/// A new random CSRF token (as unguessable as a session ID).
-fn new_csrf_token() -> String {
-    SessionId::generate().as_str().to_owned()
 }
 
 /// The first characters of a session's handle (the SHA-256 digest of its ID, which its
@@ -1319,7 +1310,7 @@ fn session_page(
     cookie_name: &str,
 ) -> String {
     let ttl = session.ttl().as_secs();
-    let csrf = escape(&session.get(CSRF_TOKEN).unwrap_or_default());
+    let csrf = escape(&session.csrf_token().unwrap_or_default());
     let notice = flash.and_then(|f| flash_notice(f, ttl)).unwrap_or_default();
     let pttl = view.pttl_ms;
     let pttl_text = format!("{:.1} s", pttl.max(0) as f64 / 1000.0);
@@ -1379,7 +1370,7 @@ fn other_sessions(session: &Session, others: Option<&[OtherSession]>) -> String 
 </section>"#
             .to_owned();
     };
-    let csrf = escape(&session.get(CSRF_TOKEN).unwrap_or_default());
+    let csrf = escape(&session.csrf_token().unwrap_or_default());
     let user = escape(&user_id);
     let rows: String = others
         .iter()
