@@ -6,11 +6,6 @@
 //! kept small (100 sessions, a few hundred requests per fault) so the whole file runs in
 //! well under two minutes on two cores.
 
-#[path = "support/hardening.rs"]
-mod hardening;
-#[path = "support/reaper.rs"]
-mod reaper;
-
 use std::{
     collections::HashMap,
     sync::{
@@ -25,7 +20,12 @@ use http::StatusCode;
 use tokio::task::JoinHandle;
 use tower_redis_session::{fred::prelude::*, RedisSessionLayer, RedisSessionLayerBuilder};
 
-use hardening::{key, pool, routes, send, Gate, Redis, Reply};
+use crate::support::{
+    hardening::{self, key, pool, routes, send, Gate},
+    layer,
+    resp::Reply,
+    Logs, RedisServer,
+};
 
 /// The layer's command timeout in these tests.
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -41,7 +41,7 @@ fn app_with(
     redis: impl Into<tower_redis_session::Redis>,
     configure: impl FnOnce(RedisSessionLayerBuilder) -> RedisSessionLayerBuilder,
 ) -> (Router, RedisSessionLayer) {
-    let layer = configure(RedisSessionLayer::builder(redis).command_timeout(TIMEOUT))
+    let layer = configure(layer(redis).command_timeout(TIMEOUT))
         .build()
         .unwrap();
     (
@@ -185,7 +185,7 @@ fn summary(samples: &[Sample]) -> (usize, usize, Duration) {
 }
 
 /// The stored counter of every session (0 where the field or session is missing).
-fn stored_counts(redis: &Redis, ids: &[String]) -> Vec<i64> {
+fn stored_counts(redis: &RedisServer, ids: &[String]) -> Vec<i64> {
     ids.iter()
         .map(|id| {
             redis
@@ -207,7 +207,7 @@ fn acked(samples: &[Sample], n: usize, pick: impl Fn(&Sample) -> bool) -> Vec<i6
 
 /// Every key under the prefix is a session hash with its internal fields and a TTL, or
 /// (with `indexes`) a user index.
-fn check_keyspace(redis: &Redis, indexes: bool) -> usize {
+fn check_keyspace(redis: &RedisServer, indexes: bool) -> usize {
     let keys = redis.cmd(&["KEYS", "*"]);
     let mut sessions = 0;
     for k in keys.items() {
@@ -235,7 +235,7 @@ fn check_keyspace(redis: &Redis, indexes: bool) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_then_aof_restart_keeps_every_increment_acknowledged_a_second_before() {
-    let mut redis = Redis::start(&["--appendonly", "yes", "--appendfsync", "everysec"]);
+    let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "everysec"]);
     let (app, _) = app_on(pool(&redis.url()).await);
     let ids = start_sessions(&app, 100).await;
 
@@ -300,7 +300,7 @@ async fn sigkill_under_load_then_aof_restart_keeps_every_increment_acknowledged_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigstop_longer_than_the_timeout_gives_bounded_503s_then_recovers() {
-    let redis = Redis::start(&[]);
+    let redis = RedisServer::start_with(&[]);
     let (app, _) = app_on(pool(&redis.url()).await);
     let ids = start_sessions(&app, 100).await;
 
@@ -362,7 +362,7 @@ async fn app_starting_while_redis_is_down_answers_503_then_serves_without_restar
 }
 
 async fn start_while_down() {
-    let mut redis = Redis::reserve(&[]);
+    let mut redis = RedisServer::reserve(&[]);
     let (app, _) = app_on(lazy_pool(&redis.url()).await);
 
     let res = send(&app, "POST", "/set/a/1", None).await;
@@ -429,7 +429,7 @@ async fn start_while_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_churn_gives_bounded_errors_and_loses_nothing_acknowledged() {
-    let redis = Redis::start(&[]);
+    let redis = RedisServer::start_with(&[]);
     let (app, _) = app_on(pool(&redis.url()).await);
     let ids = start_sessions(&app, 100).await;
 
@@ -479,14 +479,10 @@ async fn connection_churn_gives_bounded_errors_and_loses_nothing_acknowledged() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_app_instances_on_one_redis_keep_every_promise() {
-    let redis = Redis::start(&[]);
+    let redis = RedisServer::start_with(&[]);
     let gate = Arc::new(Gate::default());
-    let layer_a = RedisSessionLayer::builder(pool(&redis.url()).await)
-        .build()
-        .unwrap();
-    let layer_b = RedisSessionLayer::builder(pool(&redis.url()).await)
-        .build()
-        .unwrap();
+    let layer_a = layer(pool(&redis.url()).await).build().unwrap();
+    let layer_b = layer(pool(&redis.url()).await).build().unwrap();
     let a = routes(Arc::clone(&gate)).layer(layer_a);
     let b = routes(Arc::new(Gate::default())).layer(layer_b);
     let apps = [a.clone(), b.clone()];
@@ -577,7 +573,7 @@ async fn two_app_instances_on_one_redis_keep_every_promise() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maxclients_reached_gives_a_clear_error_and_no_panic_then_recovers() {
-    let redis = Redis::start(&["--maxclients", "1"]);
+    let redis = RedisServer::start_with(&["--maxclients", "1"]);
     // This connection takes the only slot.
     let mut hog = redis.conn();
     assert_eq!(hog.cmd(&["PING"]).unwrap(), Reply::Status("PONG".into()));
@@ -627,49 +623,19 @@ async fn maxclients_reached_gives_a_clear_error_and_no_panic_then_recovers() {
     );
 }
 
-/// Captures the `tracing` output of the current thread.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    (captured, tracing::subscriber::set_default(subscriber))
-}
-
 // current_thread: the layer's log events are emitted on the test's thread, where the
 // capturing subscriber is the default.
 #[tokio::test(flavor = "current_thread")]
 async fn out_of_memory_under_noeviction_gives_503_and_a_log_event_and_corrupts_nothing() {
-    let redis = Redis::start(&["--maxmemory-policy", "noeviction"]);
+    let redis = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]);
     let (app, _) = app_on(pool(&redis.url()).await);
     let ids = start_sessions(&app, 20).await;
     let used: u64 = redis.info_field("memory", "used_memory").parse().unwrap();
     let limit = (used + 1_500_000).to_string();
     redis.cmd(&["CONFIG", "SET", "maxmemory", &limit]);
 
-    let (logs, _guard) = capture_logs();
+    let logs = Logs::capture(tracing::Level::WARN);
+    let _guard = logs.on_this_thread();
     let value = "v".repeat(8 * 1024);
     let mut created = 0;
     let refused = loop {
@@ -731,7 +697,7 @@ async fn out_of_memory_under_noeviction_gives_503_and_a_log_event_and_corrupts_n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_memory_under_volatile_lru_evicts_whole_sessions_never_indexes() {
-    let redis = Redis::start(&["--maxmemory-policy", "volatile-lru"]);
+    let redis = RedisServer::start_with(&["--maxmemory-policy", "volatile-lru"]);
     let (app, layer) = app_on(pool(&redis.url()).await);
     // A user with sessions: their index key has no TTL, so it is never evicted.
     let mut alice = Vec::new();
@@ -778,12 +744,10 @@ async fn out_of_memory_under_volatile_lru_evicts_whole_sessions_never_indexes() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_acl_user_runs_every_feature_and_nothing_else() {
-    let redis = Redis::start(&[]);
+    let redis = RedisServer::start_with(&[]);
     let url = redis.create_documented_acl_user("test-password-1");
     redis.cmd(&["CONFIG", "RESETSTAT"]);
-    let layer = RedisSessionLayer::builder(pool(&url).await)
-        .build()
-        .unwrap();
+    let layer = layer(pool(&url).await).build().unwrap();
     layer.load_scripts().await.unwrap();
     let manager = layer.manager();
     let app = routes(Arc::new(Gate::default())).layer(layer);
