@@ -236,6 +236,47 @@ impl Topology {
     }
 }
 
+/// Every test on the shared cluster keeps to a prefix of its own ([`fresh_prefix`]): when
+/// a test's hold on it ends, a key outside every such prefix fails the test (and is
+/// removed, so the next test does not fail for it).
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let Some(cluster) = self.cluster else { return };
+        if std::thread::panicking() {
+            return;
+        }
+        let mut strays = Vec::new();
+        for port in cluster.primaries() {
+            let Ok(keys) = resp::command(port, &["KEYS", "*"]) else {
+                continue;
+            };
+            for key in keys.items().iter().filter_map(resp::Reply::text) {
+                if !is_test_prefixed(&key) {
+                    let _ = resp::command(port, &["DEL", &key]);
+                    strays.push(key);
+                }
+            }
+        }
+        assert!(
+            strays.is_empty(),
+            "keys outside any test's prefix on the shared cluster (removed): {strays:?}"
+        );
+    }
+}
+
+/// `true` for a key under a prefix from [`fresh_prefix`] (`test<n>:`).
+fn is_test_prefixed(key: &str) -> bool {
+    key.strip_prefix("test")
+        .and_then(|rest| rest.split_once(':'))
+        .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A key prefix no other test of the binary uses (`test<n>:session:`).
+pub fn fresh_prefix() -> String {
+    let n = PREFIX_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("test{n}:session:")
+}
+
 impl Backend {
     pub fn topology(&self) -> Topology {
         self.topology
@@ -498,8 +539,7 @@ impl TestApp {
         owns_keyspace: bool,
         configure: impl FnOnce(RedisSessionLayerBuilder) -> RedisSessionLayerBuilder,
     ) -> Self {
-        let n = PREFIX_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let prefix = format!("test{n}:session:");
+        let prefix = fresh_prefix();
         let layer = configure(layer(client.clone()).key_prefix(&prefix))
             .build()
             .unwrap();
