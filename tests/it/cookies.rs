@@ -119,7 +119,12 @@ async fn app_cache_control_is_left_alone(topology: Topology) {
                 ([(header::CACHE_CONTROL, "private, max-age=0")], "ok")
             }),
         )
-        .layer(RedisSessionLayer::new(client));
+        .layer(
+            crate::support::layer(client)
+                .key_prefix(crate::support::fresh_prefix())
+                .build()
+                .unwrap(),
+        );
     let res = tower::ServiceExt::oneshot(app, Request::post("/").body(Body::empty()).unwrap())
         .await
         .unwrap();

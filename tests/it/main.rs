@@ -7,6 +7,9 @@
 //! shared 3-master + 3-replica cluster. Fault tests (failover, resharding, Sentinel) and
 //! TLS start topologies of their own.
 //!
+//! Hardening tests (`hostile`: hostile input; `faults`: faults under load) and
+//! `encryption` (feature `encryption`) each start servers of their own.
+//!
 //! `cargo test --all-features --test it -- ::cluster::` runs the suite on the cluster only.
 
 /// Stamps behaviour tests onto every topology: for each `name` listed, a test
@@ -36,8 +39,12 @@ mod checker;
 mod cluster_faults;
 mod concurrency;
 mod cookies;
+#[cfg(feature = "encryption")]
+mod encryption;
 mod expiry;
 mod failure;
+mod faults;
+mod hostile;
 mod manager;
 mod peer;
 mod per_request;

@@ -180,9 +180,13 @@ impl RedisCluster {
 
     fn wait_ready(&self, i: usize) {
         let port = self.nodes[i].port;
-        if !resp::wait_for_ping(port, Duration::from_secs(10)) {
+        let mut daemon = self.nodes[i].daemon.lock().unwrap();
+        let daemon = daemon.as_mut().expect("the node was started");
+        let pid = daemon.pid().expect("the node runs");
+        if let Err(e) = resp::wait_ready(port, pid, Duration::from_secs(10), || daemon.has_exited())
+        {
             panic!(
-                "cluster node on port {port} did not answer PING within 10 s; its log:\n{}",
+                "cluster node on port {port} is not ready ({e:?}); its log:\n{}",
                 self.log(port)
             );
         }
@@ -242,8 +246,10 @@ impl RedisCluster {
     /// `CLUSTER NODES` as seen by the first running node that answers.
     pub fn nodes(&self) -> Vec<NodeInfo> {
         for node in &self.nodes {
-            if let Ok(Reply::Bulk(Some(text))) = resp::command(node.port, &["CLUSTER", "NODES"]) {
-                return parse_nodes(&text);
+            if let Ok(reply @ Reply::Bulk(Some(_))) =
+                resp::command(node.port, &["CLUSTER", "NODES"])
+            {
+                return parse_nodes(&reply.text().unwrap_or_default());
             }
         }
         panic!("no cluster node answers CLUSTER NODES");
@@ -252,7 +258,7 @@ impl RedisCluster {
     /// `CLUSTER NODES` as seen by the node on `port`.
     pub fn nodes_seen_by(&self, port: u16) -> Option<Vec<NodeInfo>> {
         match resp::command(port, &["CLUSTER", "NODES"]) {
-            Ok(Reply::Bulk(Some(text))) => Some(parse_nodes(&text)),
+            Ok(reply @ Reply::Bulk(Some(_))) => Some(parse_nodes(&reply.text()?)),
             _ => None,
         }
     }
@@ -287,10 +293,7 @@ impl RedisCluster {
     }
 
     pub fn id_of(&self, port: u16) -> String {
-        resp::must(port, &["CLUSTER", "MYID"])
-            .text()
-            .unwrap()
-            .to_owned()
+        resp::must(port, &["CLUSTER", "MYID"]).text().unwrap()
     }
 
     /// `true` when every running node says `cluster_state:ok`, they all agree on who

@@ -7,21 +7,17 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod cluster;
+pub mod hardening;
 pub mod load;
+pub mod logs;
+pub mod monitor;
 pub mod reaper;
 pub mod resp;
 pub mod sentinel;
+pub mod server;
 pub mod tls;
 
-use std::{
-    collections::HashMap,
-    io::{Read, Write},
-    net::TcpStream,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
@@ -40,123 +36,15 @@ use tower_redis_session::{
 };
 
 pub use cluster::RedisCluster;
+pub use logs::Logs;
+#[allow(unused_imports)]
 pub use resp::free_port;
-
-/// A `redis-server` started for one test, killed (by its own PID) when dropped.
-pub struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    extra: Vec<String>,
-}
+pub use server::RedisServer;
 
 impl RedisServer {
-    pub fn start() -> Self {
-        Self::start_with(&[])
-    }
-
-    /// Starts a server with extra `redis-server` arguments (e.g. `["--maxmemory", "1mb"]`).
-    pub fn start_with(extra: &[&str]) -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("trs-test-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create the server's directory");
-        reaper::remove_on_exit(&dir);
-        let mut server = Self {
-            child: None,
-            port,
-            dir,
-            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        server.spawn();
-        server
-    }
-
-    fn spawn(&mut self) {
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = match cmd.spawn() {
-            Ok(child) => child,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-                "redis-server not found: install it with `apt-get install -y redis-server` (or run scripts/test)"
-            ),
-            Err(e) => panic!("cannot start redis-server: {e}"),
-        };
-        reaper::kill_on_exit(child.id());
-        self.child = Some(child);
-        self.wait_until_ready();
-    }
-
-    fn wait_until_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
-                let mut buf = [0u8; 16];
-                if s.write_all(b"PING\r\n").is_ok()
-                    && s.read(&mut buf)
-                        .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
-                {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "redis-server on port {} did not answer PING within 10 s",
-            self.port
-        );
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server (SIGKILL to its own PID) and waits for it to exit.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-            reaper::forget(child.id());
-        }
-    }
-
-    /// Starts the server again on the same port (with an empty dataset).
-    pub fn restart(&mut self) {
-        self.stop();
-        self.spawn();
-    }
-
     /// A well-configured fred client for this server, connected.
     pub async fn client(&self) -> Client {
-        let client = client_builder(&self.url()).unwrap().build().unwrap();
-        client
-            .init()
-            .await
-            .expect("connect to the test redis-server");
-        client
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        connect_client(&self.url()).await
     }
 }
 
@@ -196,51 +84,67 @@ async fn on_every_primary<R: FromValue>(
     out
 }
 
-/// Commands sent from clients since the last reset, per `INFO commandstats` (summed
-/// over every primary of a cluster). Commands run inside scripts are counted there too,
-/// so the script-internal ones are left out: what remains is one entry per round trip
-/// (EVALSHA, DEL, SCRIPT LOAD, ...). On a cluster, take [`Topology::start_exclusive`]
-/// first, or other tests' commands are counted too.
-pub async fn round_trips(client: &Client) -> u64 {
-    const INSIDE_SCRIPTS: &[&str] = &[
-        "hlen",
-        "hgetall",
-        "time",
-        "pttl",
-        "hset",
-        "pexpire",
-        "exists",
-        "hget",
-        "hmget",
-        "hincrby",
-        "hdel",
-        "hexists",
-        "del",
-        "zscore",
-        "zrem",
-        "pexpireat",
-    ];
-    // The harness's own commands, and replicas acknowledging the replication stream.
-    const HARNESS: &[&str] = &["info", "config|resetstat", "replconf"];
-    let infos: Vec<String> = on_every_primary(client, "INFO", vec!["commandstats"]).await;
-    infos
-        .iter()
-        .flat_map(|info| info.lines())
-        .filter_map(|line| {
-            let rest = line.strip_prefix("cmdstat_")?;
-            let (name, stats) = rest.split_once(':')?;
-            if INSIDE_SCRIPTS.contains(&name) || HARNESS.contains(&name) {
-                return None;
-            }
-            let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
-            calls.parse::<u64>().ok()
-        })
-        .sum()
+/// The ports of the server, or of every primary of a cluster, a client talks to.
+fn primary_ports(client: &Client) -> Vec<u16> {
+    use fred::types::config::ServerConfig;
+    let nodes = cluster_primaries(client);
+    if !nodes.is_empty() {
+        return nodes.iter().map(|s| s.port).collect();
+    }
+    match &client.client_config().server {
+        ServerConfig::Centralized { server } => vec![server.port],
+        other => panic!("no single server to watch: {other:?}"),
+    }
 }
 
-/// `CONFIG RESETSTAT` on the server, or on every primary of a cluster.
+/// The `MONITOR`s [`reset_stats`] started, by the name of the client they watch for.
+static MONITORS: std::sync::Mutex<Vec<(String, Vec<monitor::Monitor>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Starts counting the round trips made to the server (every primary of a cluster) of
+/// `client`: [`round_trips`] tells how many there were since. On a cluster, take
+/// [`Topology::start_exclusive`] first, or other tests' commands are counted too.
 pub async fn reset_stats(client: &Client) {
-    let _: Vec<Value> = on_every_primary(client, "CONFIG", vec!["RESETSTAT"]).await;
+    let ports = primary_ports(client);
+    let monitors = tokio::task::spawn_blocking(move || {
+        ports
+            .into_iter()
+            .map(|port| monitor::Monitor::start(port).expect("start MONITOR"))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let mut all = MONITORS.lock().unwrap_or_else(|e| e.into_inner());
+    all.retain(|(id, _)| id != client.id());
+    all.push((client.id().to_owned(), monitors));
+}
+
+/// The commands clients sent since [`reset_stats`] (summed over every primary of a
+/// cluster), seen through `MONITOR`: one per round trip (EVALSHA, DEL, SCRIPT LOAD, or
+/// an HGETALL if a client sent one); what scripts ran inside is tagged `lua` there and
+/// left out, and so are the harness's own commands. Stops counting.
+pub async fn round_trips(client: &Client) -> u64 {
+    // The harness's own commands, and replicas acknowledging the replication stream.
+    const HARNESS: &[&str] = &["info", "config", "replconf"];
+    let monitors = {
+        let mut all = MONITORS.lock().unwrap_or_else(|e| e.into_inner());
+        let at = all
+            .iter()
+            .position(|(id, _)| id == client.id())
+            .expect("reset_stats before round_trips");
+        all.remove(at).1
+    };
+    tokio::task::spawn_blocking(move || {
+        monitors
+            .into_iter()
+            .map(|m| {
+                let seen = m.finish();
+                monitor::sent_by_clients(&seen, HARNESS).count() as u64
+            })
+            .sum()
+    })
+    .await
+    .unwrap()
 }
 
 /// `SCRIPT FLUSH` on the server, or on every primary of a cluster: the script cache is
@@ -332,6 +236,47 @@ impl Topology {
     }
 }
 
+/// Every test on the shared cluster keeps to a prefix of its own ([`fresh_prefix`]): when
+/// a test's hold on it ends, a key outside every such prefix fails the test (and is
+/// removed, so the next test does not fail for it).
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let Some(cluster) = self.cluster else { return };
+        if std::thread::panicking() {
+            return;
+        }
+        let mut strays = Vec::new();
+        for port in cluster.primaries() {
+            let Ok(keys) = resp::command(port, &["KEYS", "*"]) else {
+                continue;
+            };
+            for key in keys.items().iter().filter_map(resp::Reply::text) {
+                if !is_test_prefixed(&key) {
+                    let _ = resp::command(port, &["DEL", &key]);
+                    strays.push(key);
+                }
+            }
+        }
+        assert!(
+            strays.is_empty(),
+            "keys outside any test's prefix on the shared cluster (removed): {strays:?}"
+        );
+    }
+}
+
+/// `true` for a key under a prefix from [`fresh_prefix`] (`test<n>:`).
+fn is_test_prefixed(key: &str) -> bool {
+    key.strip_prefix("test")
+        .and_then(|rest| rest.split_once(':'))
+        .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A key prefix no other test of the binary uses (`test<n>:session:`).
+pub fn fresh_prefix() -> String {
+    let n = PREFIX_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("test{n}:session:")
+}
+
 impl Backend {
     pub fn topology(&self) -> Topology {
         self.topology
@@ -397,6 +342,11 @@ impl Target for sentinel::SentinelGroup {
     fn owns_keyspace(&self) -> bool {
         true
     }
+}
+
+/// The layer's builder as the tests use it: the cookie is called `sid`.
+pub fn layer(redis: impl Into<tower_redis_session::Redis>) -> RedisSessionLayerBuilder {
+    RedisSessionLayer::builder(redis).cookie_name("sid")
 }
 
 /// A client from `client_builder(url)`, connected (panics with the error otherwise).
@@ -469,6 +419,8 @@ pub struct TestApp {
     owns_keyspace: bool,
     /// Every session ID any response set, to check that none appears in a key.
     issued: std::sync::Mutex<Vec<String>>,
+    /// Where requests log to, if the test captures it ([`TestApp::capture_logs`]).
+    logs: Option<Logs>,
 }
 
 async fn read(session: Session, Path(field): Path<String>) -> String {
@@ -598,15 +550,10 @@ impl TestApp {
         owns_keyspace: bool,
         configure: impl FnOnce(RedisSessionLayerBuilder) -> RedisSessionLayerBuilder,
     ) -> Self {
-        let n = PREFIX_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let prefix = format!("test{n}:session:");
-        let layer = configure(
-            RedisSessionLayer::builder(client.clone())
-                .key_prefix(&prefix)
-                .cookie_name("sid"),
-        )
-        .build()
-        .unwrap();
+        let prefix = fresh_prefix();
+        let layer = configure(layer(client.clone()).key_prefix(&prefix))
+            .build()
+            .unwrap();
         layer.load_scripts().await.unwrap();
         let gate = Arc::new(Gate::default());
         let manager = layer.manager();
@@ -618,7 +565,21 @@ impl TestApp {
             gate,
             owns_keyspace,
             issued: std::sync::Mutex::new(Vec::new()),
+            logs: None,
         }
+    }
+
+    /// Captures the `tracing` output of every request sent through this app from now on
+    /// (at `level` and above).
+    pub fn capture_logs(&mut self, level: tracing::Level) -> Logs {
+        let logs = Logs::capture(level);
+        self.logs = Some(logs.clone());
+        logs
+    }
+
+    /// Every session ID a response of this app set so far.
+    pub fn issued_ids(&self) -> Vec<String> {
+        self.issued.lock().unwrap().clone()
     }
 
     /// Sends a request with an optional `sid` cookie.
@@ -639,7 +600,12 @@ impl TestApp {
     }
 
     pub async fn send_request(&self, req: Request<Body>) -> TestResponse {
-        let res: Response<_> = self.router.clone().oneshot(req).await.unwrap();
+        let call = self.router.clone().oneshot(req);
+        let res: Response<_> = match &self.logs {
+            Some(logs) => logs.during(call).await,
+            None => call.await,
+        }
+        .unwrap();
         let (parts, body) = res.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
         let res = TestResponse {
@@ -683,19 +649,6 @@ impl TestApp {
         self.client.hgetall(self.key(id)).await.unwrap()
     }
 
-    /// `true` if the ID names a live session (its key holds `session_ttl`).
-    pub async fn is_live(&self, id: &str) -> bool {
-        self.hash(id).await.contains_key("session_ttl")
-    }
-
-    /// The `ended` field of the marker an ended session left under its key, if any.
-    pub async fn marker(&self, id: &str) -> Option<String> {
-        let hash = self.hash(id).await;
-        (hash.len() == 1)
-            .then(|| hash.get("ended").cloned())
-            .flatten()
-    }
-
     /// Keys of live sessions and user indexes: everything but the markers ended sessions
     /// leave for a minute.
     pub async fn live_keys(&self) -> Vec<String> {
@@ -711,6 +664,22 @@ impl TestApp {
 
     pub async fn pttl(&self, id: &str) -> i64 {
         self.client.pttl(self.key(id)).await.unwrap()
+    }
+
+    /// `true` if the session's key exists and holds a session (a `session_ttl` field).
+    pub async fn is_live(&self, id: &str) -> bool {
+        let ttl: Result<Option<String>, _> = self.client.hget(self.key(id), "session_ttl").await;
+        matches!(ttl, Ok(Some(_)))
+    }
+
+    /// What a marker left under the session's key says (its `ended` field: `rotated`,
+    /// `destroyed`, `terminated`), if the key is a marker hash and not a session.
+    pub async fn marker(&self, id: &str) -> Option<String> {
+        let hash: HashMap<String, String> = self.client.hgetall(self.key(id)).await.ok()?;
+        if hash.contains_key("session_ttl") {
+            return None;
+        }
+        hash.get("ended").cloned()
     }
 
     /// [`check_keyspace`](Self::check_keyspace), allowing user index keys (which have

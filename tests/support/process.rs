@@ -9,7 +9,7 @@
 
 use std::{
     fs::File,
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::Mutex,
@@ -20,13 +20,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
-/// A free TCP port on 127.0.0.1 (free when asked; a test binds it right away).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
-}
+pub use crate::support::free_port;
 
 /// Scratch space under `target/` (never in git): logs, browser profiles, screenshots.
 pub fn scratch_dir(name: &str) -> PathBuf {

@@ -120,13 +120,15 @@ impl SentinelGroup {
                 primary.to_string(),
             ]);
         }
-        let daemon = Daemon::spawn("redis-server", &args);
+        let mut daemon = Daemon::spawn("redis-server", &args);
+        let pid = daemon.pid().expect("just started");
+        let ready = resp::wait_ready(port, pid, Duration::from_secs(10), || daemon.has_exited());
+        assert!(
+            ready.is_ok(),
+            "redis-server on port {port} is not ready: {ready:?}"
+        );
         let slot = &self.servers.iter().find(|(p, _)| *p == port).unwrap().1;
         *slot.lock().unwrap() = Some(daemon);
-        assert!(
-            resp::wait_for_ping(port, Duration::from_secs(10)),
-            "redis-server on port {port} did not answer PING"
-        );
     }
 
     /// `redis-sentinel://127.0.0.1:S1/0?sentinelServiceName=mymaster&node=...&node=...`

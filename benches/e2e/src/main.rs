@@ -16,6 +16,18 @@ mod cpu;
 mod load;
 mod redis;
 
+// The test suite's own support for a `redis-server` of one's own, shared by path: the
+// server (checked to be the process started, killed by PID), a RESP client, `MONITOR`,
+// and the watchdog that kills the server however the bench exits.
+#[path = "../../../tests/support/monitor.rs"]
+mod monitor;
+#[path = "../../../tests/support/reaper.rs"]
+mod reaper;
+#[path = "../../../tests/support/resp.rs"]
+mod resp;
+#[path = "../../../tests/support/server.rs"]
+mod server;
+
 use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write as _,
@@ -188,11 +200,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Res<bool> {
-    let server = redis::Server::start()?;
+    let server = server::RedisServer::start();
     eprintln!(
         "e2e-bench: redis-server pid {} on 127.0.0.1:{}",
         server.pid(),
-        server.port
+        server.port()
     );
     let url = server.url();
     let server_rt = tokio::runtime::Builder::new_multi_thread()
@@ -424,7 +436,7 @@ fn keys_of(contender: Contender, cookies: &[String]) -> Vec<String> {
 
 struct Ctx<'a> {
     args: &'a Args,
-    server: &'a redis::Server,
+    server: &'a server::RedisServer,
     addrs: &'a HashMap<Contender, SocketAddr>,
     control: Client,
     ok: bool,
@@ -518,7 +530,7 @@ struct Cell {
 
 async fn bench(
     args: &Args,
-    server: &redis::Server,
+    server: &server::RedisServer,
     addrs: &HashMap<Contender, SocketAddr>,
 ) -> Res<(String, bool)> {
     let control = redis::control(&server.url()).await?;
@@ -616,7 +628,7 @@ async fn main_table(ctx: &mut Ctx<'_>, report: &mut String) -> Res<()> {
                     (scenario.path().to_owned(), cookie)
                 })
                 .collect();
-            let monitor = redis::Monitor::start(ctx.server.port)?;
+            let monitor = redis::Monitor::start(ctx.server.port())?;
             let answers = load::drive(ctx.addrs[&c], jobs, 1).await?;
             let n = census_requests(&answers);
             census.insert((scenario.name(), c), monitor.finish(n));

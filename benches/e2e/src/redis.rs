@@ -1,14 +1,7 @@
-//! The bench's own `redis-server`, and what the bench asks of it.
+//! What the bench asks of its `redis-server` (the server itself is the test suite's,
+//! `tests/support/server.rs`).
 
-use std::{
-    collections::BTreeMap,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{TcpListener, TcpStream},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use fred::{
     clients::Client,
@@ -17,68 +10,6 @@ use fred::{
 };
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
-
-/// A `redis-server` on a free 127.0.0.1 port, killed by its own PID when dropped.
-pub struct Server {
-    child: Child,
-    pub port: u16,
-    dir: PathBuf,
-}
-
-impl Server {
-    pub fn start() -> Res<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let dir = std::env::temp_dir().join(format!("e2e-bench-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start redis-server (is it installed?): {e}"))?;
-        let server = Self { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-                let mut buf = [0u8; 16];
-                if s.write_all(b"PING\r\n").is_ok()
-                    && s.read(&mut buf)
-                        .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
-                {
-                    return Ok(server);
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err("redis-server did not answer PING within 10 s".into())
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// The bench's own connection, for stats, checks and clean-up.
 pub async fn control(url: &str) -> Res<Client> {
@@ -266,91 +197,31 @@ impl Census {
     }
 }
 
-/// A running `redis-cli monitor`, its output collected by a thread.
-pub struct Monitor {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
+/// `MONITOR` on the bench's server while the census requests run.
+pub struct Monitor(crate::monitor::Monitor);
 
 impl Monitor {
     pub fn start(port: u16) -> Res<Self> {
-        let mut child = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "monitor"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start redis-cli (is it installed?): {e}"))?;
-        let stdout = child.stdout.take().ok_or("redis-cli has no stdout")?;
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let reader = {
-            let lines = Arc::clone(&lines);
-            std::thread::spawn(move || {
-                let mut ready = Some(ready_tx);
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    if line == "OK" {
-                        if let Some(tx) = ready.take() {
-                            let _ = tx.send(());
-                        }
-                        continue;
-                    }
-                    lines.lock().expect("not poisoned").push(line);
-                }
-            })
-        };
-        ready_rx
-            .recv_timeout(Duration::from_secs(5))
-            .map_err(|_| "redis-cli monitor did not start")?;
-        Ok(Self {
-            child,
-            lines,
-            reader: Some(reader),
-        })
+        Ok(Self(crate::monitor::Monitor::start(port)?))
     }
 
-    /// Stops the monitor (by its PID) and counts what it saw.
-    pub fn finish(mut self, requests: u64) -> Census {
-        std::thread::sleep(Duration::from_millis(200));
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
+    /// Stops the monitor once it has seen everything run so far, and counts it.
+    pub fn finish(self, requests: u64) -> Census {
         let mut census = Census {
             requests,
             ..Census::default()
         };
-        for line in self.lines.lock().expect("not poisoned").iter() {
-            // 1795439244.670562 [0 127.0.0.1:36516] "eval" "..." "0"
-            let Some((source, rest)) = line.split_once(" [").and_then(|(_, r)| r.split_once("] "))
-            else {
-                continue;
-            };
-            let name = rest
-                .trim_start_matches('"')
-                .split('"')
-                .next()
-                .unwrap_or("")
-                .to_lowercase();
-            if name == "info" || name.is_empty() {
+        for seen in self.0.finish() {
+            if seen.command == "info" || seen.command.is_empty() {
                 continue;
             }
-            let map = if source.ends_with(" lua") {
+            let map = if seen.in_script {
                 &mut census.in_scripts
             } else {
                 &mut census.top_level
             };
-            *map.entry(name).or_default() += 1;
+            *map.entry(seen.command).or_default() += 1;
         }
         census
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

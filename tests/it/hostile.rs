@@ -3,11 +3,6 @@
 //! limits, the shape and spread of session IDs, and values that a third party wrote
 //! straight into Redis.
 
-#[path = "support/hardening.rs"]
-mod hardening;
-#[path = "support/reaper.rs"]
-mod reaper;
-
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
@@ -23,7 +18,13 @@ use proptest::{
 use serde::{Deserialize, Serialize};
 use tower_redis_session::{RedisSessionLayer, Session, SessionError, SessionId, RESERVED_FIELDS};
 
-use hardening::{key, pool, routes, send, send_request, Gate, Redis, Reply};
+use crate::support::{
+    hardening::{self, key, pool, routes, send, send_request, Gate},
+    layer,
+    monitor::{self, Monitor},
+    resp::Reply,
+    Logs, RedisServer,
+};
 
 const PREFIX: &str = "session:";
 
@@ -44,19 +45,10 @@ fn runner(cases: u32) -> TestRunner {
     })
 }
 
-/// Commands clients sent, per `INFO commandstats`: one per round trip (the commands the
-/// scripts run inside are left out, and so are this harness's own `INFO`s).
-fn round_trips(redis: &Redis) -> u64 {
-    const INSIDE_SCRIPTS: &[&str] = &[
-        "hlen", "hgetall", "time", "pttl", "hset", "pexpire", "exists", "hget", "hmget", "hincrby",
-        "hdel",
-    ];
-    redis
-        .command_calls()
-        .into_iter()
-        .filter(|(name, _)| name != "info" && !INSIDE_SCRIPTS.contains(&name.as_str()))
-        .map(|(_, calls)| calls)
-        .sum()
+/// Commands clients sent since the last call, seen through `MONITOR`: one per round
+/// trip, whatever the command (those scripts run are tagged `lua` there and left out).
+fn round_trips(monitor: &Monitor) -> u64 {
+    monitor::sent_by_clients(&monitor.take(), &[]).count() as u64
 }
 
 // ---------------------------------------------------------------------------------------
@@ -178,12 +170,12 @@ fn render(pieces: &[Piece], ids: &Ids) -> Vec<u8> {
 #[test]
 fn any_cookie_headers_never_panic_never_adopt_and_reach_redis_only_for_well_formed_ids() {
     let rt = runtime();
-    let redis = Redis::start(&[]);
+    let redis = RedisServer::start_with(&[]);
     // The app logs in as the documented ACL user, which cannot touch a key outside
     // `session:*`: any such access would fail the request.
     let url = redis.create_documented_acl_user("hostile-cookies");
     let app = rt.block_on(async {
-        let layer = RedisSessionLayer::new(pool(&url).await);
+        let layer = layer(pool(&url).await).build().unwrap();
         layer.load_scripts().await.unwrap();
         routes(Arc::new(Gate::default())).layer(layer)
     });
@@ -203,6 +195,8 @@ fn any_cookie_headers_never_panic_never_adopt_and_reach_redis_only_for_well_form
             unknown: SessionId::generate().to_string(),
         }
     });
+
+    let monitor = Monitor::start(redis.port()).expect("MONITOR");
 
     // Headers of well-formed cookies (some of them ours) and headers of any pieces.
     let header = prop_oneof![
@@ -234,9 +228,9 @@ fn any_cookie_headers_never_panic_never_adopt_and_reach_redis_only_for_well_form
             for value in &values {
                 req = req.header(header::COOKIE, HeaderValue::from_bytes(value).unwrap());
             }
-            let before = round_trips(&redis);
+            round_trips(&monitor);
             let res = rt.block_on(send_request(&app, req.body(Body::empty()).unwrap()));
-            let trips = round_trips(&redis) - before;
+            let trips = round_trips(&monitor);
 
             prop_assert_eq!(res.status, StatusCode::OK, "{}", res.body);
             // One load for a well-formed ID, one write for a handler that writes: nothing
@@ -465,7 +459,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// The user fields of a stored session, as raw bytes.
-fn stored_fields(redis: &Redis, id: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn stored_fields(redis: &RedisServer, id: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
     let reply = redis.cmd(&["HGETALL", &key(PREFIX, id)]);
     let items = reply.items();
     let mut fields: Vec<_> = items
@@ -546,7 +540,7 @@ async fn run_ops(
 
 async fn check_stored(
     app: &Router,
-    redis: &Redis,
+    redis: &RedisServer,
     id: &str,
     model: &Model,
 ) -> Result<(), TestCaseError> {
@@ -563,14 +557,14 @@ async fn check_stored(
 #[test]
 fn awkward_field_names_and_values_round_trip_exactly_or_are_refused_clearly() {
     let rt = runtime();
-    let redis = Redis::start(&[]);
+    let redis = RedisServer::start_with(&[]);
     let limits = Limits {
         fields: 4,
         value: 40,
         session: 100,
     };
     let app = rt.block_on(async {
-        let layer = RedisSessionLayer::builder(pool(&redis.url()).await)
+        let layer = layer(pool(&redis.url()).await)
             .max_fields(limits.fields)
             .max_value_size(limits.value)
             .max_session_size(limits.session)
@@ -610,7 +604,7 @@ fn awkward_field_names_and_values_round_trip_exactly_or_are_refused_clearly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_megabyte_values_round_trip_exactly_or_are_refused_clearly() {
-    let redis = Redis::start(&[]);
+    let redis = RedisServer::start_with(&[]);
     // Every char up to U+07FF (NUL, newlines, quotes, two-byte UTF-8), over and over.
     let awkward: String = (0u32..0x800)
         .filter_map(char::from_u32)
@@ -624,7 +618,7 @@ async fn one_megabyte_values_round_trip_exactly_or_are_refused_clearly() {
     assert!(awkward.len() > mib - 4 && awkward.len() <= mib);
 
     // Default limits (64 KiB a value): refused at the point of change, nothing recorded.
-    let app = ops_app(RedisSessionLayer::new(pool(&redis.url()).await));
+    let app = ops_app(layer(pool(&redis.url()).await).build().unwrap());
     let (res, reply) = post_json::<_, OpsReply>(
         &app,
         "/ops",
@@ -645,7 +639,7 @@ async fn one_megabyte_values_round_trip_exactly_or_are_refused_clearly() {
 
     // Limits raised: a 1 MiB value and a 1 MiB name go through Redis byte for byte.
     let app = ops_app(
-        RedisSessionLayer::builder(pool(&redis.url()).await)
+        layer(pool(&redis.url()).await)
             .max_value_size(2 * mib)
             .max_session_size(4 * mib)
             .build()
@@ -735,9 +729,9 @@ async fn session_ids_are_unbiased_and_those_the_layer_sets_are_well_formed_and_d
     }
 
     // The IDs the layer puts in cookies: the documented shape, all different, never in a key.
-    let redis = Redis::start(&[]);
+    let redis = RedisServer::start_with(&[]);
     let app =
-        routes(Arc::new(Gate::default())).layer(RedisSessionLayer::new(pool(&redis.url()).await));
+        routes(Arc::new(Gate::default())).layer(layer(pool(&redis.url()).await).build().unwrap());
     let mut seen = HashSet::new();
     for _ in 0..200 {
         let id = send(&app, "POST", "/set/a/1", None).await.new_id().unwrap();
@@ -757,7 +751,7 @@ async fn session_ids_are_unbiased_and_those_the_layer_sets_are_well_formed_and_d
 
 /// Writes a valid session hash (the internal fields and a TTL) under a fresh ID, then
 /// lets `spoil` change it; returns the ID.
-fn planted(redis: &Redis, spoil: impl FnOnce(&str)) -> String {
+fn planted(redis: &RedisServer, spoil: impl FnOnce(&str)) -> String {
     let id = SessionId::generate().to_string();
     let k = key(PREFIX, &id);
     redis.cmd(&[
@@ -777,7 +771,7 @@ fn planted(redis: &Redis, spoil: impl FnOnce(&str)) -> String {
     id
 }
 
-fn net_out(redis: &Redis) -> u64 {
+fn net_out(redis: &RedisServer) -> u64 {
     redis
         .info_field("stats", "total_net_output_bytes")
         .parse()
@@ -786,9 +780,9 @@ fn net_out(redis: &Redis) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_planted_by_a_third_party_give_an_anonymous_session_quickly_and_cost_little() {
-    let redis = Redis::start(&[]);
+    let redis = RedisServer::start_with(&[]);
     let app =
-        routes(Arc::new(Gate::default())).layer(RedisSessionLayer::new(pool(&redis.url()).await));
+        routes(Arc::new(Gate::default())).layer(layer(pool(&redis.url()).await).build().unwrap());
     let ten_mb = "x".repeat(10 << 20);
 
     type Spoil<'a> = Box<dyn FnOnce(&str) + 'a>;
@@ -921,13 +915,26 @@ async fn values_planted_by_a_third_party_give_an_anonymous_session_quickly_and_c
         ])
         .collect();
 
+    // Every event the layer logs for these requests, at every level.
+    let logs = Logs::capture(tracing::Level::TRACE);
+    let mut planted_ids = Vec::new();
     let mut report = Vec::new();
     for (name, spoil, usable) in cases {
         let id = planted(&redis, spoil);
+        planted_ids.push(id.clone());
         let k = key(PREFIX, &id);
         let before_bytes = net_out(&redis);
         let started = Instant::now();
-        let res = send(&app, "GET", "/whoami", Some(&id)).await;
+        let warnings = logs.lines_at("WARN").len();
+        let res = logs.during(send(&app, "GET", "/whoami", Some(&id))).await;
+        if name == "a string" {
+            // A key of the wrong type is worth a warning (naming the session by a digest).
+            assert!(
+                logs.lines_at("WARN").len() > warnings,
+                "{name}: no warning logged: {}",
+                logs.text()
+            );
+        }
         let took = started.elapsed();
         let sent = net_out(&redis) - before_bytes;
         assert_eq!(res.status, StatusCode::OK, "{name}: {}", res.body);
@@ -952,6 +959,7 @@ async fn values_planted_by_a_third_party_give_an_anonymous_session_quickly_and_c
             if usable { "loaded" } else { "anonymous" }
         ));
     }
+    logs.assert_no_raw_ids(&planted_ids);
     println!(
         "planted values ({} cases): {}",
         report.len(),
@@ -999,8 +1007,8 @@ async fn stored_then_incremented(
 /// i64::MIN, 20 characters) are applied exactly by the save script.
 #[tokio::test]
 async fn increments_of_stored_integers_are_applied_exactly_or_refused_at_the_point_of_change() {
-    let redis = Redis::start(&[]);
-    let app = ops_app(RedisSessionLayer::new(pool(&redis.url()).await));
+    let redis = RedisServer::start_with(&[]);
+    let app = ops_app(layer(pool(&redis.url()).await).build().unwrap());
     let mut failures = Vec::new();
     for (stored, by) in [
         ("-9223372036854775808", i64::MAX),
@@ -1037,7 +1045,7 @@ async fn increments_of_stored_integers_are_applied_exactly_or_refused_at_the_poi
 /// session rather than an error on every load.
 #[tokio::test]
 async fn every_ttl_that_is_accepted_is_one_redis_can_store() {
-    let redis = Redis::start(&[]);
+    let redis = RedisServer::start_with(&[]);
     let app = Router::new()
         .route(
             "/ttl/{secs}",
@@ -1051,10 +1059,32 @@ async fn every_ttl_that_is_accepted_is_one_redis_can_store() {
                 },
             ),
         )
-        .layer(RedisSessionLayer::new(pool(&redis.url()).await));
+        .layer(layer(pool(&redis.url()).await).build().unwrap());
     let whoami =
-        routes(Arc::new(Gate::default())).layer(RedisSessionLayer::new(pool(&redis.url()).await));
+        routes(Arc::new(Gate::default())).layer(layer(pool(&redis.url()).await).build().unwrap());
     let mut failures = Vec::new();
+    // The largest TTL accepted is accepted: set at creation and on a stored session, kept
+    // to the second by Redis, and loaded.
+    let max = (1u64 << 31) - 1;
+    let res = send(&app, "POST", &format!("/ttl/{max}"), None).await;
+    assert_eq!(res.body, "ok", "2^31 - 1 s refused at creation");
+    let id = res
+        .new_id()
+        .expect("a session with the largest TTL is created");
+    let res = send(&app, "POST", &format!("/ttl/{max}"), Some(&id)).await;
+    assert_eq!(
+        (res.status, res.body.as_str()),
+        (StatusCode::OK, "ok"),
+        "2^31 - 1 s refused on a stored session"
+    );
+    let pttl = redis.cmd(&["PTTL", &key(PREFIX, &id)]).int().unwrap();
+    let max_ms = i64::try_from(max).unwrap() * 1000;
+    assert!(
+        (max_ms - 60_000..=max_ms).contains(&pttl),
+        "PTTL {pttl} ms for a TTL of {max} s"
+    );
+    let read = send(&whoami, "GET", "/whoami", Some(&id)).await;
+    assert!(read.body.starts_with("loaded=true"), "{}", read.body);
     for secs in [
         1u64 << 31,
         10u64.pow(12),
@@ -1092,7 +1122,7 @@ async fn every_ttl_that_is_accepted_is_one_redis_can_store() {
             redis.cmd(&["HSET", k, "session_ttl", planted_ttl]);
         });
         let res = send(&whoami, "GET", "/whoami", Some(&id)).await;
-        if res.status != StatusCode::OK {
+        if res.status != StatusCode::OK || !res.body.starts_with("loaded=false") {
             failures.push(format!(
                 "stored session_ttl {planted_ttl}: load {} {:?}",
                 res.status, res.body

@@ -1,11 +1,7 @@
 //! Encryption at rest (feature `encryption`) against a real redis-server.
-#![cfg(feature = "encryption")]
-
-#[path = "support/mod.rs"]
-mod support;
-
 use std::{collections::HashMap, sync::Arc};
 
+use crate::support::{layer, RedisServer};
 use axum::{
     body::Body,
     extract::Path,
@@ -15,11 +11,8 @@ use axum::{
 use fred::prelude::*;
 use http::{header, Request, StatusCode};
 use http_body_util::BodyExt as _;
-use support::RedisServer;
 use tower::ServiceExt as _;
-use tower_redis_session::{
-    DecryptFailure, KeyRing, RedisSessionLayer, Session, SessionError, SessionId,
-};
+use tower_redis_session::{DecryptFailure, KeyRing, Session, SessionError, SessionId};
 
 const K1: &str = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE";
 const K2: &str = "k2:AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI";
@@ -31,8 +24,7 @@ struct App {
 
 async fn app(server: &RedisServer, ring: &str, policy: DecryptFailure) -> App {
     let client = server.client().await;
-    let layer = RedisSessionLayer::builder(client.clone())
-        .cookie_name("sid")
+    let layer = layer(client.clone())
         .encryption(KeyRing::parse(ring).unwrap())
         .on_decrypt_failure(policy)
         .build()
