@@ -355,3 +355,62 @@ fn httpdate_rfc3339(t: std::time::SystemTime) -> String {
         rem % 60
     )
 }
+
+/// A persistent cookie is re-sent on reads to refresh its `Max-Age`; a response that a
+/// shared cache may store must never carry it. `Cache-Control: max-age=300` without
+/// `private` is such a response (RFC 9111, 3 and 5.2.2): a CDN may store it, and hand
+/// this user's session cookie to everyone who asks for the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_a_shared_cache_may_store_never_carries_the_session_cookie() {
+    let redis = Topology::Single.start().await;
+    let client = redis.client().await;
+    let layer = RedisSessionLayer::builder(client)
+        .key_prefix("review-cache:session:")
+        .cookie_name("sid")
+        .persistent_cookie(true)
+        .build()
+        .unwrap();
+    let router = Router::new()
+        .route("/start", post(start))
+        .route(
+            "/page",
+            axum::routing::get(|session: Session| async move {
+                let name = session.get("username").unwrap_or_default();
+                ([(header::CACHE_CONTROL, "max-age=300")], name)
+            }),
+        )
+        .layer(layer);
+    let res = router
+        .clone()
+        .oneshot(Request::post("/start").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let cookies: Vec<String> = res
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let id = id_in(&cookies).unwrap();
+
+    let res = router
+        .oneshot(
+            Request::get("/page")
+                .header(header::COOKIE, format!("sid={id}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let cc: Vec<_> = res
+        .headers()
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .collect();
+    assert!(
+        !res.headers().contains_key(header::SET_COOKIE),
+        "a response with Cache-Control {cc:?} (storable by a shared cache) carries {:?}",
+        res.headers().get(header::SET_COOKIE)
+    );
+}
