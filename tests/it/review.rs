@@ -31,6 +31,11 @@ async fn gated_logout(State(gate): State<Arc<Gate>>, session: Session) -> &'stat
     "logged out"
 }
 
+async fn logout(session: Session) -> &'static str {
+    session.destroy();
+    "logged out"
+}
+
 async fn rotate(session: Session) -> &'static str {
     session.rotate_id();
     "ok"
@@ -73,6 +78,7 @@ impl App {
             .route("/start", post(start))
             .route("/rotate", post(rotate))
             .route("/gated/logout", post(gated_logout))
+            .route("/logout", post(logout))
             .route("/tie/{user}", post(tie))
             .with_state(Arc::clone(&gate))
             .layer(layer);
@@ -148,6 +154,32 @@ async fn a_logout_that_lost_a_race_with_a_rotation_neither_reports_success_nor_c
     assert!(
         cookies.is_empty(),
         "the late logout sent {cookies:?}: it wipes the new cookie the browser just stored"
+    );
+}
+
+/// The same with a logout that arrives after the rotation: its cookie names the rotated
+/// session, so it ends nothing, while the session lives on under the new ID. Telling the
+/// user "logged out" (2xx) would be a refused change reported as done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_carrying_a_rotated_id_is_not_reported_done_while_the_session_lives_on() {
+    let redis = Topology::Single.start().await;
+    let client = redis.client().await;
+    let app = App::new(client.clone(), |b| b).await;
+    let (_, cookies) = app.post("/start", None).await;
+    let old = id_in(&cookies).expect("a session");
+    let (_, cookies) = app.post("/rotate", Some(&old)).await;
+    let new = id_in(&cookies).expect("rotation sets the new cookie");
+
+    let (status, cookies) = app.post("/logout", Some(&old)).await;
+    assert!(
+        cookies.is_empty(),
+        "the cookie may have been replaced: {cookies:?}"
+    );
+    let new_key = format!("{}{}", app.prefix, SessionId::parse(&new).unwrap().digest());
+    let still_live: bool = client.hexists(&new_key, "session_ttl").await.unwrap();
+    assert!(
+        !(still_live && status.is_success()),
+        "logout answered {status} while the session lives on under its new ID"
     );
 }
 
