@@ -49,6 +49,7 @@ mod manager;
 mod peer;
 mod per_request;
 mod php_interop;
+mod review;
 mod rotation;
 mod sentinel;
 #[cfg(any(feature = "enable-rustls", feature = "enable-native-tls"))]
