@@ -133,7 +133,7 @@ where
                             Session::anonymous(settings, Arrival::Stale)
                         }
                         Err(err) => {
-                            tracing::error!(error = %err, "session store failed to load a session");
+                            tracing::error!(error = %err, cause = %cause(&err), "session store failed to load a session");
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(error_response(this.shared, err)));
                         }
@@ -176,6 +176,7 @@ where
                         Err(err) => {
                             tracing::error!(
                                 error = %err,
+                                cause = %cause(&err),
                                 "session store failed to save; the response is replaced by an error"
                             );
                             error_response(this.shared, err)
@@ -189,21 +190,19 @@ where
 }
 
 /// The response, with what the outcome does to the cookie.
-fn finish<B>(
-    shared: &Shared,
-    response: Response<B>,
-    outcome: Outcome,
-) -> Response<ResponseBody<B>> {
+fn finish<B>(shared: &Shared, response: Response<B>, outcome: Outcome) -> Response<ResponseBody<B>> {
     let cookie = &shared.config.cookie;
     let value = match outcome {
         Outcome::Keep => None,
         Outcome::Refused => return error_response(shared, Error::new(ErrorKind::Conflict)),
         Outcome::Set(id, max_age) => Some(cookie.set_cookie(&id, max_age)),
         Outcome::Clear => Some(cookie.removal()),
-        // A refresh only re-sends a persistent cookie's `Max-Age`, and only to a client
-        // that alone may store the response: a shared cache would hand it to everyone.
+        // A refresh only re-sends a persistent cookie's `Max-Age`; it is skipped on a
+        // response that a shared cache may store, which would hand it to everyone.
         Outcome::Refresh(id, Some(max_age))
-            if cookie.persistent && !shared_cacheable(response.headers()) =>
+            if cookie.persistent
+                && (!response.headers().contains_key(header::CACHE_CONTROL)
+                    || !shared_cache_may_store(response.headers())) =>
         {
             Some(cookie.set_cookie(&id, Some(max_age)))
         }
@@ -213,25 +212,32 @@ fn finish<B>(
     if let Some(value) = value {
         let headers = response.headers_mut();
         headers.append(header::SET_COOKIE, value);
-        // A shared cache must never hand one user's cookie to another.
-        if !headers.contains_key(header::CACHE_CONTROL) || shared_cacheable(headers) {
+        // A shared cache must never hand one user's cookie to another: a response that
+        // must carry the cookie (a new ID, a removal) is made unstorable.
+        if shared_cache_may_store(headers) {
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
     }
     response
 }
 
-/// `true` if `Cache-Control` lets a shared cache store the response (`public` or
-/// `s-maxage`).
-fn shared_cacheable(headers: &http::HeaderMap) -> bool {
-    headers.get_all(header::CACHE_CONTROL).iter().any(|value| {
+/// `true` unless the response's `Cache-Control` keeps it out of shared caches
+/// (`private`, `no-store` or `no-cache`). One without `Cache-Control` counts as storable
+/// (heuristic caching); `public`, `s-maxage` or a bare `max-age` make it so (RFC 9111).
+fn shared_cache_may_store(headers: &http::HeaderMap) -> bool {
+    !headers.get_all(header::CACHE_CONTROL).iter().any(|value| {
         value.to_str().is_ok_and(|v| {
             v.split(',').any(|d| {
-                let d = d.trim().to_ascii_lowercase();
-                d == "public" || d.starts_with("s-maxage")
+                let name = d.trim().split('=').next().unwrap_or("").to_ascii_lowercase();
+                matches!(name.as_str(), "private" | "no-store" | "no-cache")
             })
         })
     })
+}
+
+/// What an error's cause says, for the logs (`Error`'s own text leaves it out).
+fn cause(err: &Error) -> String {
+    std::error::Error::source(err).map_or_else(String::new, ToString::to_string)
 }
 
 /// The response sent instead of the handler's: a store failure, or changes refused.

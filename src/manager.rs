@@ -6,7 +6,13 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use crate::{error::Error, id::SessionId, layer::Shared, model, store::EndReason};
+use crate::{
+    error::Error,
+    id::SessionId,
+    layer::Shared,
+    model,
+    store::{EndReason, Ended},
+};
 
 /// A handle to the sessions a [`RedisSessionLayer`](crate::RedisSessionLayer) stores,
 /// for an app's "your sessions" page, "log out everywhere", and monitoring.
@@ -118,11 +124,13 @@ impl SessionManager {
         SessionHandle(id.digest().to_owned())
     }
 
-    /// The handle of an index member (the key suffix: a digest, or an ID with plain keys).
+    /// The handle of an index member (the key suffix: the ID's digest, or with plain keys
+    /// the ID itself, in whatever format it was accepted).
     fn handle_of(&self, member: &str) -> SessionHandle {
-        match SessionId::parse(member) {
-            Some(id) if self.shared.config.plain_keys => self.handle(&id),
-            _ => SessionHandle(member.to_owned()),
+        if self.shared.config.plain_keys {
+            SessionHandle(crate::id::digest(member))
+        } else {
+            SessionHandle(member.to_owned())
         }
     }
 
@@ -240,7 +248,9 @@ impl SessionManager {
     /// ended already.
     pub async fn terminate_all_by_scan(&self, user_id: &str) -> Result<usize, Error> {
         let store = &self.shared.store;
-        let mut ended = 0;
+        // What the index knows first: that also ends (with a marker) a login in flight
+        // whose session the scan could not see yet. The index key itself stays.
+        let mut ended = self.terminate_all(user_id, None).await?;
         for keys in store.scan_pages().await? {
             let sessions: Vec<_> = keys
                 .into_iter()
@@ -253,11 +263,11 @@ impl SessionManager {
             for (key, owner) in sessions.iter().zip(owners) {
                 if owner.as_deref() == Some(user_id) {
                     let member = &key[store.prefix().len()..];
-                    ended += usize::from(store.end(member, EndReason::Terminated).await?);
+                    let end = store.end(member, EndReason::Terminated, Some(user_id));
+                    ended += usize::from(end.await? == Ended::Live);
                 }
             }
         }
-        store.delete_index(user_id).await?;
         Ok(ended)
     }
 

@@ -196,10 +196,8 @@ pub(crate) enum Plan {
         /// The new idle TTL, if this request changed it.
         ttl: Option<Duration>,
         changes: Vec<(String, Change)>,
-        /// The user the new ID is tied to and indexed under.
-        user: Option<String>,
-        /// The user the old ID was indexed under.
-        previous: Option<String>,
+        /// The user this request ties the session to, if it does.
+        tie: Option<String>,
     },
     /// End the loaded session (and drop its entry in its user's index).
     Destroy { id: SessionId, user: Option<String> },
@@ -584,6 +582,9 @@ impl Session {
                     id,
                     user: state.user_id.take(),
                 },
+                // A logout with an ID that moved on: the session may live on under its
+                // new ID, so this logout did not happen.
+                None if state.arrival == Arrival::MovedOn => Plan::Nothing(Outcome::Refused),
                 None => Plan::Nothing(untouched),
             };
         }
@@ -618,8 +619,7 @@ impl Session {
                 new: id,
                 ttl,
                 changes: changes.into_iter().collect(),
-                user: tie.or_else(|| state.user_id.clone()),
-                previous: state.user_id.clone(),
+                tie,
             },
             Some(_) if dirty => {
                 let mut changes: Vec<_> = changes.into_iter().collect();
@@ -1006,10 +1006,7 @@ mod tests {
         s.set_user_id("alice").unwrap();
         assert_ne!(s.id().unwrap(), old, "tying rotates the ID");
         match s.plan() {
-            Plan::Rotate { user, previous, .. } => {
-                assert_eq!(user.as_deref(), Some("alice"));
-                assert_eq!(previous.as_deref(), Some("alice"));
-            }
+            Plan::Rotate { tie, .. } => assert_eq!(tie.as_deref(), Some("alice")),
             other => panic!("unexpected plan {other:?}"),
         }
         assert!(matches!(

@@ -10,8 +10,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// offset `+hh:mm` / `-hh:mm`. Fractions below a millisecond are dropped, as in the
 /// scripts. Anything else, or a time before 1970, is `None`.
 pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    // Bytes past the ASCII range (another program's text, or invalid UTF-8 read back as
+    // U+FFFD) are never part of a timestamp, and would break the slicing below.
     let b = s.as_bytes();
-    if b.len() < 20
+    if !s.is_ascii() || b.len() < 20
         || b[4] != b'-'
         || b[7] != b'-'
         || b[10] != b'T'
@@ -127,6 +129,8 @@ pub(crate) const TIMESTAMP_CASES: &[(&str, Option<u64>)] = &[
     ("2026-04-02T12:34:56+24:00", None),
     ("1969-12-31T23:59:59Z", None),
     ("1970-01-01T00:30:00+01:00", None),
+    ("2026-04-02T12:34:5\u{e9}Z", None),
+    ("2026-04-02T12:34:56.\u{fffd}Z", None),
 ];
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The user index and the manager's reads: a sorted set per user, under
 //! `{prefix}user:{sha256(user id)}`, of the members (key suffixes) of that user's
-//! sessions, each scored by when it was last added (ms, the app's clock).
+//! sessions, each scored by when it was last added (ms, Redis's clock, so app servers
+//! with drifting clocks age entries alike).
 //!
 //! An entry is added before the session is tied (so no tied session is ever missing
 //! from it) and re-added on every tie. It is pruned only when it is certainly dead:
@@ -9,10 +10,7 @@
 //! score is still the one that was read (the `prune` script checks it). The index has
 //! no TTL, so `volatile-*` eviction never drops it.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::HashMap, time::Duration};
 
 use fred::{
     interfaces::{
@@ -22,7 +20,7 @@ use fred::{
     types::Value,
 };
 
-use super::{scripts, text, EndReason, Store};
+use super::{int, scripts, text, EndReason, Ended, Store};
 use crate::{error::Error, id::SessionId, model};
 
 /// How old an index entry must be before it may be pruned: far longer than a login takes
@@ -45,12 +43,6 @@ pub(crate) struct Stored {
     pub(crate) expires_in: Duration,
 }
 
-fn now_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_millis() as f64)
-}
-
 impl Store {
     /// The key of a user's index. The user id is digested, so any id makes a valid key
     /// and none shows in key names. `:` never occurs in a member, so no index key can be
@@ -67,10 +59,8 @@ impl Store {
 
     /// One round trip: adds (or re-adds, with a fresh score) a session to its user's index.
     pub(crate) async fn index_add(&self, user_id: &str, id: &SessionId) -> Result<(), Error> {
-        let client = self.redis().client();
-        let entry = (now_ms(), self.member(id));
-        let _: i64 = self
-            .timed(|| client.zadd(self.index_key(user_id), None, None, false, false, entry))
+        let args = vec![text(self.member(id))];
+        self.run(&scripts::INDEX_ADD, self.index_key(user_id), args)
             .await?;
         Ok(())
     }
@@ -128,14 +118,13 @@ impl Store {
     /// Prunes entries found dead, keeping those younger than [`PRUNE_GRACE`] and those
     /// re-added since they were read. One round trip, if any is old enough.
     pub(crate) async fn prune(&self, user_id: &str, dead: Vec<Entry>) -> Result<(), Error> {
-        let cutoff = now_ms() - PRUNE_GRACE.as_millis() as f64;
-        let mut args = Vec::new();
-        for entry in dead.into_iter().filter(|e| e.score < cutoff) {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let mut args = vec![int(PRUNE_GRACE.as_millis() as u64)];
+        for entry in dead {
             args.push(text(entry.member));
             args.push(Value::Double(entry.score));
-        }
-        if args.is_empty() {
-            return Ok(());
         }
         self.run(&scripts::PRUNE, self.index_key(user_id), args)
             .await?;
@@ -154,9 +143,11 @@ impl Store {
         }
         let mut ended = 0;
         for member in &members {
-            ended += usize::from(self.end(member, EndReason::Terminated).await?);
+            let end = self.end(member, EndReason::Terminated, Some(user_id));
+            ended += usize::from(end.await? == Ended::Live);
         }
-        // Each is a marker now, which no create can replace: the entries are dead.
+        // Each is a marker now (which no creation can replace), or a live session tied to
+        // someone else (left alone): either way the entries are dead.
         let client = self.redis().client();
         let _: i64 = self
             .timed(|| client.zrem(self.index_key(user_id), members.clone()))
@@ -189,13 +180,6 @@ impl Store {
                 pair.get(1).and_then(Value::as_u64).filter(|_| live)
             })
             .collect())
-    }
-
-    /// One round trip: deletes a user's index.
-    pub(crate) async fn delete_index(&self, user_id: &str) -> Result<(), Error> {
-        let client = self.redis().client();
-        let _: i64 = self.timed(|| client.del(self.index_key(user_id))).await?;
-        Ok(())
     }
 
     /// Every key under the prefix, a `SCAN` page at a time, on every primary. A cluster

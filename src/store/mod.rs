@@ -370,10 +370,10 @@ impl Store {
                         refused(&id, "its changes");
                         return Ok(Outcome::Refused);
                     }
+                    // Another request set the counter to text meanwhile: a conflict.
                     -2 => {
-                        return Err(Error::protocol(
-                            "save: an increment met a value that is not an integer",
-                        ))
+                        refused(&id, "its increment (the field no longer holds an integer)");
+                        return Ok(Outcome::Refused);
                     }
                     _ => return Err(Error::protocol("save: unknown status")),
                 }
@@ -389,11 +389,16 @@ impl Store {
                 new,
                 ttl,
                 changes,
-                user,
-                previous,
-            } => self.rotate(old, new, ttl, changes, user, previous).await,
+                tie,
+            } => self.rotate(old, new, ttl, changes, tie).await,
             Plan::Destroy { id, user } => {
-                self.end(self.member(&id), EndReason::Destroyed).await?;
+                let ended = self.end(self.member(&id), EndReason::Destroyed, None).await?;
+                if ended == Ended::Already(EndReason::Rotated) {
+                    // Moved to a new ID meanwhile: that session lives on, and the browser
+                    // may hold its cookie. This logout did not happen.
+                    refused(&id, "its logout");
+                    return Ok(Outcome::Refused);
+                }
                 if let Some(user) = &user {
                     self.index_remove(user, self.member(&id)).await?;
                 }
@@ -422,8 +427,7 @@ impl Store {
         mut new: SessionId,
         ttl: Option<Duration>,
         changes: Vec<(String, Change)>,
-        user: Option<String>,
-        previous: Option<String>,
+        tie: Option<String>,
     ) -> Result<Outcome, Error> {
         let token = new.digest()[..16].to_owned();
         let hold = millis(self.timeout.saturating_mul(3).max(Duration::from_secs(1)));
@@ -454,6 +458,10 @@ impl Store {
             return Ok(Outcome::Refused);
         };
         let mut fields: HashMap<String, String> = opened.fields.into_iter().collect();
+        // The user the session is tied to now (not when this request loaded it), whose
+        // index entry for the old ID goes; and the one the new ID is tied to.
+        let previous = fields.get(model::USER_ID).cloned();
+        let user = tie.or_else(|| previous.clone());
         let idle = match ttl {
             Some(ttl) => ttl,
             None => fields
@@ -501,14 +509,15 @@ impl Store {
                     created = Some(expires_in);
                     break;
                 }
-                Created::Taken | Created::Ended => new = SessionId::generate(),
-                Created::Expired => break,
+                Created::Taken => new = SessionId::generate(),
+                // Ended before it was created ("log out everywhere" met its index entry).
+                Created::Expired | Created::Ended => break,
             }
         }
         let Some(expires_in) = created else {
-            // Past its absolute lifetime by now, or three collisions: the old key keeps
-            // its mark until it is abandoned (and its deadline ends it anyway).
-            refused(&old, "its rotation (past its absolute lifetime)");
+            // Past its absolute lifetime by now, ended meanwhile, or three collisions: the
+            // old key keeps its mark until it is abandoned.
+            refused(&old, "its rotation");
             return Ok(Outcome::Refused);
         };
 
@@ -583,12 +592,43 @@ impl Store {
         args
     }
 
-    /// One round trip: ends a session, leaving a marker. Returns whether it was live.
-    pub(crate) async fn end(&self, member: &str, why: EndReason) -> Result<bool, Error> {
-        let args = vec![text(why.as_str()), int(millis(model::MARKER_TTL))];
-        let ended = self.run(&scripts::END, self.key_of(member), args).await?;
-        Ok(ended.as_i64() == Some(1))
+    /// One round trip: ends a session, leaving a marker; with `user`, only if it is tied
+    /// to that user.
+    pub(crate) async fn end(
+        &self,
+        member: &str,
+        why: EndReason,
+        user: Option<&str>,
+    ) -> Result<Ended, Error> {
+        let args = vec![
+            text(why.as_str()),
+            int(millis(model::MARKER_TTL)),
+            text(user.unwrap_or_default()),
+        ];
+        let (status, rest) = self
+            .run_status(&scripts::END, self.key_of(member), args)
+            .await?;
+        match status {
+            1 => Ok(Ended::Live),
+            0 => Ok(Ended::Nothing),
+            2 => Ok(Ended::Already(end_reason(rest.first()))),
+            3 => Ok(Ended::OtherUser),
+            _ => Err(Error::protocol("end: unknown status")),
+        }
     }
+}
+
+/// What ending a session found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// A live session, now ended.
+    Live,
+    /// No session; a marker now stands in its place.
+    Nothing,
+    /// A marker, kept: the session had ended already, or moved on.
+    Already(EndReason),
+    /// A live session tied to another user: untouched.
+    OtherUser,
 }
 
 /// What creating a session found.

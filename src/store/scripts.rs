@@ -61,6 +61,8 @@ scripts! {
     FINISH_ROTATE = "lua/finish_rotate.lua";
     /// Ends a session, leaving a marker.
     END = "lua/end.lua";
+    /// Adds a session to its user's index, scored by Redis's clock.
+    INDEX_ADD = "lua/index_add.lua";
     /// Removes dead entries from a user's index.
     PRUNE = "lua/prune.lua";
 }

@@ -125,11 +125,12 @@ end
 
 -- `rotating` holds '<until ms>:<token>': a rotation is copying the session to a new key
 -- and saves are refused until `until`; after it the mark is abandoned (the rotating
--- request died) and is cleared by the next script that meets it.
+-- request died) and is cleared by the next script that meets it. No rotation holds its
+-- mark for more than 5 minutes: a later `until` (planted by someone else) is abandoned.
 local function rotation_in_progress(mark, now)
   if not mark then return false end
   local until_ms = tonumber(string.match(mark, '^(%d+):'))
-  return until_ms ~= nil and now < until_ms
+  return until_ms ~= nil and now < until_ms and until_ms <= now + 300000
 end
 
 -- Reads a session key. Returns a status and, for 1 and 2, the flat hash and a map:
