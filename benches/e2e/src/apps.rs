@@ -343,26 +343,37 @@ return 1"
     ))
 });
 
-// The crate's own scripts, byte for byte as src/store.rs builds them (same SHA1).
-const CRATE_COMMON: &str = include_str!("../../../src/lua/common.lua");
-static CRATE_LOAD: LazyLock<Script> = LazyLock::new(|| {
-    Script::from_lua(format!(
-        "{CRATE_COMMON}\n{}",
-        include_str!("../../../src/lua/load.lua")
-    ))
-});
-static CRATE_SAVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::from_lua(format!(
-        "{CRATE_COMMON}\n{}",
-        include_str!("../../../src/lua/save.lua")
-    ))
-});
-static CRATE_CREATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::from_lua(format!(
-        "{CRATE_COMMON}\n{}",
-        include_str!("../../../src/lua/create.lua")
-    ))
-});
+// The crate's own scripts, exactly the text the layer sends (same SHA1), with the
+// layer's arguments: every reply is `{result, KEYS[1]}`, as the layer receives it.
+fn crate_script(name: &str) -> Script {
+    Script::from_lua(
+        tower_redis_session::__private::script_source(name).expect("a script of the crate"),
+    )
+}
+static CRATE_LOAD: LazyLock<Script> = LazyLock::new(|| crate_script("lua/load.lua"));
+static CRATE_SAVE: LazyLock<Script> = LazyLock::new(|| crate_script("lua/save.lua"));
+static CRATE_CREATE: LazyLock<Script> = LazyLock::new(|| crate_script("lua/create.lua"));
+/// The layer's default absolute lifetime (12 h), in ms, as its scripts get it.
+const CRATE_LIFETIME_MS: i64 = 12 * 3600 * 1000;
+
+/// The result of a crate script's `{result, key}` reply, if the key is `key`.
+fn crate_result(reply: Value, key: &str) -> Option<Value> {
+    let Value::Array(mut items) = reply else {
+        return None;
+    };
+    if items.len() != 2 || items.pop()?.as_str().as_deref() != Some(key) {
+        return None;
+    }
+    items.pop()
+}
+
+/// The status of a crate script's `{{status, ...}, key}` reply (0 if unreadable).
+fn crate_status(reply: Value, key: &str) -> i64 {
+    match crate_result(reply, key) {
+        Some(Value::Array(items)) => items.first().and_then(Value::as_i64).unwrap_or(0),
+        _ => 0,
+    }
+}
 
 #[derive(Clone)]
 struct Floor {
@@ -432,11 +443,12 @@ impl Floor {
                 0.into(),
                 ((MAX_FIELDS + 16) as i64).into(),
                 ((256 * 1024 + 1024) as i64).into(),
+                CRATE_LIFETIME_MS.into(),
             ];
             let reply: Value = CRATE_LOAD
-                .evalsha_with_reload(self.pool.next(), key, args)
+                .evalsha_with_reload(self.pool.next(), key.as_str(), args)
                 .await?;
-            let Value::Array(items) = reply else {
+            let Some(Value::Array(items)) = crate_result(reply, &key) else {
                 return Ok(None);
             };
             let mut items = items.into_iter();
@@ -463,19 +475,28 @@ impl Floor {
             let key = format!("session:{}", digest(&id));
             let mut args: Vec<Value> = Vec::with_capacity(2 + fields.len() * 2);
             args.push((IDLE_TTL_SECS as i64).into());
-            args.push(if self.crate_lua { 0 } else { TTL_MS }.into());
+            args.push(
+                if self.crate_lua {
+                    CRATE_LIFETIME_MS
+                } else {
+                    TTL_MS
+                }
+                .into(),
+            );
             for (name, value) in fields {
                 args.push(name.as_str().into());
                 args.push(value.as_str().into());
             }
-            let script = if self.crate_lua {
-                &*CRATE_CREATE
+            let created = if self.crate_lua {
+                let reply: Value = CRATE_CREATE
+                    .evalsha_with_reload(self.pool.next(), key.as_str(), args)
+                    .await?;
+                crate_status(reply, &key)
             } else {
-                &*FLOOR_CREATE
+                FLOOR_CREATE
+                    .evalsha_with_reload::<i64, _, _>(self.pool.next(), key, args)
+                    .await?
             };
-            let created: i64 = script
-                .evalsha_with_reload(self.pool.next(), key, args)
-                .await?;
             if created == 1 {
                 return Ok(id);
             }
@@ -536,11 +557,17 @@ async fn floor_incr(State(floor): State<Floor>, headers: HeaderMap) -> Response 
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let result: Result<Option<i64>, _> = if floor.crate_lua {
-        let args: Vec<Value> = vec!["".into(), "i".into(), "page_views".into(), 1.into()];
+        let args: Vec<Value> = vec![
+            "".into(),
+            CRATE_LIFETIME_MS.into(),
+            "i".into(),
+            "page_views".into(),
+            1.into(),
+        ];
         CRATE_SAVE
-            .evalsha_with_reload::<i64, _, _>(floor.pool.next(), key, args)
+            .evalsha_with_reload::<Value, _, _>(floor.pool.next(), key.as_str(), args)
             .await
-            .map(|status| (status == 1).then_some(seen + 1))
+            .map(|reply| (crate_status(reply, &key) == 1).then_some(seen + 1))
     } else {
         let args: Vec<Value> = vec!["page_views".into(), 1.into(), TTL_MS.into()];
         FLOOR_INCR

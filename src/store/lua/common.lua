@@ -87,15 +87,16 @@ end
 -- A session's absolute deadline in ms: its absolute_expires_at, never later than
 -- created_at + `lifetime` (ms; 0 when the layer sets none), or that alone when the
 -- session has none. created_at is whole seconds, so the cap allows its lost fraction.
+-- `created` is created_at in ms when the caller has parsed it already.
 -- nil when neither applies; false when a stored value is unreadable.
-local function deadline_of(f, lifetime)
+local function deadline_of(f, lifetime, created)
   local deadline = nil
   if f.absolute_expires_at then
     deadline = parse_time(f.absolute_expires_at)
     if not deadline then return false end
   end
   if lifetime > 0 then
-    local created = parse_time(f.created_at)
+    created = created or parse_time(f.created_at)
     if not created then return false end
     if not deadline then
       deadline = created + lifetime
@@ -110,8 +111,10 @@ end
 -- internal field is unreadable, so the session is refused the same way everywhere.
 local function session_times(f, lifetime)
   local idle = valid_idle(f.session_ttl)
-  if not idle or not parse_time(f.created_at) then return nil end
-  local deadline = deadline_of(f, lifetime)
+  if not idle then return nil end
+  local created = parse_time(f.created_at)
+  if not created then return nil end
+  local deadline = deadline_of(f, lifetime, created)
   if deadline == false then return nil end
   return idle, deadline
 end
@@ -137,11 +140,11 @@ end
 --   1 a live session, 0 no key, 2 a marker, -1 not a usable session (wrong type,
 --   internal fields missing, over the limits).
 local function read_session(key, max_fields, max_bytes)
-  local len = redis.pcall('HLEN', key)
-  if type(len) ~= 'number' then return -1 end
+  local h = redis.pcall('HGETALL', key)
+  if h.err then return -1 end
+  local len = #h / 2
   if len == 0 then return 0 end
   if len > max_fields then return -1 end
-  local h = redis.call('HGETALL', key)
   local f, size = {}, 0
   for i = 1, #h, 2 do
     f[h[i]] = h[i + 1]
