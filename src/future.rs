@@ -104,6 +104,7 @@ where
             match this.state.as_mut().project() {
                 StateProj::Load { fut, pending } => {
                     let outcome = ready!(fut.as_mut().poll(cx));
+                    crate::metrics::loaded(&outcome);
                     let (mut inner, mut req, id) = pending.take().expect("polled after completion");
                     let settings = this.shared.config.session_settings();
                     let session = match outcome {
@@ -243,6 +244,7 @@ fn error_response<B>(shared: &Shared, err: Error) -> Response<ResponseBody<B>> {
         Some(make) => make(&err),
         None => default_error_response(&err),
     };
+    crate::metrics::error_response(&err, response.status());
     let mut response = response.map(ResponseBody::error);
     response.extensions_mut().insert(err);
     response

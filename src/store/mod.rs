@@ -241,6 +241,7 @@ impl Store {
 
     /// Runs a script on `key` and returns its result, checked to be for `key`.
     async fn run(&self, script: &Script, key: String, args: Vec<Value>) -> Result<Value, Error> {
+        let _timer = crate::metrics::ScriptTimer::start(script);
         let reply = self
             .timed(|| script.evalsha_with_reload(self.redis.client(), key.clone(), args.clone()))
             .await?;
@@ -339,7 +340,10 @@ impl Store {
                 // A collision (2^-256) retries with a fresh ID, indexed first as well.
                 for _ in 0..3 {
                     match self.create(&id, ttl, &fields).await? {
-                        Created::Yes(expires_in) => return Ok(Outcome::Set(id, expires_in)),
+                        Created::Yes(expires_in) => {
+                            crate::metrics::created();
+                            return Ok(Outcome::Set(id, expires_in));
+                        }
                         Created::Taken => {
                             tracing::warn!("session ID collision; retrying with a new ID");
                             id = SessionId::generate();
@@ -530,6 +534,7 @@ impl Store {
         if let Some(previous) = &previous {
             self.index_remove(previous, self.member(&old)).await?;
         }
+        crate::metrics::rotated();
         Ok(Outcome::Set(new, expires_in))
     }
 
@@ -586,8 +591,13 @@ impl Store {
     /// One round trip: ends a session, leaving a marker. Returns whether it was live.
     pub(crate) async fn end(&self, member: &str, why: EndReason) -> Result<bool, Error> {
         let args = vec![text(why.as_str()), int(millis(model::MARKER_TTL))];
-        let ended = self.run(&scripts::END, self.key_of(member), args).await?;
-        Ok(ended.as_i64() == Some(1))
+        let live = self
+            .run(&scripts::END, self.key_of(member), args)
+            .await?
+            .as_i64()
+            == Some(1);
+        crate::metrics::ended(why, live);
+        Ok(live)
     }
 }
 

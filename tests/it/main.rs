@@ -39,6 +39,8 @@ mod cookies;
 mod expiry;
 mod failure;
 mod manager;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod peer;
 mod per_request;
 mod php_interop;
