@@ -104,6 +104,7 @@ where
             match this.state.as_mut().project() {
                 StateProj::Load { fut, pending } => {
                     let outcome = ready!(fut.as_mut().poll(cx));
+                    crate::metrics::loaded(&outcome);
                     let (mut inner, mut req, id) = pending.take().expect("polled after completion");
                     let settings = this.shared.config.session_settings();
                     let session = match outcome {
@@ -190,7 +191,11 @@ where
 }
 
 /// The response, with what the outcome does to the cookie.
-fn finish<B>(shared: &Shared, response: Response<B>, outcome: Outcome) -> Response<ResponseBody<B>> {
+fn finish<B>(
+    shared: &Shared,
+    response: Response<B>,
+    outcome: Outcome,
+) -> Response<ResponseBody<B>> {
     let cookie = &shared.config.cookie;
     let value = match outcome {
         Outcome::Keep => None,
@@ -228,7 +233,12 @@ fn shared_cache_may_store(headers: &http::HeaderMap) -> bool {
     !headers.get_all(header::CACHE_CONTROL).iter().any(|value| {
         value.to_str().is_ok_and(|v| {
             v.split(',').any(|d| {
-                let name = d.trim().split('=').next().unwrap_or("").to_ascii_lowercase();
+                let name = d
+                    .trim()
+                    .split('=')
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
                 matches!(name.as_str(), "private" | "no-store" | "no-cache")
             })
         })
@@ -249,6 +259,7 @@ fn error_response<B>(shared: &Shared, err: Error) -> Response<ResponseBody<B>> {
         Some(make) => make(&err),
         None => default_error_response(&err),
     };
+    crate::metrics::error_response(&err, response.status());
     let mut response = response.map(ResponseBody::error);
     response.extensions_mut().insert(err);
     response

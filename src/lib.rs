@@ -128,12 +128,14 @@
 //! | `encryption` | encrypt user field values at rest with a key ring ([`KeyRing`], `RedisSessionLayerBuilder::encryption`) | no |
 //! | `enable-rustls` | fred's rustls TLS, for `rediss://` | no |
 //! | `enable-native-tls` | fred's native-tls TLS, for `rediss://` | no |
+//! | `metrics` | counters of loads, creations, rotations, logouts, refused changes, store errors and error responses, and a histogram of Redis time per script, through the [`metrics`](https://docs.rs/metrics) facade (`describe_metrics`; every name and label: [operations][metrics]) | no |
 //!
 //! [guide]: https://docs.rs/crate/tower-redis-session/latest/source/docs/guide.md
 //! [encryption]: https://docs.rs/crate/tower-redis-session/latest/source/docs/guide.md#encryption-at-rest
 //! [data model]: https://docs.rs/crate/tower-redis-session/latest/source/docs/data-model.md
 //! [operations]: https://docs.rs/crate/tower-redis-session/latest/source/docs/operations.md
 //! [performance]: https://docs.rs/crate/tower-redis-session/latest/source/docs/performance.md
+//! [metrics]: https://docs.rs/crate/tower-redis-session/latest/source/docs/operations.md#metrics
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
@@ -151,6 +153,7 @@ mod future;
 mod id;
 mod layer;
 mod manager;
+mod metrics;
 mod model;
 mod service;
 mod session;
@@ -163,6 +166,9 @@ pub use crate::crypto::{DecryptFailure, KeyRing};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use crate::extract::MissingSessionLayer;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub use crate::metrics::describe_metrics;
 pub use crate::{
     body::ResponseBody,
     client::{client_builder, connect, connect_lazy, Redis},

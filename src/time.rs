@@ -13,7 +13,8 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     // Bytes past the ASCII range (another program's text, or invalid UTF-8 read back as
     // U+FFFD) are never part of a timestamp, and would break the slicing below.
     let b = s.as_bytes();
-    if !s.is_ascii() || b.len() < 20
+    if !s.is_ascii()
+        || b.len() < 20
         || b[4] != b'-'
         || b[7] != b'-'
         || b[10] != b'T'

@@ -241,6 +241,7 @@ impl Store {
 
     /// Runs a script on `key` and returns its result, checked to be for `key`.
     async fn run(&self, script: &Script, key: String, args: Vec<Value>) -> Result<Value, Error> {
+        let _timer = crate::metrics::ScriptTimer::start(script);
         let reply = self
             .timed(|| script.evalsha_with_reload(self.redis.client(), key.clone(), args.clone()))
             .await?;
@@ -339,7 +340,10 @@ impl Store {
                 // A collision (2^-256) retries with a fresh ID, indexed first as well.
                 for _ in 0..3 {
                     match self.create(&id, ttl, &fields).await? {
-                        Created::Yes(expires_in) => return Ok(Outcome::Set(id, expires_in)),
+                        Created::Yes(expires_in) => {
+                            crate::metrics::created();
+                            return Ok(Outcome::Set(id, expires_in));
+                        }
                         Created::Taken => {
                             tracing::warn!("session ID collision; retrying with a new ID");
                             id = SessionId::generate();
@@ -392,7 +396,9 @@ impl Store {
                 tie,
             } => self.rotate(old, new, ttl, changes, tie).await,
             Plan::Destroy { id, user } => {
-                let ended = self.end(self.member(&id), EndReason::Destroyed, None).await?;
+                let ended = self
+                    .end(self.member(&id), EndReason::Destroyed, None)
+                    .await?;
                 if ended == Ended::Already(EndReason::Rotated) {
                     // Moved to a new ID meanwhile: that session lives on, and the browser
                     // may hold its cookie. This logout did not happen.
@@ -539,6 +545,7 @@ impl Store {
         if let Some(previous) = &previous {
             self.index_remove(previous, self.member(&old)).await?;
         }
+        crate::metrics::rotated();
         Ok(Outcome::Set(new, expires_in))
     }
 
@@ -608,13 +615,15 @@ impl Store {
         let (status, rest) = self
             .run_status(&scripts::END, self.key_of(member), args)
             .await?;
-        match status {
-            1 => Ok(Ended::Live),
-            0 => Ok(Ended::Nothing),
-            2 => Ok(Ended::Already(end_reason(rest.first()))),
-            3 => Ok(Ended::OtherUser),
-            _ => Err(Error::protocol("end: unknown status")),
-        }
+        let ended = match status {
+            1 => Ended::Live,
+            0 => Ended::Nothing,
+            2 => Ended::Already(end_reason(rest.first())),
+            3 => Ended::OtherUser,
+            _ => return Err(Error::protocol("end: unknown status")),
+        };
+        crate::metrics::ended(why, ended == Ended::Live);
+        Ok(ended)
     }
 }
 

@@ -191,15 +191,16 @@ async fn ttl_change_never_reaches_past_the_absolute_lifetime(topology: Topology)
 /// machine's clock, and libfaketime cannot shift a jemalloc-built `redis-server`. The
 /// scripts take every time from Redis's `TIME`; the layer never reads the app's clock
 /// for expiry.)
-async fn a_stored_deadline_that_has_passed_ends_the_session_at_its_next_load(
-    topology: Topology,
-) {
+async fn a_stored_deadline_that_has_passed_ends_the_session_at_its_next_load(topology: Topology) {
     let redis = topology.start().await;
     let app = TestApp::with(&redis, |b| b.absolute_lifetime(None)).await;
     let id = app.login().await;
     let _: () = app
         .client
-        .hset(app.key(&id), ("absolute_expires_at", "2026-01-01T00:00:00.5+02:00"))
+        .hset(
+            app.key(&id),
+            ("absolute_expires_at", "2026-01-01T00:00:00.5+02:00"),
+        )
         .await
         .unwrap();
     let res = app.get("/read/username", Some(&id)).await;

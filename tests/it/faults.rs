@@ -578,13 +578,19 @@ async fn two_app_instances_on_one_redis_keep_every_promise() {
     );
     gate.release.notify_one();
     let res = held.await.unwrap();
-    assert_eq!(res.status, StatusCode::CONFLICT, "the change was not applied");
+    assert_eq!(
+        res.status,
+        StatusCode::CONFLICT,
+        "the change was not applied"
+    );
     assert!(
         res.headers.get("set-cookie").is_none(),
         "a refused change leaves the cookie alone"
     );
     assert_eq!(
-        redis.cmd(&["HEXISTS", &key(PREFIX, &id), "session_ttl"]).int(),
+        redis
+            .cmd(&["HEXISTS", &key(PREFIX, &id), "session_ttl"])
+            .int(),
         Some(0),
         "resurrected"
     );

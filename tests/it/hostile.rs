@@ -235,7 +235,11 @@ fn any_cookie_headers_never_panic_never_adopt_and_reach_redis_only_for_well_form
             // A write carrying the ID of a session logged out a moment ago (its marker is
             // still there) is refused: the browser may have logged in again meanwhile.
             let refused = write && expected.as_deref() == Some(ids.dead.as_str());
-            let status = if refused { StatusCode::CONFLICT } else { StatusCode::OK };
+            let status = if refused {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::OK
+            };
             prop_assert_eq!(res.status, status, "{}", res.body);
             // One load for a well-formed ID, one write for a handler that writes: nothing
             // reaches Redis for a cookie that is not exactly one well-formed ID.

@@ -46,6 +46,8 @@ mod failure;
 mod faults;
 mod hostile;
 mod manager;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod peer;
 mod per_request;
 mod php_interop;
