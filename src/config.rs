@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use cookie::SameSite;
 
-use crate::Error;
+use crate::error::Error;
 
 /// Default idle TTL: 30 minutes (OWASP's upper end for low-risk apps).
 pub(crate) const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(30 * 60);
@@ -36,9 +36,9 @@ pub(crate) struct Config {
     pub(crate) cookie: CookieConfig,
     pub(crate) error_response: Option<ErrorResponseFn>,
     #[cfg(feature = "encryption")]
-    pub(crate) encryption: Option<Arc<crate::KeyRing>>,
+    pub(crate) encryption: Option<Arc<crate::crypto::KeyRing>>,
     #[cfg(feature = "encryption")]
-    pub(crate) decrypt_failure: crate::DecryptFailure,
+    pub(crate) decrypt_failure: crate::crypto::DecryptFailure,
 }
 
 impl Default for Config {
@@ -58,7 +58,7 @@ impl Default for Config {
             #[cfg(feature = "encryption")]
             encryption: None,
             #[cfg(feature = "encryption")]
-            decrypt_failure: crate::DecryptFailure::default(),
+            decrypt_failure: crate::crypto::DecryptFailure::default(),
         }
     }
 }

@@ -8,7 +8,7 @@ use axum_core::{
 };
 use http::{request::Parts, StatusCode};
 
-use crate::{Session, SessionError};
+use crate::{error::SessionError, session::Session};
 
 /// Rejection of the [`Session`] extractor: the route is not behind a
 /// [`RedisSessionLayer`](crate::RedisSessionLayer). A bug in the app's wiring, answered

@@ -365,16 +365,16 @@ impl RedisSessionLayerBuilder {
     /// plaintext integer. Internal fields stay plaintext too.
     #[cfg(feature = "encryption")]
     #[cfg_attr(docsrs, doc(cfg(feature = "encryption")))]
-    pub fn encryption(mut self, ring: crate::KeyRing) -> Self {
+    pub fn encryption(mut self, ring: crate::crypto::KeyRing) -> Self {
         self.config.encryption = Some(Arc::new(ring));
         self
     }
 
     /// What to do with a stored value that fails to decrypt. Default
-    /// [`DecryptFailure::DropField`](crate::DecryptFailure::DropField).
+    /// [`DecryptFailure::DropField`](crate::crypto::DecryptFailure::DropField).
     #[cfg(feature = "encryption")]
     #[cfg_attr(docsrs, doc(cfg(feature = "encryption")))]
-    pub fn on_decrypt_failure(mut self, policy: crate::DecryptFailure) -> Self {
+    pub fn on_decrypt_failure(mut self, policy: crate::crypto::DecryptFailure) -> Self {
         self.config.decrypt_failure = policy;
         self
     }

@@ -78,7 +78,10 @@ pub(crate) struct Store {
     /// The layer's absolute lifetime in ms (0: none).
     lifetime_ms: u64,
     #[cfg(feature = "encryption")]
-    crypto: Option<(std::sync::Arc<crate::KeyRing>, crate::DecryptFailure)>,
+    crypto: Option<(
+        std::sync::Arc<crate::crypto::KeyRing>,
+        crate::crypto::DecryptFailure,
+    )>,
 }
 
 /// User fields as stored, opened: decrypted where they were encrypted.
@@ -202,7 +205,7 @@ impl Store {
                     O::Plain => opened.fields.push((name, value)),
                     O::Failed(reason) => {
                         tracing::warn!(field = %name, reason, "session value failed to decrypt; not given to the handler");
-                        if *policy == crate::DecryptFailure::RejectSession {
+                        if *policy == crate::crypto::DecryptFailure::RejectSession {
                             return None;
                         }
                         opened.sealed.insert(name);
