@@ -126,7 +126,8 @@ pub(crate) fn parse_incoming(s: &str, format: Option<IdFormat>) -> Option<Sessio
     SessionId::parse(s).or_else(|| SessionId::parse_as(s, format?))
 }
 
-/// An opaque session ID: 32 bytes from the operating system's CSPRNG, written as
+/// An opaque session ID: 32 bytes from a CSPRNG (`rand`'s `ThreadRng`: ChaCha12, seeded
+/// from the operating system's generator and reseeded from it periodically), written as
 /// 43 characters of URL-safe base64 without padding.
 ///
 /// The only ways to get one are [`SessionId::generate`], [`SessionId::parse`] and, for IDs

@@ -227,7 +227,58 @@ async fn plain_keys_store_the_id_in_the_key_as_a_php_application_does(topology: 
     assert_eq!(app.get("/read/a", Some(&id)).await.body, "1");
 }
 
+/// Cookie tossing: a page on a sibling or parent subdomain plants `sid` for the parent
+/// domain, so the browser sends two. Neither is trusted, and no removal is sent: a
+/// host-only removal could only delete the real cookie and keep the planted one. With
+/// the default `__Host-sid`, a planted `sid` is just another cookie, ignored.
+async fn a_tossed_cookie_gives_no_session_and_never_removes_ours(topology: Topology) {
+    let redis = topology.start().await;
+    let app = TestApp::new(&redis).await;
+    let ours = app.login().await;
+    let planted = app.login().await; // the attacker's own live session
+    for write in [false, true] {
+        let req = Request::builder()
+            .method(if write { "POST" } else { "GET" })
+            .uri(if write { "/set/a/1" } else { "/whoami" })
+            // Host-only first, then the parent-domain one: the order browsers send them.
+            .header(header::COOKIE, format!("sid={ours}; sid={planted}"))
+            .body(Body::empty())
+            .unwrap();
+        let res = app.send_request(req).await;
+        assert!(!res.clears_cookie(), "no removal for duplicates");
+        if !write {
+            assert!(res.body.starts_with("loaded=false"), "{}", res.body);
+            assert_eq!(res.set_cookie(), None);
+        }
+    }
+    assert!(app.is_live(&ours).await, "our session is untouched");
+
+    // After: the default name is one browsers protect; a planted `sid` is ignored.
+    let redis = topology.start().await;
+    let app = TestApp::with(&redis, |b| b.cookie_name("__Host-sid")).await;
+    let res = app
+        .send_request(
+            Request::post("/set/username/ferris")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    let set = res.set_cookie().unwrap();
+    let ours = set
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("__Host-sid=");
+    let req = Request::get("/whoami")
+        .header(header::COOKIE, format!("__Host-sid={ours}; sid={planted}"))
+        .body(Body::empty())
+        .unwrap();
+    let res = app.send_request(req).await;
+    assert!(res.body.starts_with("loaded=true"), "{}", res.body);
+}
+
 session_tests! {
+    a_tossed_cookie_gives_no_session_and_never_removes_ours,
     cookie_attributes_follow_the_configuration,
     persistent_cookie_is_refreshed_on_every_response_of_a_live_session,
     app_cache_control_is_left_alone,
