@@ -178,7 +178,44 @@ async fn touch_interval_skips_the_refresh_write_but_still_loads_in_one_round_tri
     app.check_keyspace().await;
 }
 
+/// The creation script, run as the layer sends it on a key that is taken (an ID
+/// collision), writes nothing: the session there stays as it was. On a marker it refuses
+/// too, with its own status, so an ended session is never replaced.
+async fn creation_never_overwrites_a_key_that_is_taken(topology: Topology) {
+    use fred::prelude::*;
+    let redis = topology.start().await;
+    let app = TestApp::new(&redis).await;
+    let id = app.login().await;
+    let before = app.hash(&id).await;
+    let pttl = app.pttl(&id).await;
+    let source = tower_redis_session::__private::script_source("lua/create.lua").unwrap();
+    let create = |key: String| {
+        let (client, source) = (app.client.clone(), source.clone());
+        async move {
+            let reply: Vec<Value> = client
+                .eval(
+                    source,
+                    vec![key],
+                    vec!["60", "0", "username", "mallory", "role", "admin"],
+                )
+                .await
+                .unwrap();
+            match &reply[0] {
+                Value::Array(items) => items[0].as_i64().unwrap(),
+                other => panic!("create replied {other:?}"),
+            }
+        }
+    };
+    assert_eq!(create(app.key(&id)).await, 0, "a taken key is reported");
+    assert_eq!(app.hash(&id).await, before, "and left as it was");
+    assert!(app.pttl(&id).await <= pttl);
+    assert_eq!(app.post("/logout", Some(&id)).await.status, StatusCode::OK);
+    assert_eq!(create(app.key(&id)).await, -2, "a marker is never replaced");
+    assert_eq!(app.marker(&id).await.as_deref(), Some("destroyed"));
+}
+
 session_tests! {
+    creation_never_overwrites_a_key_that_is_taken,
     no_cookie_and_no_write_costs_nothing_and_sets_no_cookie,
     first_write_creates_the_session_in_one_round_trip,
     reading_a_live_session_is_one_round_trip_and_refreshes_the_ttl,
