@@ -18,16 +18,10 @@
 --          {-1}                      the key holds no usable session; untouched
 
 local key = KEYS[1]
-local status, h, f = read_session(key, tonumber(ARGV[1]), tonumber(ARGV[2]))
+local status, h, f, _, deadline, now =
+  open_session(key, tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
 if status == 2 then return {2, f.ended} end
 if status ~= 1 then return {status} end
-local idle, deadline = session_times(f, tonumber(ARGV[3]))
-if not idle then return {-1} end
-local now = now_ms()
-if deadline and now >= deadline then
-  redis.call('DEL', key)
-  return {0}
-end
 if rotation_in_progress(f.rotating, now) then return {3} end
 local marked = redis.pcall('HSET', key, 'rotating', (now + tonumber(ARGV[4])) .. ':' .. ARGV[5])
 if type(marked) == 'table' and marked.err then return marked end

@@ -158,6 +158,23 @@ local function read_session(key, max_fields, max_bytes)
   return 1, h, f
 end
 
+-- Opens a session key for load and begin_rotate: read_session's status, and for a live
+-- session whose internal fields all read, also its idle TTL (s), its deadline (ms or
+-- nil) and Redis's time now (ms). A session past its deadline is deleted here and
+-- reported as missing (0); one with an unreadable internal field as unusable (-1).
+local function open_session(key, max_fields, max_bytes, lifetime)
+  local status, h, f = read_session(key, max_fields, max_bytes)
+  if status ~= 1 then return status, h, f end
+  local idle, deadline = session_times(f, lifetime)
+  if not idle then return -1 end
+  local now = now_ms()
+  if deadline and now >= deadline then
+    redis.call('DEL', key)
+    return 0
+  end
+  return 1, h, f, idle, deadline, now
+end
+
 -- `cmd key list[from..]` in chunks of 200 arguments, which unpack() can always take.
 -- The chunk size is even, so field/value pairs stay together.
 local function call_chunked(cmd, key, list, from)

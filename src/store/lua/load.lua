@@ -16,18 +16,10 @@
 --          {-1}                  the key holds no usable session; untouched
 
 local key = KEYS[1]
-local status, h, f = read_session(key, tonumber(ARGV[2]), tonumber(ARGV[3]))
+local status, h, f, idle, deadline, now =
+  open_session(key, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
 if status == 2 then return {2, f.ended} end
 if status ~= 1 then return {status} end
-
-local idle, deadline = session_times(f, tonumber(ARGV[4]))
-if not idle then return {-1} end
-
-local now = now_ms()
-if deadline and now >= deadline then
-  redis.call('DEL', key)
-  return {0}
-end
 if f.rotating and not rotation_in_progress(f.rotating, now) then
   redis.call('HDEL', key, 'rotating')
 end
