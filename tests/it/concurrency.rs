@@ -184,7 +184,36 @@ async fn logout_racing_a_rotation_leaves_no_session(topology: Topology) {
     app.check_keyspace().await;
 }
 
+/// A change that was dropped is logged as a warning that names the session by a digest,
+/// and no log line at any level holds a raw session ID.
+async fn a_dropped_change_is_logged_as_a_warning_without_the_raw_id(topology: Topology) {
+    let redis = topology.start().await;
+    let mut app = TestApp::new(&redis).await;
+    let logs = app.capture_logs(tracing::Level::TRACE);
+    let app = Arc::new(app);
+    let id = app.login().await;
+    let held = {
+        let (app, id) = (Arc::clone(&app), id.clone());
+        tokio::spawn(async move { app.post("/gated/incr/n", Some(&id)).await })
+    };
+    app.gate.arrived.notified().await;
+    app.post("/logout", Some(&id)).await;
+    app.gate.release.notify_one();
+    assert_eq!(held.await.unwrap().status, StatusCode::CONFLICT);
+    let warnings = logs.lines_at("WARN");
+    let digest = tower_redis_session::SessionId::parse(&id).unwrap().digest()[..12].to_owned();
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("not applied") && l.contains(&digest)),
+        "no warning for the dropped change: {}",
+        logs.text()
+    );
+    logs.assert_no_raw_ids(&app.issued_ids());
+}
+
 session_tests! {
+    a_dropped_change_is_logged_as_a_warning_without_the_raw_id,
     fifty_concurrent_increments_add_exactly_fifty,
     concurrent_writes_to_different_fields_both_persist,
     logout_racing_an_in_flight_write_never_resurrects_the_session,
