@@ -79,6 +79,7 @@ const FEATURES: &[(&str, bool)] = &[
     ("encryption", cfg!(feature = "encryption")),
     ("enable-rustls", cfg!(feature = "enable-rustls")),
     ("enable-native-tls", cfg!(feature = "enable-native-tls")),
+    ("metrics", cfg!(feature = "metrics")),
 ];
 
 /// Fails, naming it, if `Cargo.toml` declares a feature that [`FEATURES`] lacks (the
