@@ -607,6 +607,9 @@ impl Session {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 fields.extend(tie.clone().map(|user| (model::USER_ID.to_owned(), user)));
+                fields.extend(
+                    (state.csrf.clone()).map(|token| (model::CSRF_TOKEN.to_owned(), token)),
+                );
                 Plan::Create {
                     id,
                     ttl: state.ttl,
@@ -1013,6 +1016,18 @@ mod tests {
             s.set_user_id("x".repeat(257)),
             Err(SessionError::InvalidUserId)
         ));
+    }
+
+    #[test]
+    fn a_new_session_stores_its_csrf_token() {
+        let s = Session::detached();
+        let token = s.csrf_token().unwrap();
+        match s.plan() {
+            Plan::Create { fields, .. } => {
+                assert!(fields.contains(&("csrf_token".to_owned(), token)));
+            }
+            other => panic!("unexpected plan {other:?}"),
+        }
     }
 
     #[test]
