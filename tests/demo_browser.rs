@@ -351,7 +351,20 @@ async fn find_shown(browser: &Browser, css: &str) -> Element {
 /// Clicks the element at `css` (a form button: the browser submits and loads the next
 /// page before the click returns).
 async fn click(browser: &Browser, css: &str) {
-    find(browser, css).await.click().await.unwrap();
+    // The live view may replace the element between finding and clicking it (a poll
+    // re-renders the page): find it again then.
+    for _ in 0..5 {
+        match find(browser, css).await.click().await {
+            Ok(()) => return,
+            Err(fantoccini::error::CmdError::Standard(e))
+                if e.error == fantoccini::error::ErrorStatus::StaleElementReference =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("click on `{css}`: {e}"),
+        }
+    }
+    panic!("`{css}` kept being replaced while it was clicked");
 }
 
 /// Waits for the confirmation dialog a click opened, checks its text, and accepts or

@@ -25,7 +25,7 @@ use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fmt::Write as _,
     sync::{
-        atomic::{AtomicBool, AtomicU32, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -1463,8 +1463,6 @@ fn digest(s: &str) -> String {
 // ---------------------------------------------------------------------------------------
 // A run.
 
-static RUNS: AtomicU32 = AtomicU32::new(0);
-
 /// One seeded run; returns its report and whether every check held.
 async fn run_once(topology: Topology, settings: Settings) -> (String, bool) {
     // Faults reach every client of the server: on the shared cluster, nobody else runs.
@@ -1481,11 +1479,8 @@ async fn run_once(topology: Topology, settings: Settings) -> (String, bool) {
     };
     let url = backend.redis_url();
     let owns_keyspace = backend.owns_keyspace();
-    let prefix = format!(
-        "check{}x{}:session:",
-        std::process::id(),
-        RUNS.fetch_add(1, Ordering::Relaxed)
-    );
+    // A prefix of the test's own, as every test on the shared cluster keeps to.
+    let prefix = crate::support::fresh_prefix();
     let mut apps = Vec::new();
     let mut managers = Vec::new();
     for _ in 0..2 {
