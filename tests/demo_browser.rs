@@ -788,8 +788,16 @@ async fn phone(demo: &Demo, browser: &Browser) {
     // The login form fits too.
     click(browser, "#logout").await;
     find(browser, "#login-form").await;
-    let problems = browser.execute(LAYOUT_CHECK, vec![]).await.unwrap();
-    let problems: Vec<String> = serde_json::from_value(problems).unwrap();
+    // Give the new page a moment to settle (its stylesheet and notice) before judging it.
+    let mut problems = Vec::new();
+    for _ in 0..10 {
+        let found = browser.execute(LAYOUT_CHECK, vec![]).await.unwrap();
+        problems = serde_json::from_value::<Vec<String>>(found).unwrap();
+        if problems.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(
         problems.is_empty(),
         "login form at 390 px:\n{}",
