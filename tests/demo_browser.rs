@@ -897,11 +897,19 @@ async fn errors(demo: &mut Demo, browser: &Browser) {
     assert_eq!(sid(browser).await, None, "no session from a refused login");
 
     // A change to a session ended meanwhile (here by the manager, as "log out
-    // everywhere" in another browser does): not applied, and the page says so. The click
-    // comes right after one of the page's polls, long before the next could notice.
+    // everywhere" in another browser does): not applied, and the page says so.
     log_in(browser, &base, "late", LONG_TTL).await;
     let key = demo.key(&sid(browser).await.unwrap());
     next_poll(browser).await;
+    // Hold the page's polls from here on, so that it cannot notice the end and leave
+    // the page before the click, however slow the machine is.
+    browser
+        .execute(
+            "window.fetch = function () { return new Promise(function () {}); }",
+            vec![],
+        )
+        .await
+        .unwrap();
     assert_eq!(demo.manager.terminate_all("late", None).await.unwrap(), 1);
     click(browser, "#increment").await;
     let said = styled_error_page(browser, demo, 409).await;

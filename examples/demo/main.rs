@@ -1050,6 +1050,26 @@ fn unavailable_page(status: StatusCode) -> Response {
 /// The session layer's response when the store fails while it loads or saves a session
 /// (set with `error_response`): the same styled page as the demo's own.
 fn store_failure_response(err: &tower_redis_session::Error) -> http::Response<Bytes> {
+    if err.kind() == ErrorKind::Conflict {
+        // Not a failure: the layer refused this request's changes because the session
+        // ended or moved to a new ID (another tab, another browser) while it ran.
+        let status = StatusCode::CONFLICT;
+        let page = error_html(
+            status,
+            "Not applied: your session changed meanwhile",
+            "Nothing was changed: while this request ran, the session it was made for ended or moved to a new ID (a login, a rotation or a logout in another tab or browser).",
+            "Reload the start page and try again.",
+        );
+        let mut res = http::Response::new(Bytes::from(page));
+        *res.status_mut() = status;
+        let headers = res.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return res;
+    }
     tracing::error!(error = %err, "the session store failed");
     let status = match err.kind() {
         ErrorKind::Protocol => StatusCode::INTERNAL_SERVER_ERROR,
