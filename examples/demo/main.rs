@@ -1195,10 +1195,10 @@ fn cookie_blocked_notice() -> String {
 fn logged_out_notice(value: &str) -> Option<String> {
     let text = match value.split_once(':')? {
         ("logged-out", from) if is_short_handle(from) => format!(
-            "Logged out: the key <code>{KEY_PREFIX}{from}…</code> was deleted from Redis and the cookie cleared."
+            "Logged out: the key <code>{KEY_PREFIX}{from}…</code> now holds only a one-minute marker (<code>ended: destroyed</code>) and the cookie was cleared."
         ),
         ("ended-all", n) => format!(
-            "Logged out everywhere: {} ended, this one included; their keys were deleted from Redis.",
+            "Logged out everywhere: {} ended, this one included; their keys now hold only one-minute markers.",
             sessions(n.parse().ok()?, false)
         ),
         _ => return None,
@@ -1219,7 +1219,7 @@ fn flash_notice(flash: &str, ttl: u64) -> Option<String> {
             from?
         ),
         "ended" => format!(
-            "Session <code>{}…</code> ended: its key was deleted from Redis, so its next request finds no session.",
+            "Session <code>{}…</code> ended: its key now holds only a one-minute marker, so its next request finds no session.",
             from?
         ),
         "not-ended" => {
