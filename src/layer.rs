@@ -159,7 +159,7 @@ impl RedisSessionLayerBuilder {
         self
     }
 
-    /// Store `prefix + ID` as the key, as the reference PHP store does, instead of
+    /// Store `prefix + ID` as the key, as a PHP application sharing the sessions does, instead of
     /// `prefix + SHA-256(ID)`. Default `false`: with digests, someone who can read Redis
     /// (a dump, `MONITOR`, a replica) cannot take over live sessions with what they see.
     pub fn plain_keys(mut self, plain: bool) -> Self {

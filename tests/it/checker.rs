@@ -15,7 +15,7 @@
 //!   faults, settings);
 //! - `CHECK_DURATION=<secs>`: length of a run (default 12);
 //! - `CHECK_SEEDS=<k>`: run k seeds in a row (`CHECK_SEED`, `CHECK_SEED + 1`, ...);
-//! - `CHECK_BROWSERS=<n>` (default 12), `CHECK_FAULTS=0|1` (default: the seed decides).
+//! - `CHECK_BROWSERS=<n>` (default 12), `CHECK_FAULTS=0|1` (default: the random seed of the run decides).
 //!
 //! A long run: `CHECK_DURATION=60 CHECK_SEEDS=6 cargo test --all-features --test it --
 //! checker::single --nocapture`.
@@ -123,7 +123,7 @@ fn app(layer: RedisSessionLayer) -> Router {
 }
 
 // ---------------------------------------------------------------------------------------
-// Settings, drawn from the seed.
+// Settings, drawn from the random seed of the run.
 
 #[derive(Debug, Clone)]
 struct Settings {

@@ -1,4 +1,4 @@
-//! DESIGN.md's per-request table, row by row, with the Redis round trips counted.
+//! The crate's per-request table (crate docs, "How it works"), row by row, with the Redis round trips counted.
 
 use std::time::Duration;
 

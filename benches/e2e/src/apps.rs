@@ -286,7 +286,7 @@ async fn ts_peek(session: tower_sessions::Session) -> TsResult<String> {
 // ---------------------------------------------------------------------------------------
 // Hand-written fred calls. The cookie is found and checked by hand, the key is the same
 // `session:` + base64url(SHA-256(id)), and each step is one EVALSHA on one key, as in
-// DESIGN.md's table: read = 1, incr = 2 (load, then a guarded HINCRBY), login = 1.
+// The crate's per-request table: read = 1, incr = 2 (load, then a guarded HINCRBY), login = 1.
 
 /// RFC 3339 from Redis's clock, as the crate's scripts write it.
 const FLOOR_TIME: &str = r"
