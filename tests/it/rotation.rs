@@ -84,7 +84,102 @@ async fn rotation_keeps_the_absolute_deadline_to_the_millisecond(topology: Topol
     app.check_keyspace().await;
 }
 
+/// Runs one of the layer's scripts by hand, as a rotating request would, and returns the
+/// status of its result.
+async fn run_script(app: &TestApp, file: &str, key: String, args: Vec<String>) -> i64 {
+    use fred::prelude::*;
+    let source = tower_redis_session::__private::script_source(file).unwrap();
+    let reply: Vec<Value> = app.client.eval(source, vec![key], args).await.unwrap();
+    match &reply[0] {
+        Value::Array(items) => items[0].as_i64().unwrap(),
+        other => other.as_i64().unwrap(),
+    }
+}
+
+/// A rotation that dies after marking the old key (step 1) refuses saves only while its
+/// mark holds; once the mark lapses the session takes saves again, with nothing lost. One
+/// that dies after creating the new key (step 2) leaves a copy nobody has the ID of,
+/// which expires, while the session lives on under its old ID.
+async fn a_rotation_that_dies_between_its_steps_loses_nothing(topology: Topology) {
+    let redis = topology.start().await;
+    let app = TestApp::new(&redis).await;
+    let id = app.login().await;
+    let args = |hold_ms: &str, token: &str| {
+        ["512", "300000", "0", hold_ms, token]
+            .map(str::to_owned)
+            .to_vec()
+    };
+
+    // Step 1, then the rotating request dies: saves are refused while the mark holds.
+    let marked = run_script(
+        &app,
+        "lua/begin_rotate.lua",
+        app.key(&id),
+        args("700", "t1"),
+    )
+    .await;
+    assert_eq!(marked, 1);
+    assert!(app.hash(&id).await.contains_key("rotating"));
+    let res = app.post("/incr/n", Some(&id)).await;
+    assert_eq!(
+        res.status,
+        StatusCode::CONFLICT,
+        "a save during the move is refused"
+    );
+    assert_eq!(res.set_cookie(), None);
+    // Once the mark lapses, the session is whole and takes saves again.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_eq!(app.post("/incr/n", Some(&id)).await.status, StatusCode::OK);
+    let hash = app.hash(&id).await;
+    assert_eq!(hash["n"], "1");
+    assert_eq!(hash["username"], "ferris");
+    assert!(!hash.contains_key("rotating"), "the lapsed mark is cleared");
+    // The dead rotation's last step can no longer win: its mark is gone.
+    let finished = run_script(
+        &app,
+        "lua/finish_rotate.lua",
+        app.key(&id),
+        vec!["t1".into(), "60000".into()],
+    )
+    .await;
+    assert_eq!(finished, 0);
+    assert!(app.is_live(&id).await);
+
+    // Steps 1 and 2, then death: the copy has a TTL and no one has its ID; the session
+    // lives on under the old one once the mark lapses.
+    assert_eq!(
+        run_script(
+            &app,
+            "lua/begin_rotate.lua",
+            app.key(&id),
+            args("300", "t2")
+        )
+        .await,
+        1
+    );
+    let orphan = tower_redis_session::SessionId::generate().to_string();
+    let created = run_script(
+        &app,
+        "lua/create.lua",
+        app.key(&orphan),
+        ["60", "0", "username", "ferris"]
+            .map(str::to_owned)
+            .to_vec(),
+    )
+    .await;
+    assert_eq!(created, 1);
+    assert!(
+        app.pttl(&orphan).await > 0,
+        "the orphan copy expires by itself"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(app.post("/incr/n", Some(&id)).await.status, StatusCode::OK);
+    assert_eq!(app.hash(&id).await["n"], "2");
+    app.check_keyspace().await;
+}
+
 session_tests! {
+    a_rotation_that_dies_between_its_steps_loses_nothing,
     rotation_moves_data_and_ttl_and_kills_the_old_id,
     rotation_with_changes_in_the_same_request_keeps_them,
     rotation_keeps_the_absolute_deadline_to_the_millisecond,

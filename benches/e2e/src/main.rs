@@ -836,7 +836,10 @@ async fn memory(ctx: &mut Ctx<'_>, report: &mut String) -> Res<()> {
         "| session | contender | what is stored | MEMORY USAGE avg (bytes) | used_memory growth / session (bytes) |"
     )?;
     writeln!(report, "|---|---|---|---:|---:|")?;
-    for (fields, label) in [(2, "username + page_views (five fields in all)"), (5, "five user fields")] {
+    for (fields, label) in [
+        (2, "username + page_views (five fields in all)"),
+        (5, "five user fields"),
+    ] {
         for c in [Contender::Ours, Contender::TowerSessions] {
             if !args.has(c) {
                 continue;
