@@ -88,16 +88,15 @@ impl KeyRing {
             && id
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !valid_id || self.keys.iter().any(|(existing, _)| existing == id) {
-            return Err(ConfigError::InvalidKey {
-                id: id.to_owned(),
-                reason: "key ids are 1 to 16 characters of [A-Za-z0-9_-], each used once",
-            });
+        if !valid_id {
+            return Err(ConfigError::InvalidKeyId { id: id.to_owned() });
         }
-        let key: [u8; KEY_LEN] = key.try_into().map_err(|_| ConfigError::InvalidKey {
-            id: id.to_owned(),
-            reason: "a key is 32 bytes",
-        })?;
+        if self.keys.iter().any(|(existing, _)| existing == id) {
+            return Err(ConfigError::DuplicateKeyId { id: id.to_owned() });
+        }
+        let key: [u8; KEY_LEN] = key
+            .try_into()
+            .map_err(|_| ConfigError::InvalidKeyLength { id: id.to_owned() })?;
         self.keys.push((id.to_owned(), Zeroizing::new(key)));
         Ok(self)
     }
@@ -112,12 +111,7 @@ impl KeyRing {
     pub fn parse(spec: &str) -> Result<Self, ConfigError> {
         let mut ring = Self { keys: Vec::new() };
         for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (id, encoded) = pair
-                .split_once(':')
-                .ok_or_else(|| ConfigError::InvalidKey {
-                    id: String::new(),
-                    reason: "keys are written `id:base64`",
-                })?;
+            let (id, encoded) = pair.split_once(':').ok_or(ConfigError::KeyRingSyntax)?;
             let normalized: String = encoded
                 .trim_end_matches('=')
                 .chars()
@@ -127,19 +121,15 @@ impl KeyRing {
                     c => c,
                 })
                 .collect();
-            let key = Zeroizing::new(URL_SAFE_NO_PAD.decode(normalized).map_err(|_| {
-                ConfigError::InvalidKey {
-                    id: id.to_owned(),
-                    reason: "the key is not valid base64",
-                }
-            })?);
+            let key = Zeroizing::new(
+                URL_SAFE_NO_PAD
+                    .decode(normalized)
+                    .map_err(|_| ConfigError::KeyNotBase64 { id: id.to_owned() })?,
+            );
             ring = ring.with_older_key(id, &key)?;
         }
         if ring.keys.is_empty() {
-            return Err(ConfigError::InvalidKey {
-                id: String::new(),
-                reason: "the key ring is empty",
-            });
+            return Err(ConfigError::EmptyKeyRing);
         }
         Ok(ring)
     }
@@ -151,9 +141,8 @@ impl KeyRing {
     ///
     /// The variable is unset or not valid Unicode, or [`parse`](Self::parse) refuses it.
     pub fn from_env(var: &str) -> Result<Self, ConfigError> {
-        let spec = std::env::var(var).map_err(|_| ConfigError::InvalidKey {
-            id: String::new(),
-            reason: "the key ring's environment variable is not set",
+        let spec = std::env::var(var).map_err(|_| ConfigError::KeyRingVariableUnset {
+            variable: var.to_owned(),
         })?;
         Self::parse(&spec)
     }
@@ -349,15 +338,28 @@ mod tests {
     #[test]
     fn bad_configuration_is_refused() {
         let key = KeyRing::generate_key();
-        for spec in [
-            String::new(),
-            "nocolon".into(),
-            format!("bad id!:{key}"),
-            format!("a:{key},a:{key}"),
-            "a:AAAA".into(),
-            format!("a:{key}@"),
+        let id = |id: &str| id.to_owned();
+        for (spec, expected) in [
+            (String::new(), ConfigError::EmptyKeyRing),
+            ("nocolon".into(), ConfigError::KeyRingSyntax),
+            (
+                format!("bad id!:{key}"),
+                ConfigError::InvalidKeyId { id: id("bad id!") },
+            ),
+            (
+                format!("a:{key},a:{key}"),
+                ConfigError::DuplicateKeyId { id: id("a") },
+            ),
+            (
+                "a:AAAA".into(),
+                ConfigError::InvalidKeyLength { id: id("a") },
+            ),
+            (
+                format!("a:{key}@"),
+                ConfigError::KeyNotBase64 { id: id("a") },
+            ),
         ] {
-            assert!(KeyRing::parse(&spec).is_err(), "{spec}");
+            assert_eq!(KeyRing::parse(&spec).err(), Some(expected), "{spec}");
         }
         let standard = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
         assert!(KeyRing::parse(&format!("a:{standard}")).is_ok());

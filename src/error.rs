@@ -7,12 +7,13 @@ use std::{error::Error as StdError, fmt};
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// A cookie named `__Host-…` must be `Secure`, have `Path=/` and no `Domain`
-    /// (RFC 6265bis §4.1.3.2); browsers drop it otherwise.
-    HostPrefix {
-        /// Which rule the configuration breaks.
-        reason: &'static str,
-    },
+    /// A cookie named `__Host-…` must be `Secure` (RFC 6265bis §4.1.3.2); browsers drop
+    /// it otherwise.
+    HostPrefixNotSecure,
+    /// A cookie named `__Host-…` must have `Path=/`.
+    HostPrefixPathNotRoot,
+    /// A cookie named `__Host-…` must not have a `Domain`.
+    HostPrefixWithDomain,
     /// A cookie named `__Secure-…` must be `Secure`.
     SecurePrefix,
     /// A `SameSite=None` cookie must be `Secure`; browsers drop it otherwise.
@@ -22,68 +23,127 @@ pub enum ConfigError {
         /// The name given.
         name: String,
     },
-    /// A cookie attribute holds characters it cannot hold, the path does not start with
-    /// `/`, or the cookie would not fit in the 4096 bytes browsers keep.
+    /// A cookie attribute holds characters it cannot hold, or the path does not start
+    /// with `/`.
     InvalidCookieAttribute {
-        /// The attribute at fault.
+        /// The attribute at fault (`path` or `domain`).
         name: &'static str,
     },
+    /// The cookie's name, path and domain with the longest session ID would not fit in
+    /// the 4096 bytes browsers keep.
+    CookieTooLong,
     /// The key prefix holds `{` or `}`: a hash tag would put every session in one
     /// cluster slot.
     KeyPrefixHashTag {
         /// The prefix given.
         prefix: String,
     },
-    /// A duration setting is out of range.
-    InvalidDuration {
-        /// The setting.
+    /// A TTL or lifetime is shorter than 1 second or longer than 68 years (what Redis
+    /// and the data model can hold).
+    DurationOutOfRange {
+        /// The setting (`idle_ttl` or `absolute_lifetime`).
         setting: &'static str,
-        /// What it must be.
-        reason: &'static str,
     },
-    /// An encryption key or key id is not usable.
-    InvalidKey {
-        /// The key id (empty if the problem is not with one key).
-        id: String,
-        /// What is wrong.
-        reason: &'static str,
-    },
+    /// The touch interval is not shorter than the idle TTL: sessions would expire
+    /// between refreshes.
+    TouchIntervalNotShorterThanIdleTtl,
+    /// The command timeout is zero.
+    ZeroCommandTimeout,
     /// A session limit is zero.
     InvalidLimit {
         /// The setting.
         setting: &'static str,
     },
-    /// The accepted session-ID format ([`IdFormat`](crate::IdFormat)) is set without
-    /// `plain_keys`, or holds fewer than 16 or more than 64 bytes.
-    InvalidIdFormat {
+    /// A key id is empty, longer than 16 characters, or holds a character other than
+    /// `A-Z a-z 0-9 _ -`.
+    InvalidKeyId {
+        /// The id given.
+        id: String,
+    },
+    /// Two keys of a key ring have the same id.
+    DuplicateKeyId {
+        /// The id.
+        id: String,
+    },
+    /// An encryption key is not 32 bytes long.
+    InvalidKeyLength {
+        /// The key's id.
+        id: String,
+    },
+    /// An encryption key is not valid base64.
+    KeyNotBase64 {
+        /// The key's id.
+        id: String,
+    },
+    /// An entry of a key ring is not written `id:base64`.
+    KeyRingSyntax,
+    /// A key ring holds no key.
+    EmptyKeyRing,
+    /// The environment variable meant to hold the key ring is not set (or not valid
+    /// Unicode).
+    KeyRingVariableUnset {
+        /// The variable's name.
+        variable: String,
+    },
+    /// An accepted session-ID format ([`IdFormat`](crate::IdFormat)) is set without
+    /// `plain_keys(true)`: hashed keys need no other format.
+    IdFormatWithoutPlainKeys,
+    /// An accepted session-ID format holds fewer than 16 or more than 64 bytes.
+    IdFormatSize {
         /// The format given.
         format: crate::IdFormat,
-        /// What is wrong.
-        reason: &'static str,
     },
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::HostPrefix { reason } => write!(f, "a `__Host-` cookie {reason}"),
+            Self::HostPrefixNotSecure => f.write_str("a `__Host-` cookie must be `Secure`"),
+            Self::HostPrefixPathNotRoot => f.write_str("a `__Host-` cookie must have `Path=/`"),
+            Self::HostPrefixWithDomain => {
+                f.write_str("a `__Host-` cookie must not have a `Domain`")
+            }
             Self::SecurePrefix => f.write_str("a `__Secure-` cookie must be `Secure`"),
             Self::SameSiteNoneNotSecure => f.write_str("a `SameSite=None` cookie must be `Secure`"),
             Self::InvalidCookieName { name } => write!(f, "invalid cookie name {name:?}"),
             Self::InvalidCookieAttribute { name } => write!(f, "invalid cookie {name}"),
+            Self::CookieTooLong => f.write_str(
+                "the cookie's name, path and domain are too long: the cookie must stay under 4096 bytes",
+            ),
             Self::KeyPrefixHashTag { prefix } => write!(
                 f,
                 "key prefix {prefix:?} holds a brace: a hash tag would put every session in one cluster slot"
             ),
-            Self::InvalidDuration { setting, reason } => write!(f, "`{setting}` {reason}"),
-            Self::InvalidKey { id, reason } if id.is_empty() => {
-                write!(f, "invalid encryption key ring: {reason}")
+            Self::DurationOutOfRange { setting } => {
+                write!(f, "`{setting}` must be between 1 second and 68 years")
             }
-            Self::InvalidKey { id, reason } => write!(f, "invalid encryption key {id:?}: {reason}"),
+            Self::TouchIntervalNotShorterThanIdleTtl => {
+                f.write_str("`touch_interval` must be shorter than the idle TTL")
+            }
+            Self::ZeroCommandTimeout => f.write_str("`command_timeout` must be more than zero"),
             Self::InvalidLimit { setting } => write!(f, "`{setting}` must be at least 1"),
-            Self::InvalidIdFormat { format, reason } => {
-                write!(f, "session ID format {format:?} {reason}")
+            Self::InvalidKeyId { id } => write!(
+                f,
+                "invalid encryption key id {id:?}: ids are 1 to 16 characters of [A-Za-z0-9_-]"
+            ),
+            Self::DuplicateKeyId { id } => write!(f, "encryption key id {id:?} is used twice"),
+            Self::InvalidKeyLength { id } => {
+                write!(f, "encryption key {id:?} is not 32 bytes long")
             }
+            Self::KeyNotBase64 { id } => write!(f, "encryption key {id:?} is not valid base64"),
+            Self::KeyRingSyntax => f.write_str("an encryption key ring entry is not `id:base64`"),
+            Self::EmptyKeyRing => f.write_str("the encryption key ring holds no key"),
+            Self::KeyRingVariableUnset { variable } => write!(
+                f,
+                "environment variable {variable:?} (the encryption key ring) is not set"
+            ),
+            Self::IdFormatWithoutPlainKeys => f.write_str(
+                "a session ID format applies only with `plain_keys(true)` (hashed keys need no other format)",
+            ),
+            Self::IdFormatSize { format } => write!(
+                f,
+                "session ID format {format:?} must hold 16 to 64 bytes"
+            ),
         }
     }
 }

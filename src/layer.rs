@@ -188,7 +188,7 @@ impl RedisSessionLayerBuilder {
     ///     .id_format(IdFormat::Hex { bytes: 16 })
     ///     .build()
     ///     .unwrap_err();
-    /// assert!(matches!(err, ConfigError::InvalidIdFormat { .. }));
+    /// assert_eq!(err, ConfigError::IdFormatWithoutPlainKeys);
     /// ```
     pub fn id_format(mut self, format: crate::IdFormat) -> Self {
         self.config.id_format = Some(format);
@@ -389,7 +389,7 @@ impl RedisSessionLayerBuilder {
     ///     .domain("example.com")
     ///     .build()
     ///     .unwrap_err();
-    /// assert!(matches!(err, ConfigError::HostPrefix { .. }));
+    /// assert_eq!(err, ConfigError::HostPrefixWithDomain);
     /// ```
     ///
     /// # Errors
@@ -433,17 +433,14 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     // Browsers match the prefixes case-insensitively, so the rules apply to `__HOST-` too.
     let lower_name = cookie.name.to_ascii_lowercase();
     if lower_name.starts_with("__host-") {
-        let reason = if !cookie.secure {
-            Some("must be `Secure`")
-        } else if cookie.path != "/" {
-            Some("must have `Path=/`")
-        } else if cookie.domain.is_some() {
-            Some("must not have a `Domain`")
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            return Err(ConfigError::HostPrefix { reason });
+        if !cookie.secure {
+            return Err(ConfigError::HostPrefixNotSecure);
+        }
+        if cookie.path != "/" {
+            return Err(ConfigError::HostPrefixPathNotRoot);
+        }
+        if cookie.domain.is_some() {
+            return Err(ConfigError::HostPrefixWithDomain);
         }
     }
     if lower_name.starts_with("__secure-") && !cookie.secure {
@@ -463,9 +460,7 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
         + crate::id::longest(config.id_format)
         + 96;
     if longest_cookie > 4096 {
-        return Err(ConfigError::InvalidCookieAttribute {
-            name: "name, path and domain together (the cookie must stay under 4096 bytes)",
-        });
+        return Err(ConfigError::CookieTooLong);
     }
     if config.key_prefix.contains(['{', '}']) {
         return Err(ConfigError::KeyPrefixHashTag {
@@ -474,10 +469,7 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     let secs = |setting, d: Duration| {
         if d.as_secs() == 0 || d.as_secs() > MAX_SECS {
-            Err(ConfigError::InvalidDuration {
-                setting,
-                reason: "must be between 1 second and 68 years",
-            })
+            Err(ConfigError::DurationOutOfRange { setting })
         } else {
             Ok(())
         }
@@ -485,25 +477,18 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     secs("idle_ttl", config.idle_ttl)?;
     if let Some(lifetime) = config.absolute_lifetime {
         if lifetime < Duration::from_secs(1) || lifetime.as_secs() > MAX_SECS {
-            return Err(ConfigError::InvalidDuration {
+            return Err(ConfigError::DurationOutOfRange {
                 setting: "absolute_lifetime",
-                reason: "must be between 1 second and 68 years",
             });
         }
     }
     if let Some(touch) = config.touch_interval {
         if touch >= config.idle_ttl {
-            return Err(ConfigError::InvalidDuration {
-                setting: "touch_interval",
-                reason: "must be shorter than the idle TTL",
-            });
+            return Err(ConfigError::TouchIntervalNotShorterThanIdleTtl);
         }
     }
     if config.command_timeout.is_zero() {
-        return Err(ConfigError::InvalidDuration {
-            setting: "command_timeout",
-            reason: "must be more than zero",
-        });
+        return Err(ConfigError::ZeroCommandTimeout);
     }
     let limits = &config.limits;
     for (setting, value) in [
@@ -568,20 +553,26 @@ mod tests {
         let plain = |c: &mut Config| c.cookie.name = "sid".into();
         assert_eq!(check(plain), Ok(()));
         assert_eq!(check(host), Ok(()));
-        let cases: [Case; 3] = [
-            ("not secure", |c| c.cookie.secure = false),
-            ("path", |c| c.cookie.path = "/app".into()),
-            ("domain", |c| c.cookie.domain = Some("example.com".into())),
+        let cases: [(fn(&mut Config), ConfigError); 3] = [
+            (
+                |c| c.cookie.secure = false,
+                ConfigError::HostPrefixNotSecure,
+            ),
+            (
+                |c| c.cookie.path = "/app".into(),
+                ConfigError::HostPrefixPathNotRoot,
+            ),
+            (
+                |c| c.cookie.domain = Some("example.com".into()),
+                ConfigError::HostPrefixWithDomain,
+            ),
         ];
-        for (name, f) in cases {
+        for (f, expected) in cases {
             let result = check(|c| {
                 host(c);
                 f(c);
             });
-            assert!(
-                matches!(result, Err(ConfigError::HostPrefix { .. })),
-                "{name}"
-            );
+            assert_eq!(result, Err(expected));
         }
         assert_eq!(
             check(|c| {
