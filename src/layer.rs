@@ -507,7 +507,8 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
-    type Case = (&'static str, fn(&mut Config));
+    type Edit = fn(&mut Config);
+    type Case = (&'static str, Edit);
 
     fn check(f: impl FnOnce(&mut Config)) -> Result<(), ConfigError> {
         let mut config = Config::default();
@@ -553,7 +554,7 @@ mod tests {
         let plain = |c: &mut Config| c.cookie.name = "sid".into();
         assert_eq!(check(plain), Ok(()));
         assert_eq!(check(host), Ok(()));
-        let cases: [(fn(&mut Config), ConfigError); 3] = [
+        let cases: [(Edit, ConfigError); 3] = [
             (
                 |c| c.cookie.secure = false,
                 ConfigError::HostPrefixNotSecure,
