@@ -63,17 +63,6 @@ impl Default for Config {
     }
 }
 
-impl Config {
-    /// What each request's [`Session`](crate::Session) needs to know.
-    pub(crate) fn session_settings(&self) -> crate::session::Settings {
-        crate::session::Settings {
-            limits: self.limits,
-            idle_ttl: self.idle_ttl,
-            rotate_on_user_change: self.rotate_on_user_change,
-        }
-    }
-}
-
 /// How big a session may grow. Checked where a change is made, so a handler gets a
 /// clear [`SessionError`](crate::SessionError), and again when a session is loaded, so a
 /// hash grown by someone else is refused rather than read.

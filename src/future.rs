@@ -17,8 +17,8 @@ use crate::{
     body::ResponseBody,
     error::{Error, ErrorKind},
     id::SessionId,
-    layer::Shared,
-    session::{Arrival, Outcome, Plan, Session},
+    session::{Arrival, Outcome, Plan, Session, Settings},
+    shared::Shared,
     store::{short_digest, EndReason, LoadOutcome},
 };
 
@@ -106,7 +106,7 @@ where
                     let outcome = ready!(fut.as_mut().poll(cx));
                     crate::metrics::loaded(&outcome);
                     let (mut inner, mut req, id) = pending.take().expect("polled after completion");
-                    let settings = this.shared.config.session_settings();
+                    let settings = Settings::from_config(&this.shared.config);
                     let session = match outcome {
                         Ok(LoadOutcome::Found(loaded)) => Session::loaded(settings, id, loaded),
                         Ok(LoadOutcome::Missing) => {

@@ -12,14 +12,9 @@ use crate::{
     error::{ConfigError, Error},
     manager::SessionManager,
     service::RedisSession,
+    shared::Shared,
     store::Store,
 };
-
-/// What every request of one layer shares.
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    pub(crate) store: Store,
-}
 
 /// A [`Layer`] that gives every request a [`Session`](crate::Session) stored in Redis.
 ///

@@ -157,6 +157,7 @@ mod metrics;
 mod model;
 mod service;
 mod session;
+mod shared;
 mod store;
 mod time;
 

@@ -9,8 +9,8 @@ use std::{
 use crate::{
     error::Error,
     id::SessionId,
-    layer::Shared,
     model,
+    shared::Shared,
     store::{EndReason, Ended},
 };
 

@@ -14,8 +14,8 @@ use crate::{
     body::ResponseBody,
     cookie::{self, Incoming},
     future::ResponseFuture,
-    layer::Shared,
-    session::{Arrival, Session},
+    session::{Arrival, Session, Settings},
+    shared::Shared,
 };
 
 /// The session middleware, made by [`RedisSessionLayer`](crate::RedisSessionLayer).
@@ -84,7 +84,7 @@ where
             }
             Incoming::Absent | Incoming::Id(_) => Arrival::Fresh,
         };
-        let session = Session::anonymous(config.session_settings(), arrival);
+        let session = Session::anonymous(Settings::from_config(config), arrival);
         req.extensions_mut().insert(session.clone());
         let fut = self.inner.call(req);
         ResponseFuture::inner(Arc::clone(&self.shared), session, fut)

@@ -9,7 +9,7 @@ use std::{
 };
 
 use crate::{
-    config::Limits,
+    config::{Config, Limits},
     error::SessionError,
     id::SessionId,
     model::{self, is_reserved, MAX_TTL_SECS},
@@ -93,6 +93,17 @@ pub(crate) struct Settings {
     pub(crate) idle_ttl: Duration,
     /// Tying the session to a (new) user rotates its ID.
     pub(crate) rotate_on_user_change: bool,
+}
+
+impl Settings {
+    /// What each request's session needs to know of the layer's configuration.
+    pub(crate) fn from_config(config: &Config) -> Self {
+        Self {
+            limits: config.limits,
+            idle_ttl: config.idle_ttl,
+            rotate_on_user_change: config.rotate_on_user_change,
+        }
+    }
 }
 
 /// What the request's cookie told about its session, when it brought none to load.
