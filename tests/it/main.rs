@@ -51,6 +51,7 @@ mod metrics;
 mod peer;
 mod per_request;
 mod php_interop;
+mod probes;
 mod review;
 mod rotation;
 mod sentinel;

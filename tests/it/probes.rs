@@ -1,0 +1,1120 @@
+//! Probes: interleavings and stored data aimed at the promises of rotation, logout,
+//! termination, the user index, persistent cookies, shared caches and CSRF tokens.
+//!
+//! Every probe drives real requests through the layer against a `redis-server` of its
+//! own. Where a step of the layer must be caught halfway (a login between its index
+//! entry and its save), that step is run by hand with the layer's own script, in the
+//! order the layer runs it. A probe that shows a broken promise is `#[ignore]`d with
+//! what it shows; run it with `--ignored`.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    body::Body,
+    extract::{Path, State},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Router,
+};
+use fred::prelude::*;
+use http::{header, Request, StatusCode};
+use http_body_util::BodyExt as _;
+use tower::ServiceExt as _;
+use tower_redis_session::{RedisSessionLayerBuilder, Session, SessionError, SessionManager};
+
+use crate::support::{self, Gate, Logs, TestResponse, Topology};
+
+/// Cache-Control values an app may put on a page: each marks it storable by shared
+/// caches (`public`), whatever else it says.
+const PUBLIC_CACHE_CONTROL: &[&str] = &[
+    // Stored, and revalidated before each reuse: a 304 hands out the stored headers.
+    "public, no-cache",
+    // Only `x-user` is private; the rest of the response may be stored and shared.
+    "public, max-age=60, private=\"x-user\"",
+];
+
+async fn start(session: Session) -> Result<&'static str, SessionError> {
+    session.insert("username", "ferris")?;
+    Ok("ok")
+}
+
+async fn read(session: Session, Path(field): Path<String>) -> String {
+    session.get(&field).unwrap_or_default()
+}
+
+async fn whoami(session: Session) -> String {
+    format!("loaded={}", session.is_loaded())
+}
+
+async fn set(
+    session: Session,
+    Path((field, value)): Path<(String, String)>,
+) -> Result<&'static str, SessionError> {
+    session.insert(&field, value)?;
+    Ok("ok")
+}
+
+async fn set_ttl(session: Session, Path(secs): Path<u64>) -> Result<&'static str, SessionError> {
+    session.set_ttl(Duration::from_secs(secs))?;
+    Ok("ok")
+}
+
+async fn rotate(session: Session) -> &'static str {
+    session.rotate_id();
+    "ok"
+}
+
+async fn login(session: Session, Path(user): Path<String>) -> Result<&'static str, SessionError> {
+    session.set_user_id(user)?;
+    Ok("ok")
+}
+
+async fn logout(session: Session) -> &'static str {
+    session.destroy();
+    "ok"
+}
+
+async fn csrf(session: Session) -> Result<String, SessionError> {
+    session.csrf_token()
+}
+
+async fn verify(session: Session, Path(token): Path<String>) -> String {
+    session.verify_csrf_token(&token).to_string()
+}
+
+/// Reads only, after the gate: a page whose load happened before what the test does
+/// while it waits.
+async fn gated_read(State(gate): State<Arc<Gate>>, session: Session) -> String {
+    gate.arrived.notify_one();
+    gate.release.notified().await;
+    session.get("username").unwrap_or_default()
+}
+
+async fn gated_rotate(State(gate): State<Arc<Gate>>, session: Session) -> &'static str {
+    gate.arrived.notify_one();
+    gate.release.notified().await;
+    session.rotate_id();
+    "ok"
+}
+
+async fn gated_incr_rotate(
+    State(gate): State<Arc<Gate>>,
+    session: Session,
+    Path(field): Path<String>,
+) -> Result<String, SessionError> {
+    gate.arrived.notify_one();
+    gate.release.notified().await;
+    let n = session.increment(&field, 1)?;
+    session.rotate_id();
+    Ok(n.to_string())
+}
+
+async fn gated_csrf(
+    State(gate): State<Arc<Gate>>,
+    session: Session,
+) -> Result<String, SessionError> {
+    gate.arrived.notify_one();
+    gate.release.notified().await;
+    session.csrf_token()
+}
+
+/// A page with the `n`th of [`PUBLIC_CACHE_CONTROL`], reading the session only.
+async fn cached_read(session: Session, Path(n): Path<usize>) -> Response {
+    let name = session.get("username").unwrap_or_default();
+    ([(header::CACHE_CONTROL, PUBLIC_CACHE_CONTROL[n])], name).into_response()
+}
+
+/// A page with the `n`th of [`PUBLIC_CACHE_CONTROL`], writing to the session.
+async fn cached_write(session: Session, Path(n): Path<usize>) -> Response {
+    session.insert("seen", "1").unwrap();
+    ([(header::CACHE_CONTROL, PUBLIC_CACHE_CONTROL[n])], "ok").into_response()
+}
+
+/// An app of this file's own, on a `redis-server` of the test's own.
+struct App {
+    router: Router,
+    client: Client,
+    prefix: String,
+    gate: Arc<Gate>,
+    manager: SessionManager,
+}
+
+impl App {
+    async fn new(
+        client: Client,
+        configure: impl FnOnce(RedisSessionLayerBuilder) -> RedisSessionLayerBuilder,
+    ) -> Self {
+        let prefix = support::fresh_prefix();
+        let layer = configure(support::layer(client.clone()).key_prefix(&prefix))
+            .build()
+            .unwrap();
+        layer.load_scripts().await.unwrap();
+        let gate = Arc::new(Gate::default());
+        let manager = layer.manager();
+        let router = Router::new()
+            .route("/start", post(start))
+            .route("/read/{field}", get(read))
+            .route("/whoami", get(whoami))
+            .route("/set/{field}/{value}", post(set))
+            .route("/ttl/{secs}", post(set_ttl))
+            .route("/rotate", post(rotate))
+            .route("/login/{user}", post(login))
+            .route("/logout", post(logout))
+            .route("/csrf", get(csrf))
+            .route("/verify/{token}", post(verify))
+            .route("/gated/read", get(gated_read))
+            .route("/gated/rotate", post(gated_rotate))
+            .route("/gated/incr_rotate/{field}", post(gated_incr_rotate))
+            .route("/gated/csrf", get(gated_csrf))
+            .route("/cached/read/{n}", get(cached_read))
+            .route("/cached/write/{n}", post(cached_write))
+            .with_state(Arc::clone(&gate))
+            .layer(layer);
+        Self {
+            router,
+            client,
+            prefix,
+            gate,
+            manager,
+        }
+    }
+
+    async fn send(&self, method: &str, path: &str, sid: Option<&str>) -> TestResponse {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(sid) = sid {
+            req = req.header(header::COOKIE, format!("sid={sid}"));
+        }
+        let res = self
+            .router
+            .clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        TestResponse {
+            error: parts
+                .extensions
+                .get::<tower_redis_session::Error>()
+                .map(ToString::to_string),
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    async fn get(&self, path: &str, sid: Option<&str>) -> TestResponse {
+        self.send("GET", path, sid).await
+    }
+
+    async fn post(&self, path: &str, sid: Option<&str>) -> TestResponse {
+        self.send("POST", path, sid).await
+    }
+
+    /// A new session with `username`; its ID.
+    async fn start(&self) -> String {
+        let res = self.post("/start", None).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+        res.new_id().expect("a new session sets a cookie")
+    }
+
+    fn key(&self, id: &str) -> String {
+        let id = tower_redis_session::SessionId::parse(id).unwrap();
+        format!("{}{}", self.prefix, id.digest())
+    }
+
+    fn index_key(&self, user: &str) -> String {
+        format!("{}user:{}", self.prefix, digest(user))
+    }
+
+    async fn loaded(&self, id: &str) -> bool {
+        self.get("/whoami", Some(id)).await.body == "loaded=true"
+    }
+
+    /// Runs one of the layer's scripts by hand; the status of its result.
+    async fn script(&self, file: &str, key: String, args: Vec<String>) -> i64 {
+        let source = tower_redis_session::__private::script_source(file).unwrap();
+        let reply: Vec<Value> = self.client.eval(source, vec![key], args).await.unwrap();
+        match &reply[0] {
+            Value::Array(items) => items[0].as_i64().unwrap(),
+            other => other.as_i64().unwrap(),
+        }
+    }
+}
+
+fn digest(s: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+/// `Max-Age` of a `Set-Cookie`, in seconds.
+fn max_age(cookie: &str) -> Option<u64> {
+    cookie
+        .split(';')
+        .find_map(|part| part.trim().strip_prefix("Max-Age="))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Now plus `offset_secs`, as RFC 3339 in the zone `zone` (`Z` or `+05:30`), with a
+/// fraction: how another program may stamp a session.
+fn stamp(offset_secs: i64, zone: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let shift = match zone {
+        "Z" => 0,
+        z => {
+            let sign = if z.starts_with('-') { -1 } else { 1 };
+            sign * (z[1..3].parse::<i64>().unwrap() * 3600 + z[4..6].parse::<i64>().unwrap() * 60)
+        }
+    };
+    let t = i64::try_from(now).unwrap() + offset_secs + shift;
+    let (days, rem) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    // Civil date from days since 1970 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.5{zone}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn assert_none(problems: &[String]) {
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Persistent cookies and late responses
+
+/// A page that loaded the session before a parallel request rotated it (a login in
+/// another tab, a single-page app's parallel requests) answers after the browser stored
+/// the new cookie. In persistent mode every read re-sends the cookie to refresh its
+/// `Max-Age`; the late read must not send the rotated-away ID back, which would replace
+/// the new cookie and log the user out right after their login. The same for a page
+/// that loaded before a logout: the browser dropped the cookie, and a dead ID must not
+/// come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "shows: in persistent mode a read that loaded before a rotation (or logout) re-sends the old ID after it, replacing the new cookie"]
+async fn a_late_read_never_puts_a_rotated_or_logged_out_id_back_in_the_browser() {
+    let redis = Topology::Single.start().await;
+    let app = Arc::new(App::new(redis.client().await, |b| b.persistent_cookie(true)).await);
+    let mut problems = Vec::new();
+    for ending in ["/rotate", "/logout"] {
+        let old = app.start().await;
+        let late = {
+            let (app, old) = (Arc::clone(&app), old.clone());
+            tokio::spawn(async move { app.get("/gated/read", Some(&old)).await })
+        };
+        app.gate.arrived.notified().await;
+        let ended = app.post(ending, Some(&old)).await;
+        assert_eq!(ended.status, StatusCode::OK, "{}", ended.body);
+        let browser_now = ended.set_cookie().unwrap();
+        app.gate.release.notify_one();
+        let late = late.await.unwrap();
+        assert_eq!(late.status, StatusCode::OK);
+        assert!(!app.loaded(&old).await, "the old ID is dead after {ending}");
+        if let Some(cookie) = late.set_cookie() {
+            if cookie.starts_with(&format!("sid={old};")) {
+                problems.push(format!(
+                    "after {ending} set {browser_now:?}, the late read sent the dead ID back: {cookie:?}"
+                ));
+            }
+        }
+    }
+    assert_none(&problems);
+}
+
+/// A persistent cookie's `Max-Age` is what is left of the key's TTL. A page that loaded
+/// the session before a parallel request raised its idle TTL (the demo's "change TTL")
+/// answers afterwards with the `Max-Age` of its load: the browser then drops the cookie
+/// long before the session ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "shows: a read that loaded before a TTL change answers with the old Max-Age, so the cookie dies before the session"]
+async fn a_late_read_never_sends_a_max_age_short_of_the_key_ttl() {
+    let redis = Topology::Single.start().await;
+    let app = Arc::new(App::new(redis.client().await, |b| b.persistent_cookie(true)).await);
+    let id = app.start().await;
+    assert_eq!(app.post("/ttl/60", Some(&id)).await.status, StatusCode::OK);
+    let late = {
+        let (app, id) = (Arc::clone(&app), id.clone());
+        tokio::spawn(async move { app.get("/gated/read", Some(&id)).await })
+    };
+    app.gate.arrived.notified().await;
+    let raised = app.post("/ttl/3600", Some(&id)).await;
+    assert_eq!(raised.status, StatusCode::OK);
+    assert_eq!(max_age(&raised.set_cookie().unwrap()), Some(3600));
+    app.gate.release.notify_one();
+    let late = late.await.unwrap();
+    let pttl: i64 = app.client.pttl(app.key(&id)).await.unwrap();
+    if let Some(cookie) = late.set_cookie() {
+        let secs = max_age(&cookie).unwrap();
+        assert!(
+            secs * 1000 + 1000 >= u64::try_from(pttl).unwrap(),
+            "the late read set Max-Age={secs} on a key with {pttl} ms left: the browser drops \
+             the cookie {} s before the session ends",
+            pttl / 1000 - i64::try_from(secs).unwrap()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared caches
+
+/// A response the app marked as storable by shared caches (`public`) never carries the
+/// session cookie, whatever other directives come with it: `no-cache` still lets a CDN
+/// store it (and replay its headers after a 304), and `private="x-user"` keeps only that
+/// header out of the shared copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "shows: `public, no-cache` and `public, ..., private=\"x-user\"` responses carry the session cookie, without no-store"]
+async fn a_response_marked_public_never_carries_the_session_cookie_whatever_else_it_says() {
+    let redis = Topology::Single.start().await;
+    let app = App::new(redis.client().await, |b| b.persistent_cookie(true)).await;
+    let id = app.start().await;
+    let mut problems = Vec::new();
+    for (n, cc) in PUBLIC_CACHE_CONTROL.iter().enumerate() {
+        for (what, res) in [
+            (
+                "a read (Max-Age refresh)",
+                app.get(&format!("/cached/read/{n}"), Some(&id)).await,
+            ),
+            (
+                "a first write (new ID)",
+                app.post(&format!("/cached/write/{n}"), None).await,
+            ),
+        ] {
+            assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+            let Some(cookie) = res.set_cookie() else {
+                continue;
+            };
+            let sent: Vec<_> = res
+                .headers
+                .get_all(header::CACHE_CONTROL)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect();
+            if !sent.iter().any(|v| v.contains("no-store")) {
+                problems.push(format!(
+                    "{what} with Cache-Control {cc:?} sent {sent:?} and {cookie:?}"
+                ));
+            }
+        }
+    }
+    assert_none(&problems);
+}
+
+// ---------------------------------------------------------------------------------------
+// Log out everywhere and the user index
+
+/// "Log out everywhere" ends every session the user has when it is called. A session
+/// that rotates its ID while the call runs (a privilege change, a re-login) must not
+/// survive it under its new ID. The user has many index entries here (dead ones are
+/// fine), so that the call is still going through them when the rotation finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "shows: a session rotated while terminate_all runs survives it under its new ID"]
+async fn log_out_everywhere_ends_a_session_that_rotates_while_it_runs() {
+    let redis = Topology::Single.start().await;
+    let app = Arc::new(App::new(redis.client().await, |b| b).await);
+    let first = app.start().await;
+    let alice = app
+        .post("/login/alice", Some(&first))
+        .await
+        .new_id()
+        .unwrap();
+    assert!(app.loaded(&alice).await);
+
+    // Entries older than alice's session, which "log out everywhere" goes through first.
+    let index = app.index_key("alice");
+    let fillers: Vec<(f64, String)> = (1..=3000)
+        .map(|i| (f64::from(i), format!("old{i}")))
+        .collect();
+    let _: i64 = app
+        .client
+        .zadd(&index, None, None, false, false, fillers)
+        .await
+        .unwrap();
+
+    let everywhere = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move { app.manager.terminate_all("alice", None).await.unwrap() })
+    };
+    // Once it has read the index and started ending sessions, the session rotates.
+    let first_marker = format!("{}old1", app.prefix);
+    while app.client.exists::<i64, _>(&first_marker).await.unwrap() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let rotated = app.post("/rotate", Some(&alice)).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+    let new = rotated.new_id().unwrap();
+    let still_running = app
+        .client
+        .exists::<i64, _>(format!("{}old3000", app.prefix))
+        .await
+        .unwrap()
+        == 0;
+    let ended = everywhere.await.unwrap();
+    assert!(
+        still_running,
+        "setup: the rotation finished after terminate_all"
+    );
+    assert!(
+        !app.loaded(&new).await,
+        "terminate_all returned {ended}, and alice's session lives on under its new ID"
+    );
+}
+
+/// A login that ties a session without rotating its ID (`rotate_on_user_change(false)`)
+/// adds the index entry first, then ties the session. "Log out everywhere" running in
+/// between finds the session not yet tied to the user, leaves it alone (right), and drops
+/// its index entry (wrong): the login then ties it, and the session is tied to the user
+/// and missing from the index, so no later "log out everywhere" can end it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "shows: terminate_all drops the index entry of a tie in flight; the tied session is then out of reach of every later terminate_all"]
+async fn log_out_everywhere_never_drops_the_index_entry_of_a_tie_in_flight() {
+    let redis = Topology::Single.start().await;
+    let app = App::new(redis.client().await, |b| b.rotate_on_user_change(false)).await;
+    let id = app.start().await;
+    let member = tower_redis_session::SessionId::parse(&id)
+        .unwrap()
+        .digest()
+        .to_owned();
+
+    // The login's first step (the layer's own script): the index entry.
+    app.script(
+        "lua/index_add.lua",
+        app.index_key("alice"),
+        vec![member.clone()],
+    )
+    .await;
+    // Meanwhile, on another app server: "log out everywhere".
+    let ended = app.manager.terminate_all("alice", None).await.unwrap();
+    assert_eq!(ended, 0, "the session was not tied yet: nothing to end");
+    // The login's second step: the save that ties the session.
+    let saved = app
+        .script(
+            "lua/save.lua",
+            app.key(&id),
+            ["", "43200000", "s", "user_id", "alice"]
+                .map(String::from)
+                .to_vec(),
+        )
+        .await;
+    assert_eq!(saved, 1, "the tie was applied");
+
+    let listed = app.manager.list("alice").await.unwrap();
+    let ended = app.manager.terminate_all("alice", None).await.unwrap();
+    assert!(
+        !app.loaded(&id).await,
+        "a live session tied to alice that her index does not know: list saw {} sessions, \
+         terminate_all ended {ended}",
+        listed.len()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Rotation meeting a conflict
+
+/// A rotating request incremented a counter that another request meanwhile set to text:
+/// a conflict like any other (the save path answers `409` for it). The rotation must not
+/// answer `500`, and must not leave the session refusing every write for seconds after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "shows: the rotation answers 500 and leaves its mark, so the session refuses writes (409) for 3 command timeouts"]
+async fn a_rotation_meeting_a_counter_turned_to_text_is_a_conflict_and_leaves_the_session_usable() {
+    let redis = Topology::Single.start().await;
+    let app = Arc::new(App::new(redis.client().await, |b| b).await);
+    let logs = Logs::capture(tracing::Level::WARN);
+    let id = app.start().await;
+    assert_eq!(app.post("/set/n/5", Some(&id)).await.status, StatusCode::OK);
+    let rotating = {
+        let (app, id, logs) = (Arc::clone(&app), id.clone(), logs.clone());
+        tokio::spawn(async move {
+            logs.during(app.post("/gated/incr_rotate/n", Some(&id)))
+                .await
+        })
+    };
+    app.gate.arrived.notified().await;
+    assert_eq!(
+        app.post("/set/n/abc", Some(&id)).await.status,
+        StatusCode::OK
+    );
+    app.gate.release.notify_one();
+    let res = rotating.await.unwrap();
+    let next = logs.during(app.post("/set/x/1", Some(&id))).await;
+
+    let mut problems = Vec::new();
+    if res.status != StatusCode::CONFLICT {
+        problems.push(format!(
+            "the rotation answered {} {:?} (error {:?}), not 409",
+            res.status, res.body, res.error
+        ));
+    }
+    if next.status != StatusCode::OK {
+        problems.push(format!(
+            "a write right after it answered {} {:?}: the session is stuck behind the rotation's mark",
+            next.status, next.body
+        ));
+    }
+    for text in [&res.body, &next.body] {
+        assert!(
+            !text.contains(&id) && !text.contains(&app.key(&id)),
+            "{text}"
+        );
+    }
+    logs.assert_no_raw_ids(&[&id]);
+    assert_none(&problems);
+}
+
+// ---------------------------------------------------------------------------------------
+// CSRF tokens
+
+/// Two pages of one session that make its first CSRF token at once (two tabs opened
+/// together): the token is "made on first use, kept with the session", so the forms of
+/// both pages must verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "shows: two first uses at once make two tokens; the last save wins and the other page's form is refused"]
+async fn two_pages_making_the_first_csrf_token_at_once_both_verify() {
+    let redis = Topology::Single.start().await;
+    let app = Arc::new(App::new(redis.client().await, |b| b).await);
+    let id = app.start().await;
+    let first = {
+        let (app, id) = (Arc::clone(&app), id.clone());
+        tokio::spawn(async move { app.get("/gated/csrf", Some(&id)).await })
+    };
+    app.gate.arrived.notified().await;
+    let second = app.get("/csrf", Some(&id)).await;
+    app.gate.release.notify_one();
+    let first = first.await.unwrap();
+    assert_eq!(
+        (first.status, second.status),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    let mut problems = Vec::new();
+    for (page, token) in [("first", &first.body), ("second", &second.body)] {
+        let verdict = app.post(&format!("/verify/{token}"), Some(&id)).await.body;
+        if verdict != "true" {
+            problems.push(format!("the {page} page's token is refused"));
+        }
+    }
+    assert_none(&problems);
+}
+
+/// The CSRF token is "replaced at every rotation": a token made for the old ID, by a
+/// request that ran while the rotating one was in its handler, must not verify on the
+/// new ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "shows: a CSRF token made while a rotation ran is carried to the new ID unchanged"]
+async fn a_csrf_token_made_while_a_rotation_ran_does_not_survive_it() {
+    let redis = Topology::Single.start().await;
+    let app = Arc::new(App::new(redis.client().await, |b| b).await);
+    let id = app.start().await;
+    let rotating = {
+        let (app, id) = (Arc::clone(&app), id.clone());
+        tokio::spawn(async move { app.post("/gated/rotate", Some(&id)).await })
+    };
+    app.gate.arrived.notified().await;
+    let token = app.get("/csrf", Some(&id)).await;
+    assert_eq!(token.status, StatusCode::OK);
+    app.gate.release.notify_one();
+    let rotated = rotating.await.unwrap();
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+    let new = rotated.new_id().unwrap();
+    let verdict = app
+        .post(&format!("/verify/{}", token.body), Some(&new))
+        .await
+        .body;
+    assert_eq!(
+        verdict, "false",
+        "the token made for the old ID verifies on the new one"
+    );
+}
+
+/// Held: a CSRF token made on a new session is stored with it and verifies on the next
+/// request; one made before a rotation in the same request's session is replaced; a
+/// forged token or one of another session never verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csrf_tokens_are_kept_with_the_session_and_replaced_at_rotation() {
+    let redis = Topology::Single.start().await;
+    let app = App::new(redis.client().await, |b| b).await;
+    let res = app.get("/csrf", None).await;
+    assert_eq!(res.status, StatusCode::OK);
+    let id = res.new_id().expect("first use stores the session");
+    let token = res.body;
+    assert_eq!(
+        app.post(&format!("/verify/{token}"), Some(&id)).await.body,
+        "true"
+    );
+    assert_eq!(app.get("/csrf", Some(&id)).await.body, token, "kept");
+    let other = app.get("/csrf", None).await;
+    assert_eq!(
+        app.post(&format!("/verify/{}", other.body), Some(&id))
+            .await
+            .body,
+        "false"
+    );
+    let new = app.post("/rotate", Some(&id)).await.new_id().unwrap();
+    assert_eq!(
+        app.post(&format!("/verify/{token}"), Some(&new)).await.body,
+        "false"
+    );
+    let fresh = app.get("/csrf", Some(&new)).await.body;
+    assert_ne!(fresh, token);
+    assert_eq!(
+        app.post(&format!("/verify/{fresh}"), Some(&new)).await.body,
+        "true"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Round trips against the table in the crate docs
+
+/// The crate docs' table: rotation costs 4 round trips, tying a session to a user adds
+/// one, logout costs 2. Counted with MONITOR for the rows that involve a user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "shows: rotating (6) or logging out (3) a session tied to a user costs more than the table says (4, 2); terminate_all is one round trip per session, not a pipeline"]
+async fn round_trips_of_tied_sessions_match_the_table() {
+    let redis = Topology::Single.start().await;
+    let app = App::new(redis.client().await, |b| b).await;
+    let mut problems = Vec::new();
+    let mut count = |row: &str, expected: u64, observed: u64| {
+        if expected != observed {
+            problems.push(format!("{row}: table {expected}, observed {observed}"));
+        }
+    };
+    let first = app.start().await;
+
+    support::reset_stats(&app.client).await;
+    let res = app.post("/login/alice", Some(&first)).await;
+    count(
+        "login (tie + rotation)",
+        4 + 1,
+        support::round_trips(&app.client).await,
+    );
+    let alice = res.new_id().unwrap();
+
+    support::reset_stats(&app.client).await;
+    let res = app.post("/rotate", Some(&alice)).await;
+    count(
+        "rotate_id of a tied session",
+        4,
+        support::round_trips(&app.client).await,
+    );
+    let rotated = res.new_id().unwrap();
+
+    support::reset_stats(&app.client).await;
+    let res = app.post("/login/alice", Some(&rotated)).await;
+    count(
+        "re-login of the same user",
+        4 + 1,
+        support::round_trips(&app.client).await,
+    );
+    let again = res.new_id().unwrap();
+
+    support::reset_stats(&app.client).await;
+    let res = app.post("/logout", Some(&again)).await;
+    count(
+        "logout of a tied session",
+        2,
+        support::round_trips(&app.client).await,
+    );
+    assert!(res.clears_cookie());
+
+    // The guide's manager table: terminate_all is "one read of the index, one pipeline".
+    for _ in 0..3 {
+        let first = app.start().await;
+        app.post("/login/carol", Some(&first))
+            .await
+            .new_id()
+            .unwrap();
+    }
+    support::reset_stats(&app.client).await;
+    let ended = app.manager.terminate_all("carol", None).await.unwrap();
+    assert_eq!(ended, 3);
+    count(
+        "terminate_all of 3 sessions (guide)",
+        2,
+        support::round_trips(&app.client).await,
+    );
+    assert_none(&problems);
+}
+
+// ---------------------------------------------------------------------------------------
+// Hashes another program wrote
+
+/// A session's `last_accessed_at` in the future (written by another program with its own
+/// clock ahead of Redis's) must not stop the sliding refresh: with a touch interval, an
+/// active session must not expire while requests keep coming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "shows: a last_accessed_at in the future makes every load skip the refresh, and an active session expires"]
+async fn a_last_access_stamped_in_the_future_does_not_stop_the_sliding_refresh() {
+    let redis = Topology::Single.start().await;
+    let app = App::new(redis.client().await, |b| {
+        b.idle_ttl(Duration::from_secs(3))
+            .touch_interval(Duration::from_secs(2))
+    })
+    .await;
+    let id = app.start().await;
+    let _: i64 = app
+        .client
+        .hset(
+            app.key(&id),
+            ("last_accessed_at", "2030-01-01T00:00:00+00:00"),
+        )
+        .await
+        .unwrap();
+    for i in 0..7 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(
+            app.loaded(&id).await,
+            "an active session (a request every 0.7 s, idle TTL 3 s) expired after {:.1} s",
+            f64::from(i + 1) * 0.7
+        );
+    }
+}
+
+/// Held: hashes another program planted under session keys (unreadable internal fields,
+/// a `rotating` mark from a dead rotation, a marker with extra fields, a wrong type, a
+/// key without a TTL) never panic, never leak, and never grant a session; the ones that
+/// hold a readable session keep working and get a TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_hashes_never_grant_a_session_nor_panic() {
+    let redis = Topology::Single.start().await;
+    let app = App::new(redis.client().await, |b| b).await;
+    let now = "2026-01-01T00:00:00+00:00";
+    let cases: Vec<(&str, Vec<(&str, String)>)> = vec![
+        (
+            "session_ttl 0",
+            vec![("session_ttl", "0".into()), ("created_at", now.into())],
+        ),
+        (
+            "session_ttl huge",
+            vec![
+                ("session_ttl", "99999999999".into()),
+                ("created_at", now.into()),
+            ],
+        ),
+        ("no created_at", vec![("session_ttl", "60".into())]),
+        (
+            "created_at garbage",
+            vec![
+                ("session_ttl", "60".into()),
+                ("created_at", "yesterday".into()),
+            ],
+        ),
+        (
+            "deadline unreadable",
+            vec![
+                ("session_ttl", "60".into()),
+                ("created_at", now.into()),
+                ("absolute_expires_at", "soon".into()),
+            ],
+        ),
+        (
+            "marker plus a field",
+            vec![("ended", "rotated".into()), ("username", "x".into())],
+        ),
+    ];
+    for (what, fields) in &cases {
+        let id = tower_redis_session::SessionId::generate();
+        let key = app.key(id.as_str());
+        let _: i64 = app.client.hset(&key, fields.clone()).await.unwrap();
+        let res = app.get("/whoami", Some(id.as_str())).await;
+        assert_eq!(res.body, "loaded=false", "{what}");
+        assert!(!res.body.contains(id.as_str()));
+        let res = app.post("/set/a/1", Some(id.as_str())).await;
+        assert!(
+            res.status == StatusCode::OK || res.status == StatusCode::CONFLICT,
+            "{what}: {}",
+            res.status
+        );
+        if let Some(new) = res.new_id() {
+            assert_ne!(new, id.as_str(), "{what}: the planted ID was adopted");
+        }
+    }
+    // A live session stamped by another program: offsets and fractions, a stale mark
+    // of a rotation that died, and no TTL at all.
+    let id = tower_redis_session::SessionId::generate();
+    let key = app.key(id.as_str());
+    let _: i64 = app
+        .client
+        .hset(
+            &key,
+            vec![
+                ("session_ttl", "60".to_owned()),
+                ("created_at", stamp(-3600, "+05:30")),
+                ("last_accessed_at", stamp(-60, "Z")),
+                ("rotating", "1:dead".to_owned()),
+                ("username", "php".to_owned()),
+            ],
+        )
+        .await
+        .unwrap();
+    let res = app.get("/read/username", Some(id.as_str())).await;
+    assert_eq!(res.body, "php");
+    let pttl: i64 = app.client.pttl(&key).await.unwrap();
+    assert!(pttl > 0 && pttl <= 60_000, "{pttl}");
+    assert_eq!(
+        app.post("/set/a/1", Some(id.as_str())).await.status,
+        StatusCode::OK
+    );
+    let mark: Option<String> = app.client.hget(&key, "rotating").await.unwrap();
+    assert_eq!(mark, None, "the dead mark was cleared");
+    // A wrong type under a session key.
+    let id = tower_redis_session::SessionId::generate();
+    let _: Value = app
+        .client
+        .set(app.key(id.as_str()), "x", None, None, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.get("/whoami", Some(id.as_str())).await.body,
+        "loaded=false"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Held promises around logout, termination and cookies
+
+/// Held: a request in flight while the session is logged out, terminated or rotated
+/// cannot bring it back, is answered 409 without Set-Cookie, and the old key holds only
+/// a marker with a TTL; a terminated session's next request clears the cookie, a
+/// rotated-away one's does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_in_flight_across_every_ending_are_refused_and_resurrect_nothing() {
+    let redis = Topology::Single.start().await;
+    let app = Arc::new(App::new(redis.client().await, |b| b).await);
+    for ending in ["logout", "terminate", "rotate"] {
+        let first = app.start().await;
+        let id = app.post("/login/bob", Some(&first)).await.new_id().unwrap();
+        let held = {
+            let (app, id) = (Arc::clone(&app), id.clone());
+            tokio::spawn(async move { app.post("/gated/incr_rotate/n", Some(&id)).await })
+        };
+        app.gate.arrived.notified().await;
+        match ending {
+            "logout" => assert!(app.post("/logout", Some(&id)).await.clears_cookie()),
+            "terminate" => assert_eq!(app.manager.terminate_all("bob", None).await.unwrap(), 1),
+            _ => assert!(app.post("/rotate", Some(&id)).await.new_id().is_some()),
+        }
+        app.gate.release.notify_one();
+        let res = held.await.unwrap();
+        assert_eq!(res.status, StatusCode::CONFLICT, "{ending}: {}", res.body);
+        assert_eq!(res.set_cookie(), None, "{ending}");
+        let hash: std::collections::HashMap<String, String> =
+            app.client.hgetall(app.key(&id)).await.unwrap();
+        assert_eq!(hash.len(), 1, "{ending}: {hash:?}");
+        assert!(hash.contains_key("ended"), "{ending}: {hash:?}");
+        let pttl: i64 = app.client.pttl(app.key(&id)).await.unwrap();
+        assert!(pttl > 0, "{ending}: marker without TTL");
+        let next = app.get("/whoami", Some(&id)).await;
+        assert_eq!(next.body, "loaded=false");
+        assert_eq!(next.clears_cookie(), ending == "terminate", "{ending}");
+    }
+    // Every key has a TTL, but the index.
+    let keys: Vec<String> = support::keys_matching(&app.client, &format!("{}*", app.prefix)).await;
+    for key in keys {
+        if key.contains(":user:") {
+            continue;
+        }
+        let pttl: i64 = app.client.pttl(&key).await.unwrap();
+        assert!(pttl > 0, "{key} has no TTL");
+    }
+}
+
+/// Held: duplicate session cookies (one planted for a parent domain) mean no session,
+/// and the response never removes a cookie, for reads, writes, logouts and rotations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_cookies_mean_no_session_and_no_removal_whatever_the_handler_does() {
+    let redis = Topology::Single.start().await;
+    let app = App::new(redis.client().await, |b| b).await;
+    let ours = app.start().await;
+    let planted = app.start().await;
+    for (method, path) in [
+        ("GET", "/whoami"),
+        ("POST", "/logout"),
+        ("POST", "/rotate"),
+        ("POST", "/set/a/1"),
+        ("GET", "/csrf"),
+    ] {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::COOKIE, format!("sid={ours}"))
+            .header(header::COOKIE, format!("sid={planted}"))
+            .body(Body::empty())
+            .unwrap();
+        let res = app.router.clone().oneshot(req).await.unwrap();
+        let cookies: Vec<_> = res.headers().get_all(header::SET_COOKIE).iter().collect();
+        for c in &cookies {
+            let c = c.to_str().unwrap();
+            assert!(!c.contains("Max-Age=0"), "{path}: a removal {c}");
+            assert!(!c.contains(&ours) && !c.contains(&planted), "{path}: {c}");
+        }
+    }
+    assert!(app.loaded(&ours).await && app.loaded(&planted).await);
+}
+
+// ---------------------------------------------------------------------------------------
+// The guide's recipe for a password change
+
+/// The guide: on a password change "call `session.rotate_id()`", and "also end the user's
+/// other sessions with `manager.terminate_all(user, Some(&manager.handle(&id)))`". A
+/// handler doing just that, in that order, with the session's ID as `Session::id` gives
+/// it, must keep the user logged in on this device (under a new ID) and end the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "shows: after rotate_id, Session::id is the new ID, so the recipe ends the current session and the password change answers 409"]
+async fn the_guides_password_change_recipe_keeps_this_device_and_ends_the_others() {
+    async fn change_password(
+        State(manager): State<SessionManager>,
+        session: Session,
+    ) -> Result<&'static str, SessionError> {
+        let user = session.user_id().unwrap();
+        session.rotate_id();
+        let id = session.id().unwrap();
+        manager
+            .terminate_all(&user, Some(&manager.handle(&id)))
+            .await
+            .unwrap();
+        Ok("password changed")
+    }
+
+    let redis = Topology::Single.start().await;
+    let client = redis.client().await;
+    let app = App::new(client.clone(), |b| b).await;
+    let layer = support::layer(client)
+        .key_prefix(&app.prefix)
+        .build()
+        .unwrap();
+    let manager = layer.manager();
+    let router = Router::new()
+        .route("/password", post(change_password))
+        .with_state(manager)
+        .layer(layer);
+
+    let here = app
+        .post("/login/dora", Some(&app.start().await))
+        .await
+        .new_id()
+        .unwrap();
+    let elsewhere = app
+        .post("/login/dora", Some(&app.start().await))
+        .await
+        .new_id()
+        .unwrap();
+    let res = router
+        .oneshot(
+            Request::post("/password")
+                .header(header::COOKIE, format!("sid={here}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = res.status();
+    let new = res.headers().get(header::SET_COOKIE).and_then(|c| {
+        let value = c.to_str().ok()?.strip_prefix("sid=")?.split(';').next()?;
+        (!value.is_empty()).then(|| value.to_owned())
+    });
+    let mut problems = Vec::new();
+    if status != StatusCode::OK {
+        problems.push(format!("the password change answered {status}"));
+    }
+    match &new {
+        Some(new) if app.loaded(new).await => {}
+        _ => problems.push(format!("this device is logged out (new cookie {new:?})")),
+    }
+    if app.loaded(&elsewhere).await {
+        problems.push("the other device is still logged in".to_owned());
+    }
+    assert_none(&problems);
+}
+
+// ---------------------------------------------------------------------------------------
+// Absolute deadline and persistent cookies across a rotation
+
+/// Held: a rotation close to the absolute deadline gives the new key what is left of the
+/// deadline (not a fresh idle TTL), and the persistent cookie's `Max-Age` is that, rounded
+/// up; the deadline in the new hash is the old one to the millisecond.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_near_the_deadline_carries_it_into_the_ttl_and_max_age() {
+    let redis = Topology::Single.start().await;
+    let app = App::new(redis.client().await, |b| {
+        b.persistent_cookie(true)
+            .absolute_lifetime(Duration::from_millis(4500))
+    })
+    .await;
+    let id = app.start().await;
+    let deadline: String = app
+        .client
+        .hget(app.key(&id), "absolute_expires_at")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let res = app.post("/rotate", Some(&id)).await;
+    assert_eq!(res.status, StatusCode::OK);
+    let new = res.new_id().unwrap();
+    let pttl: i64 = app.client.pttl(app.key(&new)).await.unwrap();
+    assert!(pttl > 0 && pttl <= 2600, "{pttl}");
+    let secs = i64::try_from(max_age(&res.set_cookie().unwrap()).unwrap()).unwrap();
+    assert!(
+        secs * 1000 >= pttl && secs * 1000 <= pttl + 1100,
+        "Max-Age {secs}, PTTL {pttl}"
+    );
+    let moved: String = app
+        .client
+        .hget(app.key(&new), "absolute_expires_at")
+        .await
+        .unwrap();
+    assert_eq!(moved, deadline);
+    tokio::time::sleep(Duration::from_millis(u64::try_from(pttl).unwrap() + 100)).await;
+    assert!(!app.loaded(&new).await, "past the deadline");
+}
+
+/// Held: a stale index entry (the session was tied to another user since) ends nobody
+/// else's session: `terminate` and `terminate_all` of the first user leave it alone, and
+/// drop the stale entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_index_entry_never_ends_another_users_session() {
+    let redis = Topology::Single.start().await;
+    let app = App::new(redis.client().await, |b| b.rotate_on_user_change(false)).await;
+    let id = app.start().await;
+    assert_eq!(
+        app.post("/login/alice", Some(&id)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.post("/login/bob", Some(&id)).await.status,
+        StatusCode::OK
+    );
+    let member = tower_redis_session::SessionId::parse(&id)
+        .unwrap()
+        .digest()
+        .to_owned();
+    // An entry in alice's index that the re-tie failed to remove.
+    app.script(
+        "lua/index_add.lua",
+        app.index_key("alice"),
+        vec![member.clone()],
+    )
+    .await;
+    let handle = app
+        .manager
+        .handle(&tower_redis_session::SessionId::parse(&id).unwrap());
+    assert!(!app.manager.terminate("alice", &handle).await.unwrap());
+    app.script("lua/index_add.lua", app.index_key("alice"), vec![member])
+        .await;
+    assert_eq!(app.manager.terminate_all("alice", None).await.unwrap(), 0);
+    assert!(app.loaded(&id).await, "bob's session lives on");
+    assert_eq!(app.manager.list("bob").await.unwrap().len(), 1);
+    let left: i64 = app.client.zcard(app.index_key("alice")).await.unwrap();
+    assert_eq!(left, 0);
+}
