@@ -157,6 +157,20 @@ impl App {
         }
     }
 
+    /// Sends a request to a gated route and waits until its handler is at the gate
+    /// (its session loaded); the response, once the gate is released.
+    async fn hold(
+        self: &Arc<Self>,
+        method: &'static str,
+        path: &'static str,
+        sid: &str,
+    ) -> tokio::task::JoinHandle<TestResponse> {
+        let (app, sid) = (Arc::clone(self), sid.to_owned());
+        let held = tokio::spawn(async move { app.send(method, path, Some(&sid)).await });
+        self.gate.arrived.notified().await;
+        held
+    }
+
     async fn get(&self, path: &str, sid: Option<&str>) -> TestResponse {
         self.send("GET", path, sid).await
     }
@@ -235,11 +249,7 @@ async fn a_late_read_never_puts_a_rotated_or_logged_out_id_back_in_the_browser()
     let mut problems = Vec::new();
     for ending in ["/rotate", "/logout"] {
         let old = app.start().await;
-        let late = {
-            let (app, old) = (Arc::clone(&app), old.clone());
-            tokio::spawn(async move { app.get("/gated/read", Some(&old)).await })
-        };
-        app.gate.arrived.notified().await;
+        let late = app.hold("GET", "/gated/read", &old).await;
         let ended = app.post(ending, Some(&old)).await;
         assert_eq!(ended.status, StatusCode::OK, "{}", ended.body);
         let browser_now = ended.set_cookie().unwrap();
@@ -269,11 +279,7 @@ async fn a_late_read_never_sends_a_max_age_short_of_the_key_ttl() {
     let app = Arc::new(App::new(redis.client().await, |b| b.persistent_cookie(true)).await);
     let id = app.start().await;
     assert_eq!(app.post("/ttl/60", Some(&id)).await.status, StatusCode::OK);
-    let late = {
-        let (app, id) = (Arc::clone(&app), id.clone());
-        tokio::spawn(async move { app.get("/gated/read", Some(&id)).await })
-    };
-    app.gate.arrived.notified().await;
+    let late = app.hold("GET", "/gated/read", &id).await;
     let raised = app.post("/ttl/3600", Some(&id)).await;
     assert_eq!(raised.status, StatusCode::OK);
     assert_eq!(max_age(&raised.set_cookie().unwrap()), Some(3600));
@@ -509,11 +515,7 @@ async fn two_pages_making_the_first_csrf_token_at_once_both_verify() {
     let redis = Topology::Single.start().await;
     let app = Arc::new(App::new(redis.client().await, |b| b).await);
     let id = app.start().await;
-    let first = {
-        let (app, id) = (Arc::clone(&app), id.clone());
-        tokio::spawn(async move { app.get("/gated/csrf", Some(&id)).await })
-    };
-    app.gate.arrived.notified().await;
+    let first = app.hold("GET", "/gated/csrf", &id).await;
     let second = app.get("/csrf", Some(&id)).await;
     app.gate.release.notify_one();
     let first = first.await.unwrap();
@@ -540,11 +542,7 @@ async fn a_csrf_token_made_while_a_rotation_ran_does_not_survive_it() {
     let redis = Topology::Single.start().await;
     let app = Arc::new(App::new(redis.client().await, |b| b).await);
     let id = app.start().await;
-    let rotating = {
-        let (app, id) = (Arc::clone(&app), id.clone());
-        tokio::spawn(async move { app.post("/gated/rotate", Some(&id)).await })
-    };
-    app.gate.arrived.notified().await;
+    let rotating = app.hold("POST", "/gated/rotate", &id).await;
     let token = app.get("/csrf", Some(&id)).await;
     assert_eq!(token.status, StatusCode::OK);
     app.gate.release.notify_one();
@@ -800,11 +798,7 @@ async fn writes_in_flight_across_every_ending_are_refused_and_resurrect_nothing(
     for ending in ["logout", "terminate", "rotate"] {
         let first = app.start().await;
         let id = app.post("/login/bob", Some(&first)).await.new_id().unwrap();
-        let held = {
-            let (app, id) = (Arc::clone(&app), id.clone());
-            tokio::spawn(async move { app.post("/gated/incr_rotate/n", Some(&id)).await })
-        };
-        app.gate.arrived.notified().await;
+        let held = app.hold("POST", "/gated/incr_rotate/n", &id).await;
         match ending {
             "logout" => assert!(app.post("/logout", Some(&id)).await.clears_cookie()),
             "terminate" => assert_eq!(app.manager.terminate_all("bob", None).await.unwrap(), 1),
