@@ -15,8 +15,8 @@
 //! key it touches, its ARGV and its result.
 //!
 //! The same helpers and bodies also make one Redis Functions library, for
-//! [`ScriptMode::Functions`](crate::ScriptMode::Functions) (see [`library`]): the text is
-//! generated here from the same files, never kept twice.
+//! [`ScriptMode::Functions`](crate::ScriptMode::Functions) (see [`functions_library`]):
+//! its text is generated here from the same files, never kept twice.
 //!
 //! Only the helpers a script calls go into it: every `local function` is a closure that
 //! Redis builds again on each call of the script, so an unused one is paid for on every
