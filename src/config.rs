@@ -35,6 +35,7 @@ pub(crate) struct Config {
     pub(crate) limits: Limits,
     pub(crate) cookie: CookieConfig,
     pub(crate) error_response: Option<ErrorResponseFn>,
+    pub(crate) script_mode: ScriptMode,
     #[cfg(feature = "encryption")]
     pub(crate) encryption: Option<Arc<crate::crypto::KeyRing>>,
     #[cfg(feature = "encryption")]
@@ -55,12 +56,43 @@ impl Default for Config {
             limits: Limits::default(),
             cookie: CookieConfig::default(),
             error_response: None,
+            script_mode: ScriptMode::default(),
             #[cfg(feature = "encryption")]
             encryption: None,
             #[cfg(feature = "encryption")]
             decrypt_failure: crate::crypto::DecryptFailure::default(),
         }
     }
+}
+
+/// How the layer runs its Lua scripts in Redis; set with
+/// [`RedisSessionLayerBuilder::script_mode`](crate::RedisSessionLayerBuilder::script_mode).
+///
+/// Both modes run the same Lua (generated from the same files), with the same replies,
+/// round trips and behaviour; they differ in what the Redis user must be allowed, and in
+/// who loads the code. The ACL users for each, and what each costs in Redis CPU, are in
+/// the operations guide (`docs/operations.md`, "a Redis user with only the commands the
+/// crate needs").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ScriptMode {
+    /// `EVALSHA`, loading a script with `SCRIPT LOAD` when Redis answers `NOSCRIPT`
+    /// (after a restart, a failover or `SCRIPT FLUSH`): nothing to deploy, any Redis. The
+    /// app's Redis user needs `EVALSHA` and `SCRIPT LOAD`, and with them it can run any
+    /// Lua it likes. The default.
+    #[default]
+    Evalsha,
+    /// `FCALL` of the functions in [`functions_library`](crate::functions_library),
+    /// loaded once per deployment with [`load_functions`](crate::load_functions) (or
+    /// `FUNCTION LOAD REPLACE`) by a more privileged user, on every primary. Needs Redis
+    /// 7.0 or later. The app's user needs `FCALL` and no way to load or run code of its
+    /// own: no `EVAL`, `EVALSHA`, `SCRIPT` or `FUNCTION LOAD`.
+    ///
+    /// The layer never falls back to `EVALSHA`: if the library of its version is not
+    /// loaded, every call fails (the request gets a `500`, and the log says what to run),
+    /// and [`RedisSessionLayer::load_scripts`](crate::RedisSessionLayer::load_scripts)
+    /// fails at start with the same message.
+    Functions,
 }
 
 /// How big a session may grow. Checked where a change is made, so a handler gets a

@@ -8,7 +8,7 @@ use tower_layer::Layer;
 
 use crate::{
     client::Redis,
-    config::{Config, ErrorResponseFn},
+    config::{Config, ErrorResponseFn, ScriptMode},
     error::{ConfigError, Error},
     manager::SessionManager,
     service::RedisSession,
@@ -55,9 +55,15 @@ impl RedisSessionLayer {
     /// that the first requests do not each pay a `NOSCRIPT` round trip. Optional: the
     /// layer loads a script on first use, and again after a restart or failover.
     ///
+    /// With [`ScriptMode::Functions`](crate::ScriptMode::Functions) it loads nothing (the
+    /// app's user may not): it checks that the [`functions_library`](crate::functions_library)
+    /// of this version of the crate is loaded on the server (every primary of a
+    /// cluster), so a missing one is found at start rather than by the first request.
+    ///
     /// # Errors
     ///
-    /// Redis is unreachable or refused the scripts.
+    /// Redis is unreachable or refused the scripts; with `ScriptMode::Functions`, the
+    /// library is not loaded (the error's source says what to run).
     pub async fn load_scripts(&self) -> Result<(), Error> {
         self.shared.store.load_scripts().await
     }
@@ -101,6 +107,7 @@ impl fmt::Debug for Config {
             .field("absolute_lifetime", &self.absolute_lifetime)
             .field("touch_interval", &self.touch_interval)
             .field("command_timeout", &self.command_timeout)
+            .field("script_mode", &self.script_mode)
             .field("limits", &self.limits)
             .field("cookie", &self.cookie)
             .field(
@@ -246,6 +253,34 @@ impl RedisSessionLayerBuilder {
     /// A timed-out write may still land later; the scripts make that harmless.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.config.command_timeout = timeout;
+        self
+    }
+
+    /// How the layer runs its Lua scripts in Redis. Default [`ScriptMode::Evalsha`]:
+    /// `EVALSHA`, loading the scripts itself when Redis lacks them.
+    ///
+    /// [`ScriptMode::Functions`] calls a Redis Functions library instead (Redis 7.0 or
+    /// later), loaded once per deployment with [`load_functions`](crate::load_functions),
+    /// so the app's Redis user needs `FCALL` and cannot load or run Lua of its own.
+    /// Replies, round trips and behaviour are the same.
+    ///
+    /// ```no_run
+    /// use tower_redis_session::{load_functions, RedisSessionLayer, ScriptMode};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// // At deploy time, as a user allowed `FUNCTION LOAD`:
+    /// load_functions(tower_redis_session::connect("redis://deployer:PASSWORD@127.0.0.1:6379").await?).await?;
+    ///
+    /// // In the app, as a user allowed `FCALL` (and no scripts):
+    /// let pool = tower_redis_session::connect("redis://sessions:PASSWORD@127.0.0.1:6379").await?;
+    /// let layer = RedisSessionLayer::builder(pool)
+    ///     .script_mode(ScriptMode::Functions)
+    ///     .build()?;
+    /// layer.load_scripts().await?; // checks the library is there
+    /// # Ok(()) }
+    /// ```
+    pub fn script_mode(mut self, mode: ScriptMode) -> Self {
+        self.config.script_mode = mode;
         self
     }
 

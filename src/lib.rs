@@ -119,6 +119,18 @@
 //! by risk), monitoring, measured failure behaviour, Redis Cluster and Sentinel, and a
 //! known issue of fred 10.1 on Cluster are in [operations].
 //!
+//! # Scripts or Redis Functions
+//!
+//! By default the layer runs each step's Lua with `EVALSHA`, and loads a script itself
+//! when Redis lacks it (after a restart or failover), so its Redis user may load and run
+//! any Lua. On Redis 7.0 or later, [`ScriptMode::Functions`]
+//! ([`RedisSessionLayerBuilder::script_mode`]) calls the same Lua as a Redis Functions
+//! library ([`functions_library`]), loaded once per deployment by a more privileged user
+//! with [`load_functions`]: the app's user then needs `FCALL`, and can neither load nor
+//! run Lua of its own. Replies, round trips and behaviour are the same in both modes; a
+//! missing library is an error saying what to run, never a fallback to `EVALSHA`. The
+//! ACL users of each mode, and what each costs, are in [operations].
+//!
 //! # Feature flags
 //!
 //! | Name | Description | Default |
@@ -173,6 +185,7 @@ pub use crate::metrics::describe_metrics;
 pub use crate::{
     body::ResponseBody,
     client::{client_builder, connect, connect_lazy, Redis},
+    config::ScriptMode,
     error::{ConfigError, Error, ErrorKind, SessionError},
     future::ResponseFuture,
     id::{IdFormat, SessionId},
@@ -181,6 +194,7 @@ pub use crate::{
     model::RESERVED_FIELDS,
     service::RedisSession,
     session::Session,
+    store::scripts::{functions_library, functions_library_name, load_functions},
 };
 pub use ::cookie::SameSite;
 pub use fred;

@@ -117,6 +117,26 @@ impl SessionManager {
         Self { shared }
     }
 
+    /// The same manager (same key prefix and settings), sending its commands through
+    /// `redis` instead of the layer's connection: e.g. a pool logged in as a Redis user
+    /// allowed the full scans of [`stats`](Self::stats) and
+    /// [`terminate_all_by_scan`](Self::terminate_all_by_scan) (`SCAN`, `MEMORY USAGE`),
+    /// which the app's own user can then do without. Which method needs which commands
+    /// is listed in the operations guide (`docs/operations.md`).
+    ///
+    /// ```no_run
+    /// # async fn run(layer: tower_redis_session::RedisSessionLayer) -> Result<(), Box<dyn std::error::Error>> {
+    /// let ops = tower_redis_session::connect("redis://sessions-ops:PASSWORD@127.0.0.1:6379").await?;
+    /// let stats = layer.manager().with_redis(ops).stats().await?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_redis(&self, redis: impl Into<crate::Redis>) -> Self {
+        let config = self.shared.config.clone();
+        let store = crate::store::Store::new(redis.into(), &config);
+        Self::new(Arc::new(Shared { config, store }))
+    }
+
     /// The handle of a session, e.g. of the current request's session, to mark it in a
     /// listing or keep it in [`terminate_all`](Self::terminate_all).
     #[must_use]

@@ -14,8 +14,7 @@ use std::{collections::HashMap, time::Duration};
 
 use fred::{
     interfaces::{
-        ClientLike as _, ClusterInterface as _, HashesInterface as _, KeysInterface as _,
-        MemoryInterface as _, SortedSetsInterface as _,
+        HashesInterface as _, KeysInterface as _, MemoryInterface as _, SortedSetsInterface as _,
     },
     types::Value,
 };
@@ -188,37 +187,13 @@ impl Store {
     pub(crate) async fn scan_pages(&self) -> Result<Vec<Vec<String>>, Error> {
         let client = self.redis().client();
         let pattern = format!("{}*", escape_glob(self.prefix()));
-        let nodes = if client.is_clustered() {
-            let primaries = client
-                .cached_cluster_state()
-                .map(|state| state.unique_primary_nodes())
-                .unwrap_or_default();
-            if primaries.is_empty() {
-                return Err(Error::new(crate::error::ErrorKind::Unavailable));
-            }
-            primaries.into_iter().map(Some).collect()
-        } else {
-            vec![None]
-        };
         let mut pages = Vec::new();
-        for node in nodes {
+        for node in super::scripts::primaries(client)? {
             let mut cursor = "0".to_owned();
             loop {
-                let page: Value = match &node {
-                    Some(server) => {
-                        let on_node = client.with_cluster_node(server.clone());
-                        self.timed(|| {
-                            on_node.scan_page(cursor.clone(), pattern.clone(), Some(1000), None)
-                        })
-                        .await?
-                    }
-                    None => {
-                        self.timed(|| {
-                            client.scan_page(cursor.clone(), pattern.clone(), Some(1000), None)
-                        })
-                        .await?
-                    }
-                };
+                let page: Value = self
+                    .timed(|| node.scan_page(cursor.clone(), pattern.clone(), Some(1000), None))
+                    .await?;
                 let (next, keys): (String, Vec<String>) = page
                     .convert()
                     .map_err(|_| Error::protocol("SCAN: unexpected reply"))?;

@@ -17,11 +17,11 @@ use std::{
     time::Duration,
 };
 
-use fred::types::{scripts::Script, Value};
+use fred::types::Value;
 
 use crate::{
     client::Redis,
-    config::Config,
+    config::{Config, ScriptMode},
     error::{Error, ErrorKind},
     id::SessionId,
     model,
@@ -77,6 +77,7 @@ pub(crate) struct Store {
     load_max_bytes: usize,
     /// The layer's absolute lifetime in ms (0: none).
     lifetime_ms: u64,
+    script_mode: ScriptMode,
     #[cfg(feature = "encryption")]
     crypto: Option<(
         std::sync::Arc<crate::crypto::KeyRing>,
@@ -134,6 +135,7 @@ impl Store {
             load_max_fields: limits.max_fields + INTERNAL_FIELDS,
             load_max_bytes,
             lifetime_ms: config.absolute_lifetime.map_or(0, millis),
+            script_mode: config.script_mode,
             #[cfg(feature = "encryption")]
             crypto: config
                 .encryption
@@ -242,12 +244,30 @@ impl Store {
         }
     }
 
-    /// Runs a script on `key` and returns its result, checked to be for `key`.
-    async fn run(&self, script: &Script, key: String, args: Vec<Value>) -> Result<Value, Error> {
+    /// Runs a script on `key` and returns its result, checked to be for `key`: by
+    /// `EVALSHA` (loading it on `NOSCRIPT`), or by `FCALL` of its function with
+    /// [`ScriptMode::Functions`] (never falling back to `EVALSHA`).
+    async fn run(
+        &self,
+        script: &scripts::Lua,
+        key: String,
+        args: Vec<Value>,
+    ) -> Result<Value, Error> {
         let _timer = crate::metrics::ScriptTimer::start(script);
-        let reply = self
-            .timed(|| script.evalsha_with_reload(self.redis.client(), key.clone(), args.clone()))
-            .await?;
+        let reply = match self.script_mode {
+            ScriptMode::Evalsha => {
+                self.timed(|| {
+                    script.evalsha_with_reload(self.redis.client(), key.clone(), args.clone())
+                })
+                .await?
+            }
+            ScriptMode::Functions => {
+                self.timed(|| {
+                    scripts::fcall(self.redis.client(), script, key.clone(), args.clone())
+                })
+                .await?
+            }
+        };
         // Every script replies `{result, KEYS[1]}`. A reply for another key means the
         // client handed this command another command's reply (as fred 10.1.0 does after
         // an ASK): never act on it, and never show another session's data.
@@ -270,7 +290,7 @@ impl Store {
     /// Runs a script whose result is an array `{status, ...}`: the status and the rest.
     async fn run_status(
         &self,
-        script: &Script,
+        script: &scripts::Lua,
         key: String,
         args: Vec<Value>,
     ) -> Result<(i64, Vec<Value>), Error> {
@@ -287,8 +307,12 @@ impl Store {
     }
 
     /// Loads the scripts into Redis (every primary of a cluster), so the first request
-    /// after start does not pay for a `NOSCRIPT` round trip.
+    /// after start does not pay for a `NOSCRIPT` round trip; with [`ScriptMode::Functions`],
+    /// checks that the library is loaded there.
     pub(crate) async fn load_scripts(&self) -> Result<(), Error> {
+        if self.script_mode == ScriptMode::Functions {
+            return scripts::check_library(self).await;
+        }
         for script in scripts::all() {
             self.timed(|| script.load(self.redis.client())).await?;
         }

@@ -1486,6 +1486,7 @@ async fn run_once(topology: Topology, settings: Settings) -> (String, bool) {
     for _ in 0..2 {
         let client = connect_client(&url).await;
         let mut builder = RedisSessionLayer::builder(client)
+            .script_mode(crate::support::script_mode())
             .key_prefix(&prefix)
             .cookie_name("sid")
             .idle_ttl(IDLE_TTL)

@@ -800,99 +800,18 @@ async fn the_documented_acl_user_runs_every_feature_and_nothing_else() {
     layer.load_scripts().await.unwrap();
     let manager = layer.manager();
     let app = routes(Arc::new(Gate::default())).layer(layer);
-    let ok = |res: hardening::Res| {
-        assert_eq!(res.status, StatusCode::OK, "{}", res.body);
-        res
-    };
 
-    // Create, read, write, log in (tie to a user + rotate), rotate, log out.
-    let id = ok(send(&app, "POST", "/set/a/1", None).await)
-        .new_id()
-        .unwrap();
-    assert_eq!(ok(send(&app, "GET", "/read/a", Some(&id)).await).body, "1");
-    ok(send(&app, "POST", "/incr", Some(&id)).await);
-    assert_eq!(
-        ok(send(&app, "POST", "/remove/a", Some(&id)).await).body,
-        "1"
-    );
-    let alice1 = ok(send(&app, "POST", "/login/alice", Some(&id)).await)
-        .new_id()
-        .unwrap();
-    let other = ok(send(&app, "POST", "/set/a/1", None).await)
-        .new_id()
-        .unwrap();
-    let alice2 = ok(send(&app, "POST", "/login/alice", Some(&other)).await)
-        .new_id()
-        .unwrap();
-    let rotated = ok(send(&app, "POST", "/rotate", Some(&alice2)).await)
-        .new_id()
-        .unwrap();
-    let spare = ok(send(&app, "POST", "/set/a/1", None).await)
-        .new_id()
-        .unwrap();
-    ok(send(&app, "POST", "/logout", Some(&spare)).await);
-
-    // The manager: list, terminate one, stats, terminate all (index and scan).
-    let listed = manager.list("alice").await.unwrap();
-    assert_eq!(listed.len(), 2);
-    assert!(manager.terminate("alice", &listed[0].handle).await.unwrap());
-    let stats = manager.stats().await.unwrap();
-    assert_eq!(stats.user_indexes, 1);
-    assert_eq!(manager.terminate_all("alice", None).await.unwrap(), 1);
-    let bob = ok(send(
-        &app,
-        "POST",
-        "/login/bob",
-        Some(
-            &ok(send(&app, "POST", "/set/a/1", None).await)
-                .new_id()
-                .unwrap(),
-        ),
-    )
-    .await)
-    .new_id()
-    .unwrap();
-    assert_eq!(manager.terminate_all_by_scan("bob").await.unwrap(), 1);
-    for dead in [&alice1, &rotated, &bob] {
-        assert!(ok(send(&app, "GET", "/whoami", Some(dead)).await)
-            .body
-            .starts_with("loaded=false"));
-    }
-
+    // Create, read, write, log in (tie to a user + rotate), rotate, log out; the
+    // manager: list, terminate one, stats, terminate all (index and scan).
+    hardening::run_every_feature(&app, &manager, &manager).await;
     // After a script cache flush (a restart or failover) the scripts are loaded again,
     // and after the connections are killed the clients log in again.
-    redis.cmd(&["SCRIPT", "FLUSH"]);
-    let id = ok(send(&app, "POST", "/set/a/1", None).await)
-        .new_id()
-        .unwrap();
-    redis.cmd(&["CLIENT", "KILL", "TYPE", "normal"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let res = send(&app, "POST", "/incr", Some(&id)).await;
-        if res.status == StatusCode::OK {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{}", res.body);
-    }
+    hardening::survive_a_script_flush_and_killed_connections(&redis, &app).await;
 
     // Nothing was refused along the way.
-    let denied: Vec<String> = redis
-        .cmd(&["ACL", "LOG"])
-        .items()
-        .iter()
-        .map(|entry| {
-            let fields: Vec<_> = entry.items().iter().filter_map(Reply::text).collect();
-            fields.join(" ")
-        })
-        .collect();
+    let denied = hardening::acl_log(&redis);
     assert!(denied.is_empty(), "the ACL refused something: {denied:#?}");
-    let mut used: Vec<String> = redis
-        .command_calls()
-        .into_iter()
-        .filter(|(name, _)| !["info", "config|resetstat", "acl|setuser"].contains(&name.as_str()))
-        .map(|(name, calls)| format!("{name}={calls}"))
-        .collect();
-    used.sort();
+    let used = hardening::commands_used(&redis, &[]);
     println!(
         "documented ACL user: every feature ran, nothing refused; commands seen (the app's, \
          its scripts', and the admin's SCRIPT FLUSH/CLIENT KILL): {}",
@@ -900,17 +819,12 @@ async fn the_documented_acl_user_runs_every_feature_and_nothing_else() {
     );
 
     // And it can do nothing else.
-    let mut conn = redis.conn();
     let user = hardening::documented_acl_line()
         .split_whitespace()
         .nth(2)
         .unwrap()
         .to_owned();
-    assert_eq!(
-        conn.cmd(&["AUTH", &user, "test-password-1"]).unwrap(),
-        Reply::Status("OK".into())
-    );
-    for forbidden in [
+    let forbidden = [
         vec!["GET", "other:key"],
         vec!["HGETALL", "other:session"],
         vec!["KEYS", "*"],
@@ -922,11 +836,7 @@ async fn the_documented_acl_user_runs_every_feature_and_nothing_else() {
         vec!["MONITOR"],
         vec!["SUBSCRIBE", "x"],
         vec!["PING"],
-    ] {
-        match conn.cmd(&forbidden).unwrap() {
-            Reply::Error(e) if e.starts_with("NOPERM") => {}
-            other => panic!("{forbidden:?} was allowed: {other:?}"),
-        }
-    }
+    ];
+    hardening::assert_refused(&redis, &user, "test-password-1", &forbidden);
     check_keyspace(&redis, true);
 }

@@ -99,10 +99,13 @@ impl Peer {
     ) -> Self {
         let configure = |b: RedisSessionLayerBuilder| configure(b.cookie_name(cookie));
         let mut app = TestApp::with(target, configure).await;
-        let layer =
-            configure(RedisSessionLayer::builder(app.client.clone()).key_prefix(&app.prefix))
-                .build()
-                .unwrap();
+        let layer = configure(
+            RedisSessionLayer::builder(app.client.clone())
+                .key_prefix(&app.prefix)
+                .script_mode(crate::support::script_mode()),
+        )
+        .build()
+        .unwrap();
         app.router = routes().layer(layer);
         Self { app, cookie }
     }

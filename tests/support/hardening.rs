@@ -17,7 +17,7 @@ use axum::{
 use http::{header, Request, StatusCode};
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
-use tower_redis_session::{fred::prelude::*, Session, SessionError};
+use tower_redis_session::{fred::prelude::*, Session, SessionError, SessionManager};
 
 pub use super::Gate;
 use super::{resp::Reply, RedisServer};
@@ -26,10 +26,18 @@ use super::{resp::Reply, RedisServer};
 // The ACL user of the production checklist
 
 impl RedisServer {
-    /// Creates the ACL user of `docs/operations.md` (its `ACL SETUSER` line as written
-    /// there, with `password`) and returns a URL that logs in as it.
+    /// Creates the ACL user of `docs/operations.md` for the default script mode
+    /// (`sessions`, its `ACL SETUSER` line as written there, with `password`) and returns
+    /// a URL that logs in as it.
     pub fn create_documented_acl_user(&self, password: &str) -> String {
-        let line = documented_acl_line();
+        self.create_documented_acl_user_named("sessions", password)
+    }
+
+    /// Creates the documented ACL user `user` (its `ACL SETUSER` line in
+    /// `docs/operations.md` as written there, with `password`) and returns a URL that
+    /// logs in as it.
+    pub fn create_documented_acl_user_named(&self, user: &str, password: &str) -> String {
+        let line = documented_acl_line_of(user);
         let args: Vec<String> = line
             .split_whitespace()
             .map(|arg| {
@@ -40,28 +48,145 @@ impl RedisServer {
                 }
             })
             .collect();
-        let user = args[2].clone();
         let reply = self.cmd(&args);
         assert_eq!(reply, Reply::Status("OK".into()), "{line}");
         format!("redis://{user}:{password}@127.0.0.1:{}", self.port())
     }
 }
 
-/// The one `ACL SETUSER` line of `docs/operations.md` (the production checklist), as
-/// written there.
+/// The `ACL SETUSER` line of `docs/operations.md` (the production checklist) for the
+/// default script mode, as written there.
 pub fn documented_acl_line() -> String {
+    documented_acl_line_of("sessions")
+}
+
+/// The one `ACL SETUSER` line of `docs/operations.md` for `user`, as written there.
+pub fn documented_acl_line_of(user: &str) -> String {
     let doc = include_str!("../../docs/operations.md");
     let lines: Vec<&str> = doc
         .lines()
         .map(str::trim)
-        .filter(|l| l.starts_with("ACL SETUSER "))
+        .filter(|l| l.split_whitespace().take(3).eq(["ACL", "SETUSER", user]))
         .collect();
     assert_eq!(
         lines.len(),
         1,
-        "docs/operations.md must hold exactly one ACL SETUSER line"
+        "docs/operations.md must hold exactly one ACL SETUSER line for {user}"
     );
     lines[0].to_owned()
+}
+
+/// Every refusal `ACL LOG` holds, one line each.
+pub fn acl_log(redis: &RedisServer) -> Vec<String> {
+    redis
+        .cmd(&["ACL", "LOG"])
+        .items()
+        .iter()
+        .map(|entry| {
+            let fields: Vec<_> = entry.items().iter().filter_map(Reply::text).collect();
+            fields.join(" ")
+        })
+        .collect()
+}
+
+/// `name=calls` for every command run since `CONFIG RESETSTAT` (inside scripts too),
+/// sorted, but for the harness's own (`INFO`, `CONFIG RESETSTAT`, `ACL SETUSER`, and
+/// `also_ignored`).
+pub fn commands_used(redis: &RedisServer, also_ignored: &[&str]) -> Vec<String> {
+    let mut used: Vec<String> = redis
+        .command_calls()
+        .into_iter()
+        .filter(|(name, _)| {
+            !["info", "config|resetstat", "acl|setuser"].contains(&name.as_str())
+                && !also_ignored.contains(&name.as_str())
+        })
+        .map(|(name, calls)| format!("{name}={calls}"))
+        .collect();
+    used.sort();
+    used
+}
+
+/// Logs in on a fresh connection as `user` and checks that each command is refused
+/// with `NOPERM`.
+pub fn assert_refused<A: AsRef<str>>(
+    redis: &RedisServer,
+    user: &str,
+    password: &str,
+    commands: &[Vec<A>],
+) {
+    let mut conn = redis.conn();
+    assert_eq!(
+        conn.cmd(&["AUTH", user, password]).unwrap(),
+        Reply::Status("OK".into())
+    );
+    for command in commands {
+        let args: Vec<&str> = command.iter().map(AsRef::as_ref).collect();
+        match conn.cmd(&args).unwrap() {
+            Reply::Error(e) if e.starts_with("NOPERM") => {}
+            other => panic!("{user}: {args:?} was allowed: {other:?}"),
+        }
+    }
+}
+
+fn ok(res: Res) -> Res {
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    res
+}
+
+/// Runs every feature of the layer behind `app` ([`routes`]): create, read, increment,
+/// remove, log in (a user tie and a rotation), rotate, log out; then through `manager`
+/// `list`, `terminate` and `terminate_all`, and through `scans` `stats` and
+/// `terminate_all_by_scan`; and checks that the sessions ended are gone.
+pub async fn run_every_feature(app: &Router, manager: &SessionManager, scans: &SessionManager) {
+    let new_id = |res: Res| ok(res).new_id().expect("a new session ID");
+    let id = new_id(send(app, "POST", "/set/a/1", None).await);
+    assert_eq!(ok(send(app, "GET", "/read/a", Some(&id)).await).body, "1");
+    ok(send(app, "POST", "/incr", Some(&id)).await);
+    assert_eq!(
+        ok(send(app, "POST", "/remove/a", Some(&id)).await).body,
+        "1"
+    );
+    let alice1 = new_id(send(app, "POST", "/login/alice", Some(&id)).await);
+    let other = new_id(send(app, "POST", "/set/a/1", None).await);
+    let alice2 = new_id(send(app, "POST", "/login/alice", Some(&other)).await);
+    let rotated = new_id(send(app, "POST", "/rotate", Some(&alice2)).await);
+    let spare = new_id(send(app, "POST", "/set/a/1", None).await);
+    ok(send(app, "POST", "/logout", Some(&spare)).await);
+
+    let listed = manager.list("alice").await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(manager.terminate("alice", &listed[0].handle).await.unwrap());
+    let stats = scans.stats().await.unwrap();
+    assert_eq!(stats.user_indexes, 1);
+    assert_eq!(stats.sessions, 1, "alice's one live session left");
+    assert_eq!(manager.terminate_all("alice", None).await.unwrap(), 1);
+    let first = new_id(send(app, "POST", "/set/a/1", None).await);
+    let bob = new_id(send(app, "POST", "/login/bob", Some(&first)).await);
+    assert_eq!(scans.terminate_all_by_scan("bob").await.unwrap(), 1);
+    assert!(manager.list("bob").await.unwrap().is_empty());
+    for dead in [&alice1, &rotated, &bob] {
+        assert!(ok(send(app, "GET", "/whoami", Some(dead)).await)
+            .body
+            .starts_with("loaded=false"));
+    }
+}
+
+/// After a script cache flush (a restart or failover) and with every connection killed
+/// by the server, a session is created and written again within 10 s.
+pub async fn survive_a_script_flush_and_killed_connections(redis: &RedisServer, app: &Router) {
+    redis.cmd(&["SCRIPT", "FLUSH"]);
+    let id = ok(send(app, "POST", "/set/a/1", None).await)
+        .new_id()
+        .unwrap();
+    redis.cmd(&["CLIENT", "KILL", "TYPE", "normal"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let res = send(app, "POST", "/incr", Some(&id)).await;
+        if res.status == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", res.body);
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ use http_body_util::BodyExt as _;
 use tokio::sync::{Notify, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tower::ServiceExt as _;
 use tower_redis_session::{
-    client_builder, RedisSessionLayer, RedisSessionLayerBuilder, Session, SessionError,
+    client_builder, RedisSessionLayer, RedisSessionLayerBuilder, ScriptMode, Session, SessionError,
     SessionManager,
 };
 
@@ -134,12 +134,22 @@ pub async fn round_trips(client: &Client) -> u64 {
             .expect("reset_stats before round_trips");
         all.remove(at).1
     };
+    // Scripts run only the way the test's mode says: `FCALL` never mixes with `EVALSHA`.
+    let (used, other) = match script_mode() {
+        ScriptMode::Functions => ("fcall", ["evalsha", "script"]),
+        _ => ("evalsha", ["fcall", "fcall_ro"]),
+    };
     tokio::task::spawn_blocking(move || {
         monitors
             .into_iter()
             .map(|m| {
                 let seen = m.finish();
-                monitor::sent_by_clients(&seen, HARNESS).count() as u64
+                let sent: Vec<_> = monitor::sent_by_clients(&seen, HARNESS).collect();
+                assert!(
+                    sent.iter().all(|s| !other.contains(&s.command.as_str())),
+                    "a script was sent otherwise than by {used}: {sent:#?}"
+                );
+                sent.len() as u64
             })
             .sum()
     })
@@ -164,6 +174,32 @@ pub async fn keys_matching(client: &Client, pattern: &str) -> Vec<String> {
     let mut keys: Vec<String> = pages.into_iter().flatten().collect();
     keys.sort();
     keys
+}
+
+tokio::task_local! {
+    /// The script mode of the behaviour test running in this task ([`in_script_mode`]).
+    static SCRIPT_MODE: ScriptMode;
+}
+
+/// Runs `test` in `mode`: the layers [`layer`] builds use it, and with
+/// [`ScriptMode::Functions`] [`Topology::start`] loads the library into the topology
+/// (`session_tests!` runs every behaviour test in each mode this way).
+pub async fn in_script_mode<F: std::future::Future>(mode: ScriptMode, test: F) -> F::Output {
+    SCRIPT_MODE.scope(mode, test).await
+}
+
+/// The script mode of the running test: the one [`in_script_mode`] set, or the default.
+pub fn script_mode() -> ScriptMode {
+    SCRIPT_MODE.try_with(|mode| *mode).unwrap_or_default()
+}
+
+/// Loads the functions library into the Redis at `url` (every primary of a cluster).
+pub async fn load_functions(url: &str) {
+    let client = connect_client(url).await;
+    tower_redis_session::load_functions(client.clone())
+        .await
+        .unwrap_or_else(|e| panic!("load the functions library into {url}: {e:?}"));
+    let _ = client.quit().await;
 }
 
 /// Where a test's Redis runs. The behaviour suite is stamped onto each of them (see
@@ -209,6 +245,14 @@ impl Topology {
     }
 
     async fn start_with(self, exclusive: bool) -> Backend {
+        let backend = self.start_topology(exclusive).await;
+        if script_mode() == ScriptMode::Functions {
+            load_functions(&backend.redis_url()).await;
+        }
+        backend
+    }
+
+    async fn start_topology(self, exclusive: bool) -> Backend {
         match self {
             Self::Single => Backend {
                 topology: self,
@@ -344,9 +388,12 @@ impl Target for sentinel::SentinelGroup {
     }
 }
 
-/// The layer's builder as the tests use it: the cookie is called `sid`.
+/// The layer's builder as the tests use it: the cookie is called `sid`, and scripts run
+/// in the test's [`script_mode`].
 pub fn layer(redis: impl Into<tower_redis_session::Redis>) -> RedisSessionLayerBuilder {
-    RedisSessionLayer::builder(redis).cookie_name("sid")
+    RedisSessionLayer::builder(redis)
+        .cookie_name("sid")
+        .script_mode(script_mode())
 }
 
 /// A client from `client_builder(url)`, connected (panics with the error otherwise).
