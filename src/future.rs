@@ -104,7 +104,9 @@ where
             match this.state.as_mut().project() {
                 StateProj::Load { fut, pending } => {
                     let outcome = ready!(fut.as_mut().poll(cx));
-                    crate::metrics::loaded(&outcome);
+                    if let Ok(found) = &outcome {
+                        crate::metrics::loaded(found.label());
+                    }
                     let (mut inner, mut req, id) = pending.take().expect("polled after completion");
                     let settings = Settings::from_config(&this.shared.config);
                     let session = match outcome {

@@ -7,15 +7,11 @@
 
 #[cfg(feature = "metrics")]
 use ::metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
-use fred::types::scripts::Script;
 use http::StatusCode;
 
+use crate::error::Error;
 #[cfg(feature = "metrics")]
 use crate::error::ErrorKind;
-use crate::{
-    error::Error,
-    store::{EndReason, LoadOutcome},
-};
 
 /// The names, as in the table in `docs/operations.md`.
 #[cfg(feature = "metrics")]
@@ -72,26 +68,18 @@ pub fn describe_metrics() {
     );
 }
 
-/// What a load found (a failed load is counted by [`error_response`]).
+/// What a load found: `found`, or why there was no session (`missing`, `unusable`, or
+/// the marker's `rotated` / `destroyed` / `terminated`). A failed load is counted by
+/// [`error_response`].
 #[inline]
-pub(crate) fn loaded(outcome: &Result<LoadOutcome, Error>) {
+pub(crate) fn loaded(found: &'static str) {
     #[cfg(feature = "metrics")]
-    match outcome {
-        Ok(LoadOutcome::Found(_)) => counter!(LOADED).increment(1),
-        Ok(LoadOutcome::Missing) => miss("missing"),
-        Ok(LoadOutcome::Unusable) => miss("unusable"),
-        Ok(LoadOutcome::Ended(EndReason::Rotated)) => miss("rotated"),
-        Ok(LoadOutcome::Ended(EndReason::Destroyed)) => miss("destroyed"),
-        Ok(LoadOutcome::Ended(EndReason::Terminated)) => miss("terminated"),
-        Err(_) => {}
+    match found {
+        "found" => counter!(LOADED).increment(1),
+        reason => counter!(LOAD_MISSES, "reason" => reason).increment(1),
     }
     #[cfg(not(feature = "metrics"))]
-    let _ = outcome;
-}
-
-#[cfg(feature = "metrics")]
-fn miss(reason: &'static str) {
-    counter!(LOAD_MISSES, "reason" => reason).increment(1);
+    let _ = found;
 }
 
 /// A new session was written.
@@ -108,13 +96,14 @@ pub(crate) fn rotated() {
     counter!(ROTATED).increment(1);
 }
 
-/// A session was ended (`live`: it was a live session, not already gone).
+/// A session was ended (`why`: `destroyed` or `terminated`; `live`: it was a live
+/// session, not already gone).
 #[inline]
-pub(crate) fn ended(why: EndReason, live: bool) {
+pub(crate) fn ended(why: &'static str, live: bool) {
     #[cfg(feature = "metrics")]
     match why {
-        EndReason::Destroyed if live => counter!(DESTROYED).increment(1),
-        EndReason::Terminated if live => counter!(TERMINATED).increment(1),
+        "destroyed" if live => counter!(DESTROYED).increment(1),
+        "terminated" if live => counter!(TERMINATED).increment(1),
         _ => {}
     }
     #[cfg(not(feature = "metrics"))]
@@ -165,14 +154,14 @@ pub(crate) struct ScriptTimer {
 impl ScriptTimer {
     #[inline]
     #[must_use]
-    pub(crate) fn start(script: &Script) -> Self {
+    pub(crate) fn start(script: &'static str) -> Self {
         #[cfg(not(feature = "metrics"))]
         let _ = script;
         Self {
             #[cfg(feature = "metrics")]
             start: std::time::Instant::now(),
             #[cfg(feature = "metrics")]
-            script: script_name(script),
+            script,
         }
     }
 }
@@ -182,24 +171,4 @@ impl Drop for ScriptTimer {
     fn drop(&mut self) {
         histogram!(REDIS_DURATION, "script" => self.script).record(self.start.elapsed());
     }
-}
-
-/// The script's name, as in the label: its file name without `.lua`.
-#[cfg(feature = "metrics")]
-fn script_name(script: &Script) -> &'static str {
-    use crate::store::scripts;
-    let known: [(&Script, &str); 8] = [
-        (&scripts::LOAD, "load"),
-        (&scripts::CREATE, "create"),
-        (&scripts::SAVE, "save"),
-        (&scripts::BEGIN_ROTATE, "begin_rotate"),
-        (&scripts::FINISH_ROTATE, "finish_rotate"),
-        (&scripts::END, "end"),
-        (&scripts::INDEX_ADD, "index_add"),
-        (&scripts::PRUNE, "prune"),
-    ];
-    known
-        .iter()
-        .find(|(s, _)| std::ptr::eq(*s, script))
-        .map_or("other", |(_, name)| name)
 }

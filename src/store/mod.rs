@@ -55,8 +55,21 @@ pub(crate) enum EndReason {
     Terminated,
 }
 
+impl LoadOutcome {
+    /// What the load found, as the metrics label it: `found`, `missing`, `unusable`, or
+    /// the marker's reason.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Self::Found(_) => "found",
+            Self::Missing => "missing",
+            Self::Unusable => "unusable",
+            Self::Ended(why) => why.as_str(),
+        }
+    }
+}
+
 impl EndReason {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Rotated => "rotated",
             Self::Destroyed => "destroyed",
@@ -253,7 +266,7 @@ impl Store {
         key: String,
         args: Vec<Value>,
     ) -> Result<Value, Error> {
-        let _timer = crate::metrics::ScriptTimer::start(script);
+        let _timer = crate::metrics::ScriptTimer::start(script.name());
         let reply = match self.script_mode {
             ScriptMode::Evalsha => {
                 self.timed(|| {
@@ -649,7 +662,7 @@ impl Store {
             3 => Ended::OtherUser,
             _ => return Err(Error::protocol("end: unknown status")),
         };
-        crate::metrics::ended(why, ended == Ended::Live);
+        crate::metrics::ended(why.as_str(), ended == Ended::Live);
         Ok(ended)
     }
 }
