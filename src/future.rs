@@ -226,20 +226,18 @@ fn finish<B>(
     response
 }
 
-/// `true` unless the response's `Cache-Control` keeps it out of shared caches
-/// (`private`, `no-store` or `no-cache`). One without `Cache-Control` counts as storable
-/// (heuristic caching); `public`, `s-maxage` or a bare `max-age` make it so (RFC 9111).
+/// `true` unless the response's `Cache-Control` keeps it out of shared caches: only
+/// `no-store` and a bare `private` do. `no-cache` lets a shared cache store the response
+/// (and hand out its stored headers after a revalidation), and `private` with a list of
+/// header names keeps only those out of the shared copy. One without `Cache-Control`
+/// counts as storable (heuristic caching); `public`, `s-maxage` or a bare `max-age` make
+/// it so (RFC 9111).
 fn shared_cache_may_store(headers: &http::HeaderMap) -> bool {
     !headers.get_all(header::CACHE_CONTROL).iter().any(|value| {
         value.to_str().is_ok_and(|v| {
             v.split(',').any(|d| {
-                let name = d
-                    .trim()
-                    .split('=')
-                    .next()
-                    .unwrap_or("")
-                    .to_ascii_lowercase();
-                matches!(name.as_str(), "private" | "no-store" | "no-cache")
+                let d = d.trim();
+                d.eq_ignore_ascii_case("no-store") || d.eq_ignore_ascii_case("private")
             })
         })
     })

@@ -305,7 +305,6 @@ async fn a_late_read_never_sends_a_max_age_short_of_the_key_ttl() {
 /// store it (and replay its headers after a 304), and `private="x-user"` keeps only that
 /// header out of the shared copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "shows: `public, no-cache` and `public, ..., private=\"x-user\"` responses carry the session cookie, without no-store"]
 async fn a_response_marked_public_never_carries_the_session_cookie_whatever_else_it_says() {
     let redis = Topology::Single.start().await;
     let app = App::new(redis.client().await, |b| b.persistent_cookie(true)).await;
