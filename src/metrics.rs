@@ -188,12 +188,13 @@ impl Drop for ScriptTimer {
 #[cfg(feature = "metrics")]
 fn script_name(script: &Script) -> &'static str {
     use crate::store::scripts;
-    let known: [(&Script, &str); 8] = [
+    let known: [(&Script, &str); 9] = [
         (&scripts::LOAD, "load"),
         (&scripts::CREATE, "create"),
         (&scripts::SAVE, "save"),
         (&scripts::BEGIN_ROTATE, "begin_rotate"),
         (&scripts::FINISH_ROTATE, "finish_rotate"),
+        (&scripts::ABANDON_ROTATE, "abandon_rotate"),
         (&scripts::END, "end"),
         (&scripts::INDEX_ADD, "index_add"),
         (&scripts::PRUNE, "prune"),

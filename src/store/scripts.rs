@@ -105,6 +105,8 @@ scripts! {
     BEGIN_ROTATE = "lua/begin_rotate.lua";
     /// Turns a rotated session's old key into a marker.
     FINISH_ROTATE = "lua/finish_rotate.lua";
+    /// Lifts the mark of a rotation that will not finish.
+    ABANDON_ROTATE = "lua/abandon_rotate.lua";
     /// Ends a session, leaving a marker.
     END = "lua/end.lua";
     /// Adds a session to its user's index, scored by Redis's clock.

@@ -454,7 +454,6 @@ async fn log_out_everywhere_never_drops_the_index_entry_of_a_tie_in_flight() {
 /// a conflict like any other (the save path answers `409` for it). The rotation must not
 /// answer `500`, and must not leave the session refusing every write for seconds after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "shows: the rotation answers 500 and leaves its mark, so the session refuses writes (409) for 3 command timeouts"]
 async fn a_rotation_meeting_a_counter_turned_to_text_is_a_conflict_and_leaves_the_session_usable() {
     let redis = Topology::Single.start().await;
     let app = Arc::new(App::new(redis.client().await, |b| b).await);
