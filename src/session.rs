@@ -681,15 +681,14 @@ impl State {
     }
 
     /// Gives the session a new ID at write-back, if it has a stored one to move, and a
-    /// new CSRF token if it has one: a page made for the old ID is then refused.
+    /// new CSRF token: a page made for the old ID is then refused, whatever token the
+    /// copy finds (another request may have made one meanwhile).
     fn rotate(&mut self) {
         self.rotate = self.loaded_id.is_some();
         // A new session gets its (fresh) ID at its first write; nothing to rotate before.
         if self.rotate {
             self.id = Some(SessionId::generate());
-            if self.csrf.is_some() {
-                self.new_csrf_token();
-            }
+            self.new_csrf_token();
         }
     }
 
@@ -1058,6 +1057,16 @@ mod tests {
         match s.plan() {
             Plan::Rotate { changes, .. } => {
                 assert!(changes.contains(&("csrf_token".to_owned(), Change::Set(new))));
+            }
+            other => panic!("unexpected plan {other:?}"),
+        }
+        // A session without a token gets one at rotation too: the new ID never keeps a
+        // token that the copy finds.
+        let s = loaded(&[]);
+        s.rotate_id();
+        match s.plan() {
+            Plan::Rotate { changes, .. } => {
+                assert!(changes.iter().any(|(name, _)| name == "csrf_token"));
             }
             other => panic!("unexpected plan {other:?}"),
         }

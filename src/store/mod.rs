@@ -514,6 +514,9 @@ impl Store {
                 .and_then(|v| model::parse_idle(v))
                 .ok_or(Error::protocol("begin_rotate: no idle TTL"))?,
         };
+        // The new ID gets this request's fresh CSRF token (one of its changes), never a
+        // token found in the copy: another request may have made one for the old ID.
+        fields.remove(model::CSRF_TOKEN);
         for (field, change) in &changes {
             if change.apply(field, &mut fields).is_none() {
                 // Another request set the counter to text meanwhile: a conflict.
