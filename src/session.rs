@@ -529,9 +529,14 @@ impl Session {
     }
 
     /// The session's CSRF token, for a hidden field of every form (or a header of every
-    /// script request) that changes something: made on first use (a write, so a new
-    /// session is then stored), kept with the session, and replaced at every rotation.
-    /// Check what comes back with [`verify_csrf_token`](Self::verify_csrf_token).
+    /// script request) that changes something: made with the session (for a request
+    /// without one, on first use: a write, so a new session is then stored), kept with
+    /// it, and replaced at every rotation. Check what comes back with
+    /// [`verify_csrf_token`](Self::verify_csrf_token).
+    ///
+    /// A stored session without a token (written by another program) gets one on first
+    /// use; two requests doing that at once each make their own, and the later save wins,
+    /// so the form of the other page is refused once.
     ///
     /// `SameSite=Lax` (the default) already stops cross-site form posts; a token is still
     /// needed for state-changing `GET`s, for sibling hosts of the same site, for
