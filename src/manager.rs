@@ -216,7 +216,9 @@ impl SessionManager {
     }
 
     /// Ends all of the user's sessions ("log out everywhere"), or all but `except` (e.g.
-    /// the current one after a password change). Returns how many were live.
+    /// the current one after a password change: take its handle before
+    /// [`Session::rotate_id`](crate::Session::rotate_id), which gives the session an ID the
+    /// index learns only when the response goes out). Returns how many were live.
     ///
     /// A session that moves to a new ID while this runs (a rotation it finds finished) is
     /// followed: the index is read again and the new ID ended too. Costs one read of the
