@@ -45,8 +45,10 @@
 //! | logout ([`Session::destroy`]) | 2 | the load, then the key is replaced by a marker; the cookie is expired |
 //! | ID rotation ([`Session::rotate_id`], or [`Session::set_user_id`]) | 4 | the load; one script marks the old key and reads it; the new key is created (only if it does not exist) from those contents plus this request's changes; the old key becomes a marker |
 //!
-//! Tying a session to a user ([`Session::set_user_id`]) adds one round trip, for the
-//! user's index. A marker is a small hash (`ended` = `rotated`, `destroyed` or
+//! A session tied to a user ([`Session::set_user_id`]) costs one more round trip for each
+//! change to the user's index: a rotation adds the new ID (a login of a session not tied
+//! yet: 5) and, for a session tied already, removes the old one (a rotation or a new
+//! login: 6); a logout removes the session's entry (3). A marker is a small hash (`ended` = `rotated`, `destroyed` or
 //! `terminated`) that lives 60 seconds and grants nothing; the [data model] describes
 //! every key and field.
 //!

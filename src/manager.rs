@@ -223,7 +223,9 @@ impl SessionManager {
     /// A session that moves to a new ID while this runs (a rotation it finds finished) is
     /// followed: the index is read again and the new ID ended too. Costs one read of the
     /// index, one round trip per session and one to drop their entries from the index;
-    /// one more read of the index for each session found rotated away.
+    /// one more read of the index for each session found rotated away, and one to prune
+    /// entries whose session is not tied to the user (kept while younger than a minute:
+    /// the tie may be in flight).
     ///
     /// # Errors
     ///
