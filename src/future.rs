@@ -156,7 +156,14 @@ where
                         .session
                         .take()
                         .expect("session set before the inner call");
-                    let plan = session.plan();
+                    let plan = match session.plan() {
+                        // Sending the cookie again after a read costs a check of the
+                        // session: only for a response that may carry it.
+                        Plan::Refresh(_) if !refreshes_cookie(this.shared, response.headers()) => {
+                            Plan::Nothing(Outcome::Keep)
+                        }
+                        plan => plan,
+                    };
                     if let Plan::Nothing(outcome) = plan {
                         this.state.set(State::Done);
                         return Poll::Ready(Ok(finish(this.shared, response, outcome)));
@@ -202,13 +209,7 @@ fn finish<B>(
         Outcome::Refused => return error_response(shared, Error::new(ErrorKind::Conflict)),
         Outcome::Set(id, max_age) => Some(cookie.set_cookie(&id, max_age)),
         Outcome::Clear => Some(cookie.removal()),
-        // A refresh only re-sends a persistent cookie's `Max-Age`; it is skipped on a
-        // response that a shared cache may store, which would hand it to everyone.
-        Outcome::Refresh(id, Some(max_age))
-            if cookie.persistent
-                && (!response.headers().contains_key(header::CACHE_CONTROL)
-                    || !shared_cache_may_store(response.headers())) =>
-        {
+        Outcome::Refresh(id, Some(max_age)) if refreshes_cookie(shared, response.headers()) => {
             Some(cookie.set_cookie(&id, Some(max_age)))
         }
         Outcome::Refresh(..) => None,
@@ -224,6 +225,14 @@ fn finish<B>(
         }
     }
     response
+}
+
+/// Whether the response may send the cookie again only to refresh its `Max-Age`: a
+/// persistent cookie has one, and a response that a shared cache may store, which would
+/// hand the cookie to everyone, never carries it.
+fn refreshes_cookie(shared: &Shared, headers: &http::HeaderMap) -> bool {
+    shared.config.cookie.persistent
+        && (!headers.contains_key(header::CACHE_CONTROL) || !shared_cache_may_store(headers))
 }
 
 /// `true` unless the response's `Cache-Control` keeps it out of shared caches: only

@@ -188,8 +188,9 @@ impl Drop for ScriptTimer {
 #[cfg(feature = "metrics")]
 fn script_name(script: &Script) -> &'static str {
     use crate::store::scripts;
-    let known: [(&Script, &str); 9] = [
+    let known: [(&Script, &str); 10] = [
         (&scripts::LOAD, "load"),
+        (&scripts::LIVE_TTL, "live_ttl"),
         (&scripts::CREATE, "create"),
         (&scripts::SAVE, "save"),
         (&scripts::BEGIN_ROTATE, "begin_rotate"),

@@ -141,6 +141,8 @@ struct State {
     created_at: Option<SystemTime>,
     last_accessed_at: Option<SystemTime>,
     expires_in: Option<Duration>,
+    /// The load renewed the key's TTL: a persistent cookie is worth sending again.
+    renewed: bool,
     /// The user the stored session is tied to.
     user_id: Option<String>,
     /// The user this request ties the session to.
@@ -157,6 +159,8 @@ pub(crate) struct Loaded {
     pub(crate) fields: Vec<(String, String)>,
     /// The key's TTL right after the load (`None` if Redis did not say).
     pub(crate) expires_in: Option<Duration>,
+    /// The load renewed the key's TTL (with a touch interval, not every load does).
+    pub(crate) renewed: bool,
     /// User fields that were stored encrypted.
     pub(crate) sealed: HashSet<String>,
 }
@@ -169,9 +173,10 @@ pub(crate) enum Outcome {
     /// Set the cookie to a new ID; `Max-Age` (persistent mode) is what is left of the
     /// key's TTL (`None` if Redis did not say).
     Set(SessionId, Option<Duration>),
-    /// The session lives on under the ID the request carried: in persistent mode the
-    /// cookie is sent again with `Max-Age` what is left of the key's TTL (skipped if
-    /// unknown); otherwise it is left alone.
+    /// The session lives on under the ID the request carried (a save just found it
+    /// live, or a check after a read did): in persistent mode the cookie is sent again
+    /// with `Max-Age` what is left of the key's TTL (skipped if unknown); otherwise it is
+    /// left alone.
     Refresh(SessionId, Option<Duration>),
     /// Remove the cookie.
     Clear,
@@ -184,6 +189,9 @@ pub(crate) enum Outcome {
 pub(crate) enum Plan {
     /// No Redis work; the response does this.
     Nothing(Outcome),
+    /// A read whose load renewed the key's TTL: in persistent mode, the cookie goes out
+    /// again if the session is still live (one check), with what is left of its TTL.
+    Refresh(SessionId),
     /// Create a new session under `id` (indexed under `user` first, if tied).
     Create {
         id: SessionId,
@@ -253,6 +261,7 @@ impl Session {
             id: Some(id.clone()),
             loaded_id: Some(id),
             expires_in: loaded.expires_in,
+            renewed: loaded.renewed,
             sealed: loaded.sealed,
             ..State::new(settings, Arrival::Fresh)
         };
@@ -656,7 +665,8 @@ impl Session {
                     tie,
                 }
             }
-            Some(_) => Plan::Nothing(Outcome::Refresh(id, state.expires_in)),
+            Some(_) if state.renewed => Plan::Refresh(id),
+            Some(_) => Plan::Nothing(Outcome::Keep),
         }
     }
 }
@@ -677,6 +687,7 @@ impl State {
             created_at: None,
             last_accessed_at: None,
             expires_in: None,
+            renewed: false,
             user_id: None,
             tie: None,
             csrf: None,
@@ -860,6 +871,7 @@ mod tests {
                     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                     .collect(),
                 expires_in: Some(Duration::from_secs(60)),
+                renewed: true,
                 sealed: HashSet::new(),
             },
         )
@@ -1051,7 +1063,7 @@ mod tests {
         assert_eq!(s.csrf_token().unwrap(), "old-token");
         assert!(s.verify_csrf_token("old-token"));
         assert!(
-            matches!(s.plan(), Plan::Nothing(_)),
+            matches!(s.plan(), Plan::Nothing(_) | Plan::Refresh(_)),
             "reading it is no change"
         );
         let s = loaded(&[("csrf_token", "old-token")]);

@@ -319,17 +319,72 @@ impl Store {
         let Some(opened) = self.open(self.member(id), pairs(flat)) else {
             return Ok(LoadOutcome::Unusable);
         };
+        let renewed = self.renewed(&opened.fields, expires_in);
         Ok(LoadOutcome::Found(Loaded {
             fields: opened.fields,
             expires_in,
+            renewed,
             sealed: opened.sealed,
         }))
+    }
+
+    /// Whether a load renewed the key's TTL, so that a persistent cookie's `Max-Age` is
+    /// worth sending again: always without a touch interval. With one, the load script
+    /// skips the renewal while the `last_accessed_at` it read is younger than the
+    /// interval by Redis's clock. A load counts as a renewal when it reports the full
+    /// idle TTL (which only a renewal sets, to the millisecond), or, for a renewal capped
+    /// by the absolute deadline, when that stamp is at least an interval old, in the
+    /// future or unreadable by this server's clock: off by the clocks' drift at worst,
+    /// which costs a check too many or a `Max-Age` refresh put off to the next renewal.
+    fn renewed(&self, fields: &[(String, String)], expires_in: Option<Duration>) -> bool {
+        if self.touch_interval == 0 {
+            return true;
+        }
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let idle = field(model::SESSION_TTL).and_then(model::parse_idle);
+        if idle.is_some() && idle == expires_in {
+            return true;
+        }
+        field(model::LAST_ACCESSED_AT)
+            .and_then(crate::time::parse_rfc3339)
+            .and_then(|last| std::time::SystemTime::now().duration_since(last).ok())
+            .map_or(true, |age| age.as_secs() >= self.touch_interval)
+    }
+
+    /// One round trip, before a read sends a persistent cookie again: what is left of the
+    /// session's TTL if it is still live and not being rotated away (`None` if it ended or
+    /// moved on since the request loaded it).
+    async fn live_ttl(&self, id: &SessionId) -> Result<Option<Duration>, Error> {
+        let ttl = self
+            .run(&scripts::LIVE_TTL, self.key(id), Vec::new())
+            .await?;
+        Ok(ttl_of(Some(&ttl)))
     }
 
     /// Writes what a request planned, and says what its response does.
     pub(crate) async fn write_back(&self, plan: Plan) -> Result<Outcome, Error> {
         match plan {
             Plan::Nothing(outcome) => Ok(outcome),
+            // A read that renewed the TTL: its cookie goes out again only if the session
+            // is still live, with what is left of its TTL now. A failed check only costs
+            // the refresh; the read itself was served.
+            Plan::Refresh(id) => Ok(match self.live_ttl(&id).await {
+                Ok(Some(ttl)) => Outcome::Refresh(id, Some(ttl)),
+                Ok(None) => Outcome::Keep,
+                Err(err) => {
+                    tracing::warn!(
+                        session = %short_digest(&id),
+                        error = %err,
+                        "could not check the session before sending its cookie again; not sent"
+                    );
+                    Outcome::Keep
+                }
+            }),
             Plan::Create {
                 id,
                 ttl,

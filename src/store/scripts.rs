@@ -97,6 +97,8 @@ macro_rules! scripts {
 scripts! {
     /// Reads a session and refreshes its sliding expiry.
     LOAD = "lua/load.lua";
+    /// What is left of a live session's TTL, before a read sends its cookie again.
+    LIVE_TTL = "lua/live_ttl.lua";
     /// Writes a new session, only if its key is free.
     CREATE = "lua/create.lua";
     /// Applies field-level changes, only if the session still exists.
