@@ -158,7 +158,14 @@ where
                         .session
                         .take()
                         .expect("session set before the inner call");
-                    let plan = session.plan();
+                    let plan = match session.plan() {
+                        // Sending the cookie again after a read costs a check of the
+                        // session: only for a response that may carry it.
+                        Plan::Refresh(_) if !refreshes_cookie(this.shared, response.headers()) => {
+                            Plan::Nothing(Outcome::Keep)
+                        }
+                        plan => plan,
+                    };
                     if let Plan::Nothing(outcome) = plan {
                         this.state.set(State::Done);
                         return Poll::Ready(Ok(finish(this.shared, response, outcome)));
@@ -204,13 +211,7 @@ fn finish<B>(
         Outcome::Refused => return error_response(shared, Error::new(ErrorKind::Conflict)),
         Outcome::Set(id, max_age) => Some(cookie.set_cookie(&id, max_age)),
         Outcome::Clear => Some(cookie.removal()),
-        // A refresh only re-sends a persistent cookie's `Max-Age`; it is skipped on a
-        // response that a shared cache may store, which would hand it to everyone.
-        Outcome::Refresh(id, Some(max_age))
-            if cookie.persistent
-                && (!response.headers().contains_key(header::CACHE_CONTROL)
-                    || !shared_cache_may_store(response.headers())) =>
-        {
+        Outcome::Refresh(id, Some(max_age)) if refreshes_cookie(shared, response.headers()) => {
             Some(cookie.set_cookie(&id, Some(max_age)))
         }
         Outcome::Refresh(..) => None,
@@ -228,20 +229,26 @@ fn finish<B>(
     response
 }
 
-/// `true` unless the response's `Cache-Control` keeps it out of shared caches
-/// (`private`, `no-store` or `no-cache`). One without `Cache-Control` counts as storable
-/// (heuristic caching); `public`, `s-maxage` or a bare `max-age` make it so (RFC 9111).
+/// Whether the response may send the cookie again only to refresh its `Max-Age`: a
+/// persistent cookie has one, and a response that a shared cache may store, which would
+/// hand the cookie to everyone, never carries it.
+fn refreshes_cookie(shared: &Shared, headers: &http::HeaderMap) -> bool {
+    shared.config.cookie.persistent
+        && (!headers.contains_key(header::CACHE_CONTROL) || !shared_cache_may_store(headers))
+}
+
+/// `true` unless the response's `Cache-Control` keeps it out of shared caches: only
+/// `no-store` and a bare `private` do. `no-cache` lets a shared cache store the response
+/// (and hand out its stored headers after a revalidation), and `private` with a list of
+/// header names keeps only those out of the shared copy. One without `Cache-Control`
+/// counts as storable (heuristic caching); `public`, `s-maxage` or a bare `max-age` make
+/// it so (RFC 9111).
 fn shared_cache_may_store(headers: &http::HeaderMap) -> bool {
     !headers.get_all(header::CACHE_CONTROL).iter().any(|value| {
         value.to_str().is_ok_and(|v| {
             v.split(',').any(|d| {
-                let name = d
-                    .trim()
-                    .split('=')
-                    .next()
-                    .unwrap_or("")
-                    .to_ascii_lowercase();
-                matches!(name.as_str(), "private" | "no-store" | "no-cache")
+                let d = d.trim();
+                d.eq_ignore_ascii_case("no-store") || d.eq_ignore_ascii_case("private")
             })
         })
     })

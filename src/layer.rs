@@ -348,8 +348,12 @@ impl RedisSessionLayerBuilder {
     }
 
     /// Make the cookie persistent: `Max-Age` follows the session's remaining TTL and is
-    /// refreshed on every response of a live session. Default `false`: a session cookie,
-    /// gone when the browser closes.
+    /// refreshed on every response that writes to a live session, and on every read whose
+    /// load renewed the key's TTL (with a [touch interval](Self::touch_interval), about once
+    /// per interval). Such a read first checks, in one more round trip, that the session is
+    /// still live and what is left of its TTL, so a read that raced a rotation or a logout
+    /// never sends the old ID back. Default `false`: a session cookie, gone when the browser
+    /// closes.
     pub fn persistent_cookie(mut self, persistent: bool) -> Self {
         self.config.cookie.persistent = persistent;
         self

@@ -45,10 +45,21 @@
 //! | logout ([`Session::destroy`]) | 2 | the load, then the key is replaced by a marker; the cookie is expired |
 //! | ID rotation ([`Session::rotate_id`], or [`Session::set_user_id`]) | 4 | the load; one script marks the old key and reads it; the new key is created (only if it does not exist) from those contents plus this request's changes; the old key becomes a marker |
 //!
-//! Tying a session to a user ([`Session::set_user_id`]) adds one round trip, for the
-//! user's index. A marker is a small hash (`ended` = `rotated`, `destroyed` or
-//! `terminated`) that lives 60 seconds and grants nothing; the [data model] describes
-//! every key and field.
+//! A session tied to a user ([`Session::set_user_id`]) costs one more round trip for each
+//! change to the user's index: a rotation adds the new ID (a login of a session not tied
+//! yet: 5) and, for a session tied already, removes the old one (a rotation or a new
+//! login: 6); a logout removes the session's entry (3).
+//!
+//! With a [persistent cookie](RedisSessionLayerBuilder::persistent_cookie), a read whose load renewed the
+//! key's TTL (every read; with a touch interval, about once per interval) costs one more
+//! round trip (2): a small script checks that the session is still live and not being
+//! rotated away, and reads what is left of its TTL for the cookie's `Max-Age`. The cookie
+//! goes out again only then, so a read that loaded a session another request has since
+//! rotated or logged out never puts the old ID back in the browser. Reads that renewed
+//! nothing, and every read with the default browser-session cookie, stay at 1.
+//!
+//! A marker is a small hash (`ended` = `rotated`, `destroyed` or `terminated`) that lives
+//! 60 seconds and grants nothing; the [data model] describes every key and field.
 //!
 //! Handlers read synchronously from the loaded copy and record changes
 //! ([`Session::insert`], [`Session::remove`], [`Session::increment`],
@@ -89,8 +100,8 @@
 //!   concurrent increments add exactly N; no change acknowledged on an old ID is lost by a
 //!   rotation.
 //! - **No wiped cookies.** A late request carrying the ID of a session that was rotated
-//!   away or logged out never touches the cookie; duplicate session cookies mean no
-//!   session, and no removal is sent.
+//!   away or logged out never touches the cookie, even one that loaded the session
+//!   before; duplicate session cookies mean no session, and no removal is sent.
 //! - **Every session key has a TTL**, and it never reaches past the absolute deadline,
 //!   which is kept to the millisecond and not moved by a rotation.
 //! - **Time comes from Redis** (`TIME` inside the scripts), so app servers with drifting

@@ -232,11 +232,20 @@ impl SessionManager {
         else {
             return Ok(false);
         };
-        Ok(store.end_indexed(user_id, vec![entry.member]).await? > 0)
+        Ok(store.end_indexed(user_id, vec![entry], None).await? > 0)
     }
 
     /// Ends all of the user's sessions ("log out everywhere"), or all but `except` (e.g.
-    /// the current one after a password change). Returns how many were live.
+    /// the current one after a password change: take its handle before
+    /// [`Session::rotate_id`](crate::Session::rotate_id), which gives the session an ID the
+    /// index learns only when the response goes out). Returns how many were live.
+    ///
+    /// A session that moves to a new ID while this runs (a rotation it finds finished) is
+    /// followed: the index is read again and the new ID ended too. Costs one read of the
+    /// index, one round trip per session and one to drop their entries from the index;
+    /// one more read of the index for each session found rotated away, and one to prune
+    /// entries whose session is not tied to the user (kept while younger than a minute:
+    /// the tie may be in flight).
     ///
     /// # Errors
     ///
@@ -247,14 +256,15 @@ impl SessionManager {
         except: Option<&SessionHandle>,
     ) -> Result<usize, Error> {
         let store = &self.shared.store;
-        let members: Vec<String> = store
+        let wanted = |member: &str| except.map_or(true, |e| *e != self.handle_of(member));
+        let entries = store
             .index_entries(user_id)
             .await?
             .into_iter()
-            .map(|e| e.member)
-            .filter(|m| except.map_or(true, |e| *e != self.handle_of(m)))
+            .filter(|e| wanted(&e.member))
             .collect();
-        store.end_indexed(user_id, members).await
+        // A session that rotates meanwhile is followed to its new ID.
+        store.end_indexed(user_id, entries, Some(&wanted)).await
     }
 
     /// Ends every session tied to the user by scanning all session keys (on every primary

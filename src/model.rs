@@ -19,7 +19,8 @@ pub(crate) const ABSOLUTE_EXPIRES_AT: &str = "absolute_expires_at";
 pub(crate) const USER_ID: &str = "user_id";
 /// Present while a rotation copies it to a new ID: `<until ms>:<token>`.
 pub(crate) const ROTATING: &str = "rotating";
-/// Its CSRF token, once asked for ([`Session::csrf_token`](crate::Session::csrf_token)).
+/// Its CSRF token ([`Session::csrf_token`](crate::Session::csrf_token)), made with the
+/// session.
 pub(crate) const CSRF_TOKEN: &str = "csrf_token";
 
 /// Internal fields of the session hash: read by the layer, never settable by handlers.
@@ -32,7 +33,7 @@ pub(crate) const CSRF_TOKEN: &str = "csrf_token";
 /// | `absolute_expires_at` | end of its absolute lifetime (RFC 3339, UTC, milliseconds) |
 /// | `user_id` | the user the session is tied to ([`Session::set_user_id`](crate::Session::set_user_id)) |
 /// | `rotating` | present for a moment while a rotation copies the session to its new ID |
-/// | `csrf_token` | its CSRF token, once asked for ([`Session::csrf_token`](crate::Session::csrf_token)); replaced at every rotation |
+/// | `csrf_token` | its CSRF token ([`Session::csrf_token`](crate::Session::csrf_token)), made with the session; replaced at every rotation |
 ///
 /// An ended session leaves for a minute a *marker* in place of its hash: a hash with the
 /// single field `ended` (`rotated`, `destroyed` or `terminated`) and no `session_ttl`.

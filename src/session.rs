@@ -141,6 +141,8 @@ struct State {
     created_at: Option<SystemTime>,
     last_accessed_at: Option<SystemTime>,
     expires_in: Option<Duration>,
+    /// The load renewed the key's TTL: a persistent cookie is worth sending again.
+    renewed: bool,
     /// The user the stored session is tied to.
     user_id: Option<String>,
     /// The user this request ties the session to.
@@ -157,6 +159,8 @@ pub(crate) struct Loaded {
     pub(crate) fields: Vec<(String, String)>,
     /// The key's TTL right after the load (`None` if Redis did not say).
     pub(crate) expires_in: Option<Duration>,
+    /// The load renewed the key's TTL (with a touch interval, not every load does).
+    pub(crate) renewed: bool,
     /// User fields that were stored encrypted.
     pub(crate) sealed: HashSet<String>,
 }
@@ -169,9 +173,10 @@ pub(crate) enum Outcome {
     /// Set the cookie to a new ID; `Max-Age` (persistent mode) is what is left of the
     /// key's TTL (`None` if Redis did not say).
     Set(SessionId, Option<Duration>),
-    /// The session lives on under the ID the request carried: in persistent mode the
-    /// cookie is sent again with `Max-Age` what is left of the key's TTL (skipped if
-    /// unknown); otherwise it is left alone.
+    /// The session lives on under the ID the request carried (a save just found it
+    /// live, or a check after a read did): in persistent mode the cookie is sent again
+    /// with `Max-Age` what is left of the key's TTL (skipped if unknown); otherwise it is
+    /// left alone.
     Refresh(SessionId, Option<Duration>),
     /// Remove the cookie.
     Clear,
@@ -184,6 +189,9 @@ pub(crate) enum Outcome {
 pub(crate) enum Plan {
     /// No Redis work; the response does this.
     Nothing(Outcome),
+    /// A read whose load renewed the key's TTL: in persistent mode, the cookie goes out
+    /// again if the session is still live (one check), with what is left of its TTL.
+    Refresh(SessionId),
     /// Create a new session under `id` (indexed under `user` first, if tied).
     Create {
         id: SessionId,
@@ -253,6 +261,7 @@ impl Session {
             id: Some(id.clone()),
             loaded_id: Some(id),
             expires_in: loaded.expires_in,
+            renewed: loaded.renewed,
             sealed: loaded.sealed,
             ..State::new(settings, Arrival::Fresh)
         };
@@ -529,9 +538,14 @@ impl Session {
     }
 
     /// The session's CSRF token, for a hidden field of every form (or a header of every
-    /// script request) that changes something: made on first use (a write, so a new
-    /// session is then stored), kept with the session, and replaced at every rotation.
-    /// Check what comes back with [`verify_csrf_token`](Self::verify_csrf_token).
+    /// script request) that changes something: made with the session (for a request
+    /// without one, on first use: a write, so a new session is then stored), kept with
+    /// it, and replaced at every rotation. Check what comes back with
+    /// [`verify_csrf_token`](Self::verify_csrf_token).
+    ///
+    /// A stored session without a token (written by another program) gets one on first
+    /// use; two requests doing that at once each make their own, and the later save wins,
+    /// so the form of the other page is refused once.
     ///
     /// `SameSite=Lax` (the default) already stops cross-site form posts; a token is still
     /// needed for state-changing `GET`s, for sibling hosts of the same site, for
@@ -651,7 +665,8 @@ impl Session {
                     tie,
                 }
             }
-            Some(_) => Plan::Nothing(Outcome::Refresh(id, state.expires_in)),
+            Some(_) if state.renewed => Plan::Refresh(id),
+            Some(_) => Plan::Nothing(Outcome::Keep),
         }
     }
 }
@@ -672,6 +687,7 @@ impl State {
             created_at: None,
             last_accessed_at: None,
             expires_in: None,
+            renewed: false,
             user_id: None,
             tie: None,
             csrf: None,
@@ -681,15 +697,14 @@ impl State {
     }
 
     /// Gives the session a new ID at write-back, if it has a stored one to move, and a
-    /// new CSRF token if it has one: a page made for the old ID is then refused.
+    /// new CSRF token: a page made for the old ID is then refused, whatever token the
+    /// copy finds (another request may have made one meanwhile).
     fn rotate(&mut self) {
         self.rotate = self.loaded_id.is_some();
         // A new session gets its (fresh) ID at its first write; nothing to rotate before.
         if self.rotate {
             self.id = Some(SessionId::generate());
-            if self.csrf.is_some() {
-                self.new_csrf_token();
-            }
+            self.new_csrf_token();
         }
     }
 
@@ -856,6 +871,7 @@ mod tests {
                     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                     .collect(),
                 expires_in: Some(Duration::from_secs(60)),
+                renewed: true,
                 sealed: HashSet::new(),
             },
         )
@@ -1047,7 +1063,7 @@ mod tests {
         assert_eq!(s.csrf_token().unwrap(), "old-token");
         assert!(s.verify_csrf_token("old-token"));
         assert!(
-            matches!(s.plan(), Plan::Nothing(_)),
+            matches!(s.plan(), Plan::Nothing(_) | Plan::Refresh(_)),
             "reading it is no change"
         );
         let s = loaded(&[("csrf_token", "old-token")]);
@@ -1058,6 +1074,16 @@ mod tests {
         match s.plan() {
             Plan::Rotate { changes, .. } => {
                 assert!(changes.contains(&("csrf_token".to_owned(), Change::Set(new))));
+            }
+            other => panic!("unexpected plan {other:?}"),
+        }
+        // A session without a token gets one at rotation too: the new ID never keeps a
+        // token that the copy finds.
+        let s = loaded(&[]);
+        s.rotate_id();
+        match s.plan() {
+            Plan::Rotate { changes, .. } => {
+                assert!(changes.iter().any(|(name, _)| name == "csrf_token"));
             }
             other => panic!("unexpected plan {other:?}"),
         }

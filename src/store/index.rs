@@ -10,7 +10,10 @@
 //! score is still the one that was read (the `prune` script checks it). The index has
 //! no TTL, so `volatile-*` eviction never drops it.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use fred::{
     interfaces::{
@@ -25,6 +28,10 @@ use crate::{error::Error, id::SessionId, model};
 /// How old an index entry must be before it may be pruned: far longer than a login takes
 /// between adding the entry and creating its session, even with app clocks apart.
 const PRUNE_GRACE: Duration = Duration::from_secs(60);
+
+/// How many times one termination re-reads the index after meeting a session rotated away
+/// (each re-read follows one more rotation that ran meanwhile).
+const REREADS: usize = 16;
 
 /// One entry of a user's index.
 #[derive(Debug, Clone)]
@@ -130,27 +137,64 @@ impl Store {
         Ok(())
     }
 
-    /// Ends each member's session (leaving markers), then drops the entries from the
-    /// user's index. Returns how many were live. One round trip per session, plus one.
+    /// Ends the sessions of index entries (leaving markers), then drops the entries of
+    /// the sessions it ended, or found gone or ended already, from the user's index (one
+    /// `ZREM`). Returns how many were live. One round trip per session, plus one.
+    ///
+    /// An entry whose session is live but not tied to this user is kept: it may be a tie
+    /// in flight (the index entry is written first), and dropping it would leave that
+    /// session out of reach of every later termination. It is handed to
+    /// [`prune`](Self::prune), which drops it only once it is older than the grace.
+    ///
+    /// With `more` (the filter of a "log out everywhere"), an end that finds a session
+    /// rotated away re-reads the index: the rotation may have added its new ID after the
+    /// index was read. Entries not seen before that `more` accepts are ended in turn,
+    /// until a re-read brings nothing new (at most [`REREADS`] times).
     pub(crate) async fn end_indexed(
         &self,
         user_id: &str,
-        members: Vec<String>,
+        entries: Vec<Entry>,
+        more: Option<&(dyn Fn(&str) -> bool + Sync)>,
     ) -> Result<usize, Error> {
-        if members.is_empty() {
-            return Ok(0);
-        }
+        let mut seen: HashSet<String> = entries.iter().map(|e| e.member.clone()).collect();
+        let (mut pending, mut dead, mut kept) = (entries, Vec::new(), Vec::new());
         let mut ended = 0;
-        for member in &members {
-            let end = self.end(member, EndReason::Terminated, Some(user_id));
-            ended += usize::from(end.await? == Ended::Live);
+        for round in 0..=REREADS {
+            let mut rotated = false;
+            for entry in pending.drain(..) {
+                match self
+                    .end(&entry.member, EndReason::Terminated, Some(user_id))
+                    .await?
+                {
+                    Ended::OtherUser => kept.push(entry),
+                    found => {
+                        ended += usize::from(found == Ended::Live);
+                        rotated |= found == Ended::Already(EndReason::Rotated);
+                        dead.push(entry.member);
+                    }
+                }
+            }
+            let Some(more) = more.filter(|_| rotated && round < REREADS) else {
+                break;
+            };
+            pending = self
+                .index_entries(user_id)
+                .await?
+                .into_iter()
+                .filter(|e| more(&e.member) && seen.insert(e.member.clone()))
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
         }
-        // Each is a marker now (which no creation can replace), or a live session tied to
-        // someone else (left alone): either way the entries are dead.
-        let client = self.redis().client();
-        let _: i64 = self
-            .timed(|| client.zrem(self.index_key(user_id), members.clone()))
-            .await?;
+        // Each is a marker now (which no creation can replace): the entries are dead.
+        if !dead.is_empty() {
+            let client = self.redis().client();
+            let _: i64 = self
+                .timed(|| client.zrem(self.index_key(user_id), dead.clone()))
+                .await?;
+        }
+        self.prune(user_id, kept).await?;
         Ok(ended)
     }
 

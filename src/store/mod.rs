@@ -356,23 +356,84 @@ impl Store {
         let Some(opened) = self.open(self.member(id), pairs(flat)) else {
             return Ok(LoadOutcome::Unusable);
         };
+        let renewed = self.renewed(&opened.fields, expires_in);
         Ok(LoadOutcome::Found(Loaded {
             fields: opened.fields,
             expires_in,
+            renewed,
             sealed: opened.sealed,
         }))
+    }
+
+    /// Whether a load renewed the key's TTL, so that a persistent cookie's `Max-Age` is
+    /// worth sending again: always without a touch interval. With one, the load script
+    /// skips the renewal while the `last_accessed_at` it read is younger than the
+    /// interval by Redis's clock. A load counts as a renewal when it reports the full
+    /// idle TTL (which only a renewal sets, to the millisecond), or, for a renewal capped
+    /// by the absolute deadline, when that stamp is at least an interval old, in the
+    /// future or unreadable by this server's clock: off by the clocks' drift at worst,
+    /// which costs a check too many or a `Max-Age` refresh put off to the next renewal.
+    fn renewed(&self, fields: &[(String, String)], expires_in: Option<Duration>) -> bool {
+        if self.touch_interval == 0 {
+            return true;
+        }
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let idle = field(model::SESSION_TTL).and_then(model::parse_idle);
+        if idle.is_some() && idle == expires_in {
+            return true;
+        }
+        field(model::LAST_ACCESSED_AT)
+            .and_then(crate::time::parse_rfc3339)
+            .and_then(|last| std::time::SystemTime::now().duration_since(last).ok())
+            .map_or(true, |age| age.as_secs() >= self.touch_interval)
+    }
+
+    /// One round trip, before a read sends a persistent cookie again: what is left of the
+    /// session's TTL if it is still live and not being rotated away (`None` if it ended or
+    /// moved on since the request loaded it).
+    async fn live_ttl(&self, id: &SessionId) -> Result<Option<Duration>, Error> {
+        let ttl = self
+            .run(&scripts::LIVE_TTL, self.key(id), Vec::new())
+            .await?;
+        Ok(ttl_of(Some(&ttl)))
     }
 
     /// Writes what a request planned, and says what its response does.
     pub(crate) async fn write_back(&self, plan: Plan) -> Result<Outcome, Error> {
         match plan {
             Plan::Nothing(outcome) => Ok(outcome),
+            // A read that renewed the TTL: its cookie goes out again only if the session
+            // is still live, with what is left of its TTL now. A failed check only costs
+            // the refresh; the read itself was served.
+            Plan::Refresh(id) => Ok(match self.live_ttl(&id).await {
+                Ok(Some(ttl)) => Outcome::Refresh(id, Some(ttl)),
+                Ok(None) => Outcome::Keep,
+                Err(err) => {
+                    tracing::warn!(
+                        session = %short_digest(&id),
+                        error = %err,
+                        "could not check the session before sending its cookie again; not sent"
+                    );
+                    Outcome::Keep
+                }
+            }),
             Plan::Create {
                 id,
                 ttl,
-                fields,
+                mut fields,
                 user,
             } => {
+                // Every session is created with its CSRF token, so that two pages asking
+                // for the first one at once get the same one.
+                if !fields.iter().any(|(name, _)| name == model::CSRF_TOKEN) {
+                    let token = SessionId::generate().as_str().to_owned();
+                    fields.push((model::CSRF_TOKEN.to_owned(), token));
+                }
                 if let Some(user) = &user {
                     self.index_add(user, &id).await?;
                 }
@@ -464,13 +525,16 @@ impl Store {
     ///    cleared, so saves may have landed), the new key is deleted and the rotation is
     ///    refused.
     ///
-    /// A crash after 1 leaves a mark that is abandoned after a few command timeouts (the
-    /// session stays, and takes saves again); after 2, also a new key nobody has the ID
-    /// of, which expires (and an index entry, which is pruned).
+    /// A rotation refused or failed between 1 and 3 (an increment that meets text, a
+    /// session ended meanwhile, a store error) lifts its own mark again
+    /// (`abandon_rotate`), so the session takes saves at once. A crash after 1 leaves a
+    /// mark that is abandoned after a few command timeouts (the session stays, and takes
+    /// saves again); after 2, also a new key nobody has the ID of, which expires (and an
+    /// index entry, which is pruned).
     async fn rotate(
         &self,
         old: SessionId,
-        mut new: SessionId,
+        new: SessionId,
         ttl: Option<Duration>,
         changes: Vec<(String, Change)>,
         tie: Option<String>,
@@ -495,13 +559,46 @@ impl Store {
             }
             _ => return Err(Error::protocol("begin_rotate: unknown status")),
         }
-        let mut rest = rest.into_iter();
-        let (Some(Value::Array(flat)), Some(deadline)) = (rest.next(), rest.next()) else {
+        let marked = Marked {
+            old: &old,
+            token: &token,
+        };
+        match self
+            .rotate_marked(marked, new, ttl, changes, tie, rest)
+            .await
+        {
+            Ok(Some(outcome)) => Ok(outcome),
+            Ok(None) => {
+                self.abandon_rotation(marked).await;
+                Ok(Outcome::Refused)
+            }
+            Err(err) => {
+                self.abandon_rotation(marked).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Steps 2 and 3 of [`rotate`](Self::rotate), once the old key is marked: the
+    /// outcome once `finish_rotate` has run, or `None` if the rotation was refused before
+    /// (its mark is still on the old key).
+    async fn rotate_marked(
+        &self,
+        marked: Marked<'_>,
+        mut new: SessionId,
+        ttl: Option<Duration>,
+        changes: Vec<(String, Change)>,
+        tie: Option<String>,
+        begun: Vec<Value>,
+    ) -> Result<Option<Outcome>, Error> {
+        let old = marked.old;
+        let mut begun = begun.into_iter();
+        let (Some(Value::Array(flat)), Some(deadline)) = (begun.next(), begun.next()) else {
             return Err(Error::protocol("begin_rotate: reply too short"));
         };
-        let Some(opened) = self.open(self.member(&old), pairs(flat)) else {
-            refused(&old, "its rotation (a value failed to decrypt)");
-            return Ok(Outcome::Refused);
+        let Some(opened) = self.open(self.member(old), pairs(flat)) else {
+            refused(old, "its rotation (a value failed to decrypt)");
+            return Ok(None);
         };
         let mut fields: HashMap<String, String> = opened.fields.into_iter().collect();
         // The user the session is tied to now (not when this request loaded it), whose
@@ -515,11 +612,17 @@ impl Store {
                 .and_then(|v| model::parse_idle(v))
                 .ok_or(Error::protocol("begin_rotate: no idle TTL"))?,
         };
+        // The new ID gets this request's fresh CSRF token (one of its changes), never a
+        // token found in the copy: another request may have made one for the old ID.
+        fields.remove(model::CSRF_TOKEN);
         for (field, change) in &changes {
             if change.apply(field, &mut fields).is_none() {
-                return Err(Error::protocol(
-                    "rotate: an increment met a value that is not an integer",
-                ));
+                // Another request set the counter to text meanwhile: a conflict.
+                refused(
+                    old,
+                    "its rotation (an increment met a field that no longer holds an integer)",
+                );
+                return Ok(None);
             }
         }
         // Internal fields the new key gets from create (and the old mark) go; the
@@ -561,15 +664,14 @@ impl Store {
             }
         }
         let Some(expires_in) = created else {
-            // Past its absolute lifetime by now, ended meanwhile, or three collisions: the
-            // old key keeps its mark until it is abandoned.
-            refused(&old, "its rotation");
-            return Ok(Outcome::Refused);
+            // Past its absolute lifetime by now, ended meanwhile, or three collisions.
+            refused(old, "its rotation");
+            return Ok(None);
         };
 
-        let args = vec![text(token), int(millis(model::MARKER_TTL))];
+        let args = vec![text(marked.token), int(millis(model::MARKER_TTL))];
         let finished = self
-            .run(&scripts::FINISH_ROTATE, self.key(&old), args)
+            .run(&scripts::FINISH_ROTATE, self.key(old), args)
             .await?;
         if finished.as_i64() != Some(1) {
             // The session ended or took changes meanwhile: the copy must not live on.
@@ -579,14 +681,30 @@ impl Store {
             if let Some(user) = &user {
                 self.index_remove(user, self.member(&new)).await?;
             }
-            refused(&old, "its rotation");
-            return Ok(Outcome::Refused);
+            refused(old, "its rotation");
+            return Ok(Some(Outcome::Refused));
         }
         if let Some(previous) = &previous {
-            self.index_remove(previous, self.member(&old)).await?;
+            self.index_remove(previous, self.member(old)).await?;
         }
         crate::metrics::rotated();
-        Ok(Outcome::Set(new, expires_in))
+        Ok(Some(Outcome::Set(new, expires_in)))
+    }
+
+    /// One round trip: lifts the mark of a rotation that will not finish, if it is still
+    /// this rotation's. A failure is only logged: the mark then lapses by itself.
+    async fn abandon_rotation(&self, marked: Marked<'_>) {
+        let args = vec![text(marked.token)];
+        let lifted = self
+            .run(&scripts::ABANDON_ROTATE, self.key(marked.old), args)
+            .await;
+        if let Err(err) = lifted {
+            tracing::warn!(
+                session = %short_digest(marked.old),
+                error = %err,
+                "a rotation that did not finish could not lift its mark; the session refuses changes until the mark lapses"
+            );
+        }
     }
 
     /// One round trip: create a session under `id` unless the key is taken.
@@ -678,6 +796,13 @@ pub(crate) enum Ended {
     Already(EndReason),
     /// A live session tied to another user: untouched.
     OtherUser,
+}
+
+/// The old key of a rotation in progress, and the token of its mark.
+#[derive(Clone, Copy)]
+struct Marked<'a> {
+    old: &'a SessionId,
+    token: &'a str,
 }
 
 /// What creating a session found.

@@ -147,6 +147,8 @@ macro_rules! scripts {
 scripts! {
     /// Reads a session and refreshes its sliding expiry.
     LOAD = "lua/load.lua";
+    /// What is left of a live session's TTL, before a read sends its cookie again.
+    LIVE_TTL = "lua/live_ttl.lua";
     /// Writes a new session, only if its key is free.
     CREATE = "lua/create.lua";
     /// Applies field-level changes, only if the session still exists.
@@ -155,6 +157,8 @@ scripts! {
     BEGIN_ROTATE = "lua/begin_rotate.lua";
     /// Turns a rotated session's old key into a marker.
     FINISH_ROTATE = "lua/finish_rotate.lua";
+    /// Lifts the mark of a rotation that will not finish.
+    ABANDON_ROTATE = "lua/abandon_rotate.lua";
     /// Ends a session, leaving a marker.
     END = "lua/end.lua";
     /// Adds a session to its user's index, scored by Redis's clock.
@@ -187,13 +191,15 @@ const NAME_SLOT: &str = "@library@";
 /// script run by `EVALSHA` (no flags) is refused only at its first write that could
 /// allocate (`HSET`, `ZADD`, ...; not `DEL`, `ZREM`, `PEXPIRE`). To answer as `EVALSHA`
 /// does: `load` must still serve reads (and refresh the TTL), and `end`, `finish_rotate`
-/// and `prune` start by freeing memory, so they get `allow-oom`; `create`, `save`,
+/// and `prune` start by freeing memory, as `abandon_rotate` only frees, so they get
+/// `allow-oom`; `live_ttl` only reads (`no-writes`, which Redis runs out of memory too); `create`, `save`,
 /// `begin_rotate` and `index_add` exist to write, and are refused. One difference
 /// remains: out of memory, `load` also writes its `last_accessed_at` stamp (a field
 /// rewritten in place), which `EVALSHA` refuses.
 fn flags(name: &str) -> &'static str {
     match name {
-        "load" | "end" | "finish_rotate" | "prune" => "{'allow-oom'}",
+        "load" | "end" | "finish_rotate" | "abandon_rotate" | "prune" => "{'allow-oom'}",
+        "live_ttl" => "{'no-writes'}",
         _ => "{}",
     }
 }

@@ -4,7 +4,20 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::support::{reset_stats, round_trips, TestApp, Topology};
+use crate::support::{reset_stats, round_trips, TestApp, TestResponse, Topology};
+
+/// A read of a new session's `username`, after its key's TTL was set to `pttl_ms`: the
+/// session's ID, the response, and the round trips the read cost.
+async fn read_after_ttl(app: &TestApp, pttl_ms: i64) -> (String, TestResponse, u64) {
+    let id = app.login().await;
+    let _: () = fred::interfaces::KeysInterface::pexpire(&app.client, app.key(&id), pttl_ms, None)
+        .await
+        .unwrap();
+    reset_stats(&app.client).await;
+    let res = app.get("/read/username", Some(&id)).await;
+    assert_eq!(res.body, "ferris");
+    (id, res, round_trips(&app.client).await)
+}
 
 async fn no_cookie_and_no_write_costs_nothing_and_sets_no_cookie(topology: Topology) {
     let redis = topology.start_exclusive().await;
@@ -48,15 +61,9 @@ async fn first_write_creates_the_session_in_one_round_trip(topology: Topology) {
 async fn reading_a_live_session_is_one_round_trip_and_refreshes_the_ttl(topology: Topology) {
     let redis = topology.start_exclusive().await;
     let app = TestApp::with(&redis, |b| b.idle_ttl(Duration::from_secs(100))).await;
-    let id = app.login().await;
-    let _: () = fred::interfaces::KeysInterface::pexpire(&app.client, app.key(&id), 50_000, None)
-        .await
-        .unwrap();
-    reset_stats(&app.client).await;
-    let res = app.get("/read/username", Some(&id)).await;
-    assert_eq!(res.body, "ferris");
+    let (id, res, trips) = read_after_ttl(&app, 50_000).await;
     assert_eq!(res.set_cookie(), None, "a read sets no cookie");
-    assert_eq!(round_trips(&app.client).await, 1);
+    assert_eq!(trips, 1);
     let ttl = app.pttl(&id).await;
     assert!(
         ttl > 99_000,
@@ -160,21 +167,52 @@ async fn touch_interval_skips_the_refresh_write_but_still_loads_in_one_round_tri
             .touch_interval(Duration::from_secs(30))
     })
     .await;
-    let id = app.login().await;
-    let stamp = app.hash(&id).await["last_accessed_at"].clone();
-    let _: () = fred::interfaces::KeysInterface::pexpire(&app.client, app.key(&id), 90_000, None)
-        .await
-        .unwrap();
-    reset_stats(&app.client).await;
-    let res = app.get("/read/username", Some(&id)).await;
-    assert_eq!(res.body, "ferris");
-    assert_eq!(round_trips(&app.client).await, 1);
+    let (id, _, trips) = read_after_ttl(&app, 90_000).await;
+    assert_eq!(trips, 1);
     let ttl = app.pttl(&id).await;
     assert!(
         ttl <= 90_000,
         "refresh skipped within the touch interval, got {ttl}"
     );
-    assert_eq!(app.hash(&id).await["last_accessed_at"], stamp);
+    let hash = app.hash(&id).await;
+    assert_eq!(hash["last_accessed_at"], hash["created_at"], "not stamped");
+    app.check_keyspace().await;
+}
+
+/// With a persistent cookie, a read whose load renewed the key's TTL checks the session
+/// once more before it sends the cookie again (the crate docs' note under the table): 2
+/// round trips, and `Max-Age` what is left of the TTL.
+async fn a_persistent_cookie_read_checks_the_session_before_sending_the_cookie_again(
+    topology: Topology,
+) {
+    let redis = topology.start_exclusive().await;
+    let app = TestApp::with(&redis, |b| {
+        b.persistent_cookie(true).idle_ttl(Duration::from_secs(100))
+    })
+    .await;
+    let (id, res, trips) = read_after_ttl(&app, 50_000).await;
+    assert_eq!(trips, 2, "load + check");
+    let cookie = res.set_cookie().expect("the cookie is sent again");
+    assert!(cookie.starts_with(&format!("sid={id};")), "{cookie}");
+    assert!(cookie.contains("Max-Age=100"), "{cookie}");
+    app.check_keyspace().await;
+}
+
+/// With a persistent cookie and a touch interval, a read within the interval renews
+/// nothing, so it sends no cookie and costs its one round trip.
+async fn a_persistent_cookie_read_within_the_touch_interval_is_one_round_trip_and_sends_no_cookie(
+    topology: Topology,
+) {
+    let redis = topology.start_exclusive().await;
+    let app = TestApp::with(&redis, |b| {
+        b.persistent_cookie(true)
+            .idle_ttl(Duration::from_secs(100))
+            .touch_interval(Duration::from_secs(30))
+    })
+    .await;
+    let (_, res, trips) = read_after_ttl(&app, 90_000).await;
+    assert_eq!(trips, 1, "the load renewed nothing");
+    assert_eq!(res.set_cookie(), None);
     app.check_keyspace().await;
 }
 
@@ -225,4 +263,6 @@ session_tests! {
     reserved_fields_are_refused_with_a_clear_error,
     logout_deletes_the_key_and_expires_the_cookie,
     touch_interval_skips_the_refresh_write_but_still_loads_in_one_round_trip,
+    a_persistent_cookie_read_checks_the_session_before_sending_the_cookie_again,
+    a_persistent_cookie_read_within_the_touch_interval_is_one_round_trip_and_sends_no_cookie,
 }

@@ -28,7 +28,8 @@ local touch = tonumber(ARGV[1])
 if touch > 0 then
   local last = parse_time(f.last_accessed_at)
   local pttl = redis.call('PTTL', key)
-  if last and pttl > 0 and now < last + touch * 1000 then
+  -- A stamp in the future (another program's clock ahead) never skips the refresh.
+  if last and last <= now and pttl > 0 and now < last + touch * 1000 then
     return {1, h, pttl}
   end
 end
