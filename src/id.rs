@@ -156,6 +156,10 @@ impl SessionId {
     /// Makes a new random ID.
     #[must_use]
     pub fn generate() -> Self {
+        #[cfg(test)]
+        if let Some(id) = planted::next() {
+            return id;
+        }
         let mut bytes = [0u8; ID_BYTES];
         // ThreadRng is a CSPRNG (ChaCha12) seeded and reseeded from the OS.
         rand::rng().fill_bytes(&mut bytes);
@@ -204,6 +208,36 @@ impl SessionId {
     #[must_use]
     pub fn digest(&self) -> &str {
         &self.digest
+    }
+}
+
+/// IDs that [`SessionId::generate`] hands out before any random one, on the thread that
+/// planted them: lets the crate's own unit tests make an ID collide with a live session.
+/// Compiled into the crate's unit-test build only: the library as anyone links it (the
+/// integration tests included) always draws IDs from the CSPRNG, and nothing public lets
+/// a caller choose one.
+#[cfg(test)]
+pub(crate) mod planted {
+    use std::{cell::RefCell, collections::VecDeque};
+
+    use super::SessionId;
+
+    thread_local! {
+        static NEXT: RefCell<VecDeque<SessionId>> = const { RefCell::new(VecDeque::new()) };
+    }
+
+    /// The next IDs `generate` returns on this thread, in order.
+    pub(crate) fn plant(ids: impl IntoIterator<Item = SessionId>) {
+        NEXT.with(|next| next.borrow_mut().extend(ids));
+    }
+
+    /// How many planted IDs are left on this thread.
+    pub(crate) fn left() -> usize {
+        NEXT.with(|next| next.borrow().len())
+    }
+
+    pub(super) fn next() -> Option<SessionId> {
+        NEXT.with(|next| next.borrow_mut().pop_front())
     }
 }
 

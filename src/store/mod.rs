@@ -10,6 +10,8 @@
 
 pub(crate) mod index;
 pub(crate) mod scripts;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -446,7 +448,7 @@ impl Store {
                             return Ok(Outcome::Set(id, expires_in));
                         }
                         Created::Taken => {
-                            tracing::warn!("session ID collision; retrying with a new ID");
+                            collision();
                             id = SessionId::generate();
                             if let Some(user) = &user {
                                 self.index_add(user, &id).await?;
@@ -455,7 +457,7 @@ impl Store {
                         Created::Expired | Created::Ended => return Ok(Outcome::Refused),
                     }
                 }
-                Err(Error::protocol("three session ID collisions in a row"))
+                Err(collisions())
             }
             Plan::Save {
                 id,
@@ -648,23 +650,30 @@ impl Store {
         };
         let fields: Vec<_> = fields.into_iter().collect();
 
-        let mut created = None;
+        let mut created = Err(collisions());
         for _ in 0..3 {
             if let Some(user) = &user {
                 self.index_add(user, &new).await?;
             }
             match self.create(&new, idle, &fields).await? {
                 Created::Yes(expires_in) => {
-                    created = Some(expires_in);
+                    created = Ok(Some(expires_in));
                     break;
                 }
-                Created::Taken => new = SessionId::generate(),
+                Created::Taken => {
+                    collision();
+                    new = SessionId::generate();
+                }
                 // Ended before it was created ("log out everywhere" met its index entry).
-                Created::Expired | Created::Ended => break,
+                Created::Expired | Created::Ended => {
+                    created = Ok(None);
+                    break;
+                }
             }
         }
-        let Some(expires_in) = created else {
-            // Past its absolute lifetime by now, ended meanwhile, or three collisions.
+        // Three collisions (an error), past its absolute lifetime by now, or ended
+        // meanwhile (refused): the caller lifts the mark.
+        let Some(expires_in) = created? else {
             refused(old, "its rotation");
             return Ok(None);
         };
@@ -824,6 +833,17 @@ fn end_reason(value: Option<&Value>) -> EndReason {
         // `terminated`, or a marker written by another program.
         _ => EndReason::Terminated,
     }
+}
+
+/// A new ID named a key that is taken (by chance 2^-256: a sign of a broken random
+/// generator): nothing was written, and the caller retries with another ID.
+fn collision() {
+    tracing::warn!("session ID collision; retrying with a new ID");
+}
+
+/// Three collisions in a row: no random generator does that.
+fn collisions() -> Error {
+    Error::protocol("three session ID collisions in a row")
 }
 
 fn refused(id: &SessionId, what: &str) {

@@ -23,7 +23,7 @@ async fn idle_session_expires_and_the_next_request_says_so(topology: Topology) {
 }
 
 /// Redis's clock in ms.
-async fn redis_now_ms(app: &TestApp) -> u64 {
+pub(crate) async fn redis_now_ms(app: &TestApp) -> u64 {
     let (secs, micros): (String, String) = app
         .client
         .custom(

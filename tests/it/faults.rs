@@ -744,6 +744,64 @@ async fn out_of_memory_under_noeviction_gives_503_and_a_log_event_and_corrupts_n
     );
 }
 
+/// With `persistent_cookie(true)`, a read while Redis refuses every write (out of memory,
+/// `noeviction`) is served, still pushes the key's TTL (PEXPIRE allocates nothing) and
+/// sends the cookie a `Max-Age` of that TTL: never `Max-Age=0`, which would log the user
+/// out while the session lives on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_memory_a_read_with_a_persistent_cookie_sends_a_positive_max_age_and_keeps_the_session(
+) {
+    const IDLE: u64 = 600;
+    let redis = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]);
+    let app = crate::support::TestApp::with(&redis, |b| {
+        b.persistent_cookie(true)
+            .idle_ttl(Duration::from_secs(IDLE))
+    })
+    .await;
+    let id = app.login().await;
+    let key = app.key(&id);
+    // Most of the idle TTL gone, as for a session last used minutes ago.
+    redis.cmd(&["PEXPIRE", &key, "30000"]);
+    let before = app.hash(&id).await;
+
+    redis.cmd(&["CONFIG", "SET", "maxmemory", "1"]);
+    let write = app.post("/set/note/x", Some(&id)).await;
+    let read = app.get("/read/username", Some(&id)).await;
+    let pttl = app.pttl(&id).await;
+    let after = app.hash(&id).await;
+    redis.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+
+    assert_eq!(
+        write.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Redis refuses writes"
+    );
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    assert_eq!(read.body, "ferris");
+    let cookie = read
+        .set_cookie()
+        .expect("the persistent cookie is refreshed");
+    assert!(
+        cookie.starts_with(&format!("sid={id};")),
+        "the same ID: {cookie}"
+    );
+    let max_age: u64 = cookie
+        .split("Max-Age=")
+        .nth(1)
+        .and_then(|v| v.split(';').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Max-Age: {cookie}"));
+    assert!(
+        max_age > IDLE - 10 && max_age <= IDLE,
+        "Max-Age is the refreshed TTL: {cookie}"
+    );
+    assert!(
+        pttl > (IDLE as i64 - 10) * 1000,
+        "the TTL was pushed: {pttl} ms"
+    );
+    assert_eq!(after, before, "the session survives, whole");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_memory_under_volatile_lru_evicts_whole_sessions_never_indexes() {
     let redis = RedisServer::start_with(&["--maxmemory-policy", "volatile-lru"]);

@@ -317,3 +317,35 @@ session_tests! {
     stats_count_sessions_indexes_and_memory,
     terminate_all_by_scan_ends_sessions_the_index_lost,
 }
+
+/// A scan that cannot reach every primary is never reported as complete: on a cluster
+/// the client has not reached (so it knows none of its primaries), `stats` is an error,
+/// never "no sessions", and so is `terminate_all_by_scan`, never "0 ended". (The latter
+/// fails already at its index read, made before the scan through the same client: with
+/// no cluster state known, no command reaches the cluster. The check in the scan itself,
+/// which both share, is what `stats` meets.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_of_a_cluster_whose_primaries_are_unknown_is_an_error_never_nothing() {
+    use tower_redis_session::ErrorKind;
+    // Nothing listens there yet: the pool keeps trying in the background.
+    let url = format!("redis-cluster://127.0.0.1:{}", crate::support::free_port());
+    let pool = tower_redis_session::connect_lazy(&url).await.unwrap();
+    assert!(pool.next().is_clustered());
+    assert!(pool.next().cached_cluster_state().is_none());
+    let manager = crate::support::layer(pool)
+        .command_timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap()
+        .manager();
+
+    let stats = manager.stats().await;
+    assert!(
+        matches!(&stats, Err(e) if e.kind() == ErrorKind::Unavailable),
+        "{stats:?}"
+    );
+    let ended = manager.terminate_all_by_scan("bob").await;
+    assert!(
+        matches!(&ended, Err(e) if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Timeout)),
+        "{ended:?}"
+    );
+}

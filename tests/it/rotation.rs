@@ -178,7 +178,48 @@ async fn a_rotation_that_dies_between_its_steps_loses_nothing(topology: Topology
     app.check_keyspace().await;
 }
 
+/// A `rotating` mark says until when its rotation holds the session. No rotation holds
+/// it for more than a few command timeouts, so a mark that claims to hold it for more
+/// than 5 minutes (planted, or written by a clock gone wrong) is abandoned at once: saves
+/// succeed and clear it. One within 5 minutes is honoured: saves are refused meanwhile.
+async fn a_rotating_mark_more_than_5_minutes_ahead_counts_as_abandoned(topology: Topology) {
+    use fred::prelude::*;
+    let redis = topology.start().await;
+    let app = TestApp::new(&redis).await;
+    let id = app.login().await;
+    let plant = |ahead_ms: u64| {
+        let app = &app;
+        let id = &id;
+        async move {
+            let until = crate::expiry::redis_now_ms(app).await + ahead_ms;
+            let _: i64 = app
+                .client
+                .hset(app.key(id), ("rotating", format!("{until}:planted")))
+                .await
+                .unwrap();
+        }
+    };
+
+    // 6 minutes ahead: abandoned. The save lands, and the mark is gone.
+    plant(6 * 60_000).await;
+    let res = app.post("/incr/n", Some(&id)).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let hash = app.hash(&id).await;
+    assert_eq!(hash["n"], "1");
+    assert!(!hash.contains_key("rotating"), "the mark is cleared");
+
+    // 4 minutes ahead: a rotation may still hold it. The save is refused, nothing lost.
+    plant(4 * 60_000).await;
+    let res = app.post("/incr/n", Some(&id)).await;
+    assert_eq!(res.status, StatusCode::CONFLICT, "{}", res.body);
+    let hash = app.hash(&id).await;
+    assert_eq!(hash["n"], "1");
+    assert!(hash.contains_key("rotating"));
+    app.check_keyspace().await;
+}
+
 session_tests! {
+    a_rotating_mark_more_than_5_minutes_ahead_counts_as_abandoned,
     a_rotation_that_dies_between_its_steps_loses_nothing,
     rotation_moves_data_and_ttl_and_kills_the_old_id,
     rotation_with_changes_in_the_same_request_keeps_them,
