@@ -152,6 +152,14 @@ pub struct SessionId {
     digest: Box<str>,
 }
 
+/// 32 random bytes as URL-safe base64: the text of a new ID, or of a CSRF token.
+pub(crate) fn random_text() -> String {
+    let mut bytes = [0u8; ID_BYTES];
+    // ThreadRng is a CSPRNG (ChaCha12) seeded and reseeded from the OS.
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
 impl SessionId {
     /// Makes a new random ID.
     #[must_use]
@@ -160,10 +168,7 @@ impl SessionId {
         if let Some(id) = planted::next() {
             return id;
         }
-        let mut bytes = [0u8; ID_BYTES];
-        // ThreadRng is a CSPRNG (ChaCha12) seeded and reseeded from the OS.
-        rand::rng().fill_bytes(&mut bytes);
-        Self::new(URL_SAFE_NO_PAD.encode(bytes).into_boxed_str())
+        Self::new(random_text().into_boxed_str())
     }
 
     /// Parses the text form of an ID, as found in a cookie.

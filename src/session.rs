@@ -710,7 +710,7 @@ impl State {
 
     /// A fresh CSRF token (as unguessable as an ID), recorded as a change.
     fn new_csrf_token(&mut self) -> String {
-        let token = SessionId::generate().as_str().to_owned();
+        let token = crate::id::random_text();
         self.csrf = Some(token.clone());
         self.changes
             .insert(model::CSRF_TOKEN.to_owned(), Change::Set(token.clone()));

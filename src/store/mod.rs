@@ -433,7 +433,7 @@ impl Store {
                 // Every session is created with its CSRF token, so that two pages asking
                 // for the first one at once get the same one.
                 if !fields.iter().any(|(name, _)| name == model::CSRF_TOKEN) {
-                    let token = SessionId::generate().as_str().to_owned();
+                    let token = crate::id::random_text();
                     fields.push((model::CSRF_TOKEN.to_owned(), token));
                 }
                 if let Some(user) = &user {
