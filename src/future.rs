@@ -15,6 +15,7 @@ use tower_service::Service;
 
 use crate::{
     body::ResponseBody,
+    cache_control::SharedCaching,
     error::{Error, ErrorKind},
     id::SessionId,
     session::{Arrival, Outcome, Plan, Session, Settings},
@@ -221,37 +222,20 @@ fn finish<B>(
         let headers = response.headers_mut();
         headers.append(header::SET_COOKIE, value);
         // A shared cache must never hand one user's cookie to another: a response that
-        // must carry the cookie (a new ID, a removal) is made unstorable.
-        if shared_cache_may_store(headers) {
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // carries the cookie is made unstorable.
+        if SharedCaching::of(headers).may_store {
+            SharedCaching::forbid(headers);
         }
     }
     response
 }
 
 /// Whether the response may send the cookie again only to refresh its `Max-Age`: a
-/// persistent cookie has one, and a response that a shared cache may store, which would
-/// hand the cookie to everyone, never carries it.
+/// persistent cookie has one, and it never rides a page the app meant shared caches to
+/// keep (`public`, `s-maxage`, a `max-age` above zero, `CDN-Cache-Control`), whose
+/// caching it would have to turn off. Any other page carries it, made unstorable.
 fn refreshes_cookie(shared: &Shared, headers: &http::HeaderMap) -> bool {
-    shared.config.cookie.persistent
-        && (!headers.contains_key(header::CACHE_CONTROL) || !shared_cache_may_store(headers))
-}
-
-/// `true` unless the response's `Cache-Control` keeps it out of shared caches: only
-/// `no-store` and a bare `private` do. `no-cache` lets a shared cache store the response
-/// (and hand out its stored headers after a revalidation), and `private` with a list of
-/// header names keeps only those out of the shared copy. One without `Cache-Control`
-/// counts as storable (heuristic caching); `public`, `s-maxage` or a bare `max-age` make
-/// it so (RFC 9111).
-fn shared_cache_may_store(headers: &http::HeaderMap) -> bool {
-    !headers.get_all(header::CACHE_CONTROL).iter().any(|value| {
-        value.to_str().is_ok_and(|v| {
-            v.split(',').any(|d| {
-                let d = d.trim();
-                d.eq_ignore_ascii_case("no-store") || d.eq_ignore_ascii_case("private")
-            })
-        })
-    })
+    shared.config.cookie.persistent && !SharedCaching::of(headers).asked_for
 }
 
 /// What an error's cause says, for the logs (`Error`'s own text leaves it out).

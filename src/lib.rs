@@ -162,6 +162,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
+mod cache_control;
 mod client;
 mod config;
 mod cookie;
