@@ -65,6 +65,7 @@ mod peer;
 mod per_request;
 mod php_interop;
 mod probes;
+mod probes2;
 mod review;
 mod rotation;
 mod sentinel;
