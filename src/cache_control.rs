@@ -49,14 +49,12 @@ impl SharedCaching {
 }
 
 /// Whether directives keep a response out of shared caches: a bare `private` (one with a
-/// list of header names keeps only those out), or `no-store` unless `must-understand`
-/// lets a cache that knows the status code ignore it.
+/// list of header names keeps only those out), or a bare `no-store` unless
+/// `must-understand` lets a cache that knows the status code ignore it.
 fn keeps_out(directives: &[(String, Option<String>)]) -> bool {
-    let has = |name: &str| directives.iter().any(|(n, _)| n == name);
-    directives
-        .iter()
-        .any(|(name, value)| name == "private" && value.is_none())
-        || (has("no-store") && !has("must-understand"))
+    // Neither takes an argument here: one with an argument is not understood.
+    let has = |name: &str| directives.iter().any(|(n, v)| n == name && v.is_none());
+    has("private") || (has("no-store") && !has("must-understand"))
 }
 
 /// Every directive of every `name` header, names lower-cased, with its value if any;
@@ -126,6 +124,7 @@ mod tests {
             "private=\"x-a, no-store, x-b\"",
             "no-cache=\"x-a, private, x-b\"",
             "public, max-age=600, must-understand, no-store",
+            "no-store=1",
         ] {
             assert!(caching(&[(cc, stored)]).may_store, "{stored}");
         }
