@@ -232,7 +232,7 @@ impl SessionManager {
         else {
             return Ok(false);
         };
-        Ok(store.end_indexed(user_id, vec![entry], None).await? > 0)
+        Ok(store.end_indexed(user_id, vec![entry], None, None).await? > 0)
     }
 
     /// Ends all of the user's sessions ("log out everywhere"), or all but `except` (e.g.
@@ -243,13 +243,19 @@ impl SessionManager {
     /// A session that moves to a new ID while this runs (a rotation it finds finished) is
     /// followed: the index is read again and the new ID ended too. Costs one read of the
     /// index, one round trip per session and one to drop their entries from the index;
-    /// one more read of the index for each session found rotated away, and one to prune
-    /// entries whose session is not tied to the user (kept while younger than a minute:
-    /// the tie may be in flight).
+    /// for each round that finds a session rotated away, one more read of the index (and
+    /// with `except`, one look at the session to keep), and one to prune entries whose
+    /// session is not tied to the user (kept while younger than a minute: the tie may be
+    /// in flight).
     ///
     /// # Errors
     ///
     /// The store failed; some sessions may have been ended already.
+    ///
+    /// [`ErrorKind::Conflict`](crate::ErrorKind::Conflict): a session kept moving to new
+    /// IDs through 16 reads of the index, or the session `except` names moved to a new ID
+    /// meanwhile (its new ID cannot be told from the others, so they were not followed).
+    /// The sessions found were ended; call it again (with the new handle).
     pub async fn terminate_all(
         &self,
         user_id: &str,
@@ -257,14 +263,17 @@ impl SessionManager {
     ) -> Result<usize, Error> {
         let store = &self.shared.store;
         let wanted = |member: &str| except.map_or(true, |e| *e != self.handle_of(member));
-        let entries = store
+        let (entries, keep): (Vec<_>, Vec<_>) = store
             .index_entries(user_id)
             .await?
             .into_iter()
-            .filter(|e| wanted(&e.member))
-            .collect();
-        // A session that rotates meanwhile is followed to its new ID.
-        store.end_indexed(user_id, entries, Some(&wanted)).await
+            .partition(|e| wanted(&e.member));
+        // A session that rotates meanwhile is followed to its new ID, unless the one to
+        // keep rotated too (its new ID cannot be told apart): then it is a conflict.
+        let keep = keep.first().map(|e| e.member.as_str());
+        store
+            .end_indexed(user_id, entries, Some(&wanted), keep)
+            .await
     }
 
     /// Ends every session tied to the user by scanning all session keys (on every primary

@@ -22,6 +22,9 @@ pub(crate) const ROTATING: &str = "rotating";
 /// Its CSRF token ([`Session::csrf_token`](crate::Session::csrf_token)), made with the
 /// session.
 pub(crate) const CSRF_TOKEN: &str = "csrf_token";
+/// The one field of a marker: why the session ended (`rotated`, `destroyed`,
+/// `terminated`).
+pub(crate) const ENDED: &str = "ended";
 
 /// Internal fields of the session hash: read by the layer, never settable by handlers.
 ///

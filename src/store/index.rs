@@ -23,7 +23,11 @@ use fred::{
 };
 
 use super::{int, scripts, text, EndReason, Ended, Store};
-use crate::{error::Error, id::SessionId, model};
+use crate::{
+    error::{Error, ErrorKind},
+    id::SessionId,
+    model,
+};
 
 /// How old an index entry must be before it may be pruned: far longer than a login takes
 /// between adding the entry and creating its session, even with app clocks apart.
@@ -149,16 +153,21 @@ impl Store {
     /// With `more` (the filter of a "log out everywhere"), an end that finds a session
     /// rotated away re-reads the index: the rotation may have added its new ID after the
     /// index was read. Entries not seen before that `more` accepts are ended in turn,
-    /// until a re-read brings nothing new (at most [`REREADS`] times).
+    /// until a re-read brings nothing new. It is a conflict (after the cleanup) when that
+    /// takes more than [`REREADS`] re-reads, or when `keep` (the member of the session
+    /// to spare) was itself rotated away meanwhile: its new ID cannot be told from the
+    /// others, so it is not followed, and nothing is reported done that was not.
     pub(crate) async fn end_indexed(
         &self,
         user_id: &str,
         entries: Vec<Entry>,
         more: Option<&(dyn Fn(&str) -> bool + Sync)>,
+        keep: Option<&str>,
     ) -> Result<usize, Error> {
         let mut seen: HashSet<String> = entries.iter().map(|e| e.member.clone()).collect();
         let (mut pending, mut dead, mut kept) = (entries, Vec::new(), Vec::new());
         let mut ended = 0;
+        let mut followed = Ok(());
         for round in 0..=REREADS {
             let mut rotated = false;
             for entry in pending.drain(..) {
@@ -174,9 +183,13 @@ impl Store {
                     }
                 }
             }
-            let Some(more) = more.filter(|_| rotated && round < REREADS) else {
+            let Some(more) = more.filter(|_| rotated) else {
                 break;
             };
+            if round == REREADS || self.rotated_away(keep).await? {
+                followed = Err(Error::new(ErrorKind::Conflict));
+                break;
+            }
             pending = self
                 .index_entries(user_id)
                 .await?
@@ -195,7 +208,19 @@ impl Store {
                 .await?;
         }
         self.prune(user_id, kept).await?;
-        Ok(ended)
+        followed.map(|()| ended)
+    }
+
+    /// One round trip if `member` is given: whether its key is a `rotated` marker.
+    async fn rotated_away(&self, member: Option<&str>) -> Result<bool, Error> {
+        let Some(member) = member else {
+            return Ok(false);
+        };
+        let client = self.redis().client();
+        let ended: Option<String> = self
+            .timed(|| client.hget(self.key_of(member), model::ENDED))
+            .await?;
+        Ok(ended.as_deref() == Some(EndReason::Rotated.as_str()))
     }
 
     /// One round trip (a pipeline): the `user_id` of each session key.

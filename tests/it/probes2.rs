@@ -764,7 +764,6 @@ async fn the_documented_app_user_can_do_nothing_beyond_the_crates_functions() {
 /// (its old entry not yet dropped, as after a rotation whose last step failed), and many
 /// dead entries come first, so that the call is still running when the session rotates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "shows: terminate_all(user, except) ends the excepted session if it rotates while the call runs"]
 async fn log_out_everywhere_but_here_keeps_here_when_it_rotates_meanwhile() {
     let redis = RedisServer::start();
     let app = Arc::new(App::new(redis.client().await, ScriptMode::Evalsha, |b| b).await);
@@ -806,7 +805,15 @@ async fn log_out_everywhere_but_here_keeps_here_when_it_rotates_meanwhile() {
         .await
         .unwrap()
         == 0;
-    let ended = everywhere.await.unwrap().unwrap();
+    // Either it ended the others and spared this device, or it says it could not tell
+    // this device's new ID apart (a conflict: call again), never that it spared it.
+    let ended = match everywhere.await.unwrap() {
+        Ok(ended) => ended.to_string(),
+        Err(err) => {
+            assert_eq!(err.kind(), tower_redis_session::ErrorKind::Conflict, "{err}");
+            "a conflict".to_owned()
+        }
+    };
     assert!(still_running, "setup: the rotation finished after the call");
     assert!(
         !app.loaded(&elsewhere).await,
@@ -814,7 +821,7 @@ async fn log_out_everywhere_but_here_keeps_here_when_it_rotates_meanwhile() {
     );
     assert!(
         app.loaded(&new_here).await,
-        "terminate_all(alice, except here) ended {ended} sessions, this device's among them \
+        "terminate_all(alice, except here) answered {ended}, and ended this device \
          (under the ID it rotated to while the call ran)"
     );
 }
@@ -1162,7 +1169,6 @@ async fn round_trips_in_functions_mode_match_the_table() {
 /// reads of the index, and the stolen session still live once the loop was stopped; the
 /// others read the index 2 to 10 times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "shows: terminate_all gives up after 16 re-reads and returns Ok while a session rotating in a loop lives on (probabilistic)"]
 async fn log_out_everywhere_never_reports_success_while_a_followed_session_lives_on() {
     let redis = RedisServer::start();
     let app = Arc::new(
