@@ -165,7 +165,7 @@ mod time;
 pub use crate::crypto::{DecryptFailure, KeyRing};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-pub use crate::extract::MissingSessionLayer;
+pub use crate::extract::{LoadFailed, MissingSessionLayer, SessionRejection};
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use crate::metrics::describe_metrics;

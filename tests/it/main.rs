@@ -45,6 +45,7 @@ mod expiry;
 mod failure;
 mod faults;
 mod hostile;
+mod lazy;
 mod manager;
 #[cfg(feature = "metrics")]
 mod metrics;
