@@ -1324,6 +1324,78 @@ mod tests {
         assert!(matches!(s.plan(), Plan::Nothing(Outcome::Clear)));
     }
 
+    /// A lazy session of a layer whose client never connects (nothing here reaches Redis).
+    fn unloaded() -> Session {
+        let config = crate::config::Config {
+            lazy_load: true,
+            ..crate::config::Config::default()
+        };
+        let client = fred::clients::Client::default();
+        let store = crate::store::Store::new(client.into(), &config);
+        Session::lazy(Arc::new(Shared { config, store }), SessionId::generate())
+    }
+
+    #[test]
+    fn an_unloaded_lazy_session_refuses_changes_and_plans_nothing() {
+        let s = unloaded();
+        assert!(s.needs_load());
+        assert!(matches!(s.insert("a", "1"), Err(SessionError::NotLoaded)));
+        assert!(matches!(s.remove("a"), Err(SessionError::NotLoaded)));
+        assert!(matches!(s.increment("n", 1), Err(SessionError::NotLoaded)));
+        assert!(matches!(
+            s.set_ttl(Duration::from_secs(60)),
+            Err(SessionError::NotLoaded)
+        ));
+        assert!(matches!(
+            s.set_user_id("alice"),
+            Err(SessionError::NotLoaded)
+        ));
+        assert!(matches!(s.csrf_token(), Err(SessionError::NotLoaded)));
+        assert!(s.lazy_failure().is_none(), "a refused change is no misuse");
+        assert!(matches!(s.plan(), Plan::Nothing(Outcome::Keep)));
+    }
+
+    #[test]
+    fn reading_or_ending_an_unloaded_lazy_session_is_reported() {
+        type Use = fn(&Session);
+        let uses: [(&str, Use); 5] = [
+            ("get", |s| drop(s.get("a"))),
+            ("id", |s| drop(s.id())),
+            ("is_loaded", |s| {
+                let _ = s.is_loaded();
+            }),
+            ("rotate_id", Session::rotate_id),
+            ("destroy", Session::destroy),
+        ];
+        for (name, use_it) in uses {
+            let s = unloaded();
+            let clone = s.clone();
+            use_it(&clone);
+            assert!(
+                matches!(s.lazy_failure(), Some(LazyFailure::Unloaded)),
+                "{name}"
+            );
+            assert!(!s.is_destroyed(), "{name}: nothing was ended");
+            assert!(matches!(s.plan(), Plan::Nothing(Outcome::Keep)), "{name}");
+        }
+        // Debug is no use of the session.
+        let s = unloaded();
+        let _ = format!("{s:?}");
+        assert!(s.lazy_failure().is_none());
+    }
+
+    #[test]
+    fn sessions_outside_lazy_mode_need_no_load() {
+        let s = Session::detached();
+        assert!(!s.needs_load());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(runtime.block_on(s.load()).is_ok());
+        s.insert("a", "1").unwrap();
+        assert!(s.lazy_failure().is_none());
+    }
+
     #[cfg(feature = "serde")]
     #[test]
     fn typed_values_are_stored_as_json_text() {

@@ -527,6 +527,65 @@ async fn a_tower_service_without_axum_loads_its_session_with_load() {
     }
 }
 
+/// The other way to spare requests that need no session (the guide's advice): keep the
+/// layer off their routes with `route_layer` (routes added after it, and requests that
+/// match no route, never see it) or by nesting the routes that need it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_kept_outside_the_layer_cost_nothing_in_the_default_mode() {
+    let redis = Topology::Single.start_exclusive().await;
+    let app = TestApp::new(&redis).await;
+    let id = app.login().await;
+    let layer = || {
+        support::layer(app.client.clone())
+            .key_prefix(&app.prefix)
+            .build()
+            .unwrap()
+    };
+    let health = || async { "ok" };
+    let account = |session: Session| async move { session.get("username").unwrap_or_default() };
+    let with_route_layer = Router::new()
+        .route("/account", get(account))
+        .route_layer(layer())
+        .route("/health", get(health));
+    let nested = Router::new()
+        .nest(
+            "/app",
+            Router::new().route("/account", get(account)).layer(layer()),
+        )
+        .route("/health", get(health));
+    for (name, router) in [("route_layer", with_route_layer), ("nest", nested)] {
+        let send = |path: &str| {
+            let req = http::Request::get(path)
+                .header(header::COOKIE, format!("sid={id}"))
+                .body(axum::body::Body::empty())
+                .unwrap();
+            router.clone().oneshot(req)
+        };
+        for (path, status, trips) in [
+            ("/health", StatusCode::OK, 0),
+            ("/nowhere", StatusCode::NOT_FOUND, 0),
+            ("/account", StatusCode::OK, 1),
+            ("/app/account", StatusCode::OK, 1),
+        ] {
+            reset_stats(&app.client).await;
+            let res = send(path).await.unwrap();
+            let trips_seen = round_trips(&app.client).await;
+            let (want_status, want_trips) = match (name, path) {
+                ("route_layer", "/app/account") | ("nest", "/account") => {
+                    (StatusCode::NOT_FOUND, 0)
+                }
+                _ => (status, trips),
+            };
+            assert_eq!(res.status(), want_status, "{name} {path}");
+            assert_eq!(trips_seen, want_trips, "{name} {path}");
+            assert!(
+                !res.headers().contains_key(header::SET_COOKIE),
+                "{name} {path}"
+            );
+        }
+    }
+}
+
 session_tests! {
     a_request_that_never_asks_for_its_session_costs_nothing_and_moves_nothing,
     a_read_through_the_extractor_is_one_round_trip_and_refreshes_the_ttl,
