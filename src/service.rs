@@ -22,8 +22,8 @@ use crate::{
 ///
 /// Puts a [`Session`] in the extensions of every request (loaded on the way in, or when
 /// something asks for it in [lazy mode](crate::RedisSessionLayerBuilder::lazy_load)) and
-/// saves its changes once the inner service has answered. Store failures become error responses (503 by default),
-/// never service errors, so `Error = S::Error`.
+/// saves its changes once the inner service has answered. Store failures become error
+/// responses (503 by default), never service errors, so `Error = S::Error`.
 #[derive(Clone)]
 pub struct RedisSession<S> {
     inner: S,
