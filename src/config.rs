@@ -32,6 +32,8 @@ pub(crate) struct Config {
     pub(crate) command_timeout: Duration,
     /// Tying a session to a (new) user rotates its ID.
     pub(crate) rotate_on_user_change: bool,
+    /// Load a request's session only when something asks for it.
+    pub(crate) lazy_load: bool,
     pub(crate) limits: Limits,
     pub(crate) cookie: CookieConfig,
     pub(crate) error_response: Option<ErrorResponseFn>,
@@ -53,6 +55,7 @@ impl Default for Config {
             touch_interval: None,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             rotate_on_user_change: true,
+            lazy_load: false,
             limits: Limits::default(),
             cookie: CookieConfig::default(),
             error_response: None,

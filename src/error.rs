@@ -196,6 +196,11 @@ pub enum SessionError {
     InvalidUserId,
     /// The session was destroyed earlier in this request.
     Destroyed,
+    /// A lazy session (see
+    /// [`RedisSessionLayerBuilder::lazy_load`](crate::RedisSessionLayerBuilder::lazy_load))
+    /// was changed before it was loaded: call [`Session::load`](crate::Session::load)
+    /// first (the axum extractor does). Nothing was recorded.
+    NotLoaded,
     /// A typed value could not be converted to or from JSON.
     #[cfg(feature = "serde")]
     #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
@@ -231,6 +236,9 @@ impl fmt::Display for SessionError {
             Self::InvalidTtl => f.write_str("a session TTL must be between 1 second and 68 years"),
             Self::InvalidUserId => f.write_str("a user id must be 1 to 256 bytes long"),
             Self::Destroyed => f.write_str("the session was destroyed in this request"),
+            Self::NotLoaded => {
+                f.write_str("the session is not loaded yet: call `Session::load` first")
+            }
             #[cfg(feature = "serde")]
             Self::Json { field, .. } => write!(f, "field {field:?} is not the JSON expected"),
         }

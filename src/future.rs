@@ -18,9 +18,9 @@ use crate::{
     cache_control::SharedCaching,
     error::{Error, ErrorKind},
     id::SessionId,
-    session::{Arrival, Outcome, Plan, Session, Settings},
+    session::{LazyFailure, Outcome, Plan, Session, Settings},
     shared::Shared,
-    store::{short_digest, EndReason, LoadOutcome},
+    store::LoadOutcome,
 };
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -111,31 +111,7 @@ where
                     let (mut inner, mut req, id) = pending.take().expect("polled after completion");
                     let settings = Settings::from_config(&this.shared.config);
                     let session = match outcome {
-                        Ok(LoadOutcome::Found(loaded)) => Session::loaded(settings, id, loaded),
-                        Ok(LoadOutcome::Missing) => {
-                            crate::cookie::suspicious(
-                                "session cookie for an unknown or expired session",
-                            );
-                            Session::anonymous(settings, Arrival::Stale)
-                        }
-                        Ok(LoadOutcome::Ended(EndReason::Terminated)) => {
-                            tracing::debug!("session cookie for a terminated session");
-                            Session::anonymous(settings, Arrival::Stale)
-                        }
-                        Ok(LoadOutcome::Ended(reason)) => {
-                            tracing::debug!(
-                                ?reason,
-                                "session cookie for a session that moved on; the cookie is left alone"
-                            );
-                            Session::anonymous(settings, Arrival::MovedOn)
-                        }
-                        Ok(LoadOutcome::Unusable) => {
-                            tracing::warn!(
-                                session = %short_digest(&id),
-                                "session key holds no usable session (wrong type, fields or size); treated as none"
-                            );
-                            Session::anonymous(settings, Arrival::Stale)
-                        }
+                        Ok(outcome) => Session::after_load(settings, id, outcome),
                         Err(err) => {
                             tracing::error!(error = %err, cause = %cause(&err), "session store failed to load a session");
                             this.state.set(State::Done);
@@ -159,6 +135,10 @@ where
                         .session
                         .take()
                         .expect("session set before the inner call");
+                    if let Some(failure) = session.lazy_failure() {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(lazy_failure(this.shared, response, failure)));
+                    }
                     let plan = match session.plan() {
                         // Sending the cookie again after a read costs a check of the
                         // session: only for a response that may carry it.
@@ -238,8 +218,47 @@ fn refreshes_cookie(shared: &Shared, headers: &http::HeaderMap) -> bool {
     shared.config.cookie.persistent && !SharedCaching::of(headers).asked_for
 }
 
+/// The response of a request whose lazy session failed to load, or was used before its
+/// load: never the handler's.
+fn lazy_failure<B>(
+    shared: &Shared,
+    response: Response<B>,
+    failure: LazyFailure,
+) -> Response<ResponseBody<B>> {
+    match failure {
+        // The extractor's rejection: the layer's error response already.
+        LazyFailure::Load {
+            error,
+            answered: true,
+        } => {
+            crate::metrics::error_response(&error, response.status());
+            response.map(ResponseBody::inner)
+        }
+        LazyFailure::Load { error, .. } => {
+            tracing::debug!("the session failed to load; the handler's response is replaced");
+            error_response(shared, error)
+        }
+        LazyFailure::Unloaded => {
+            tracing::error!(
+                "a lazy session was used before `Session::load`; answering 500 instead of the handler's response"
+            );
+            let mut response = Response::new(ResponseBody::error(Bytes::from_static(
+                b"session used before it was loaded\n",
+            )));
+            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+    }
+}
+
 /// What an error's cause says, for the logs (`Error`'s own text leaves it out).
-fn cause(err: &Error) -> String {
+pub(crate) fn cause(err: &Error) -> String {
     std::error::Error::source(err).map_or_else(String::new, ToString::to_string)
 }
 
@@ -248,13 +267,19 @@ fn error_response<B>(shared: &Shared, err: Error) -> Response<ResponseBody<B>> {
     if err.kind() == ErrorKind::Conflict {
         tracing::debug!("changes refused; answering 409");
     }
-    let response = match &shared.config.error_response {
-        Some(make) => make(&err),
-        None => default_error_response(&err),
-    };
+    let response = store_error_response(shared, &err);
     crate::metrics::error_response(&err, response.status());
-    let mut response = response.map(ResponseBody::error);
-    response.extensions_mut().insert(err);
+    response.map(ResponseBody::error)
+}
+
+/// The layer's response to `err` (its `error_response` hook's, or the default), with
+/// the error in its extensions.
+pub(crate) fn store_error_response(shared: &Shared, err: &Error) -> Response<Bytes> {
+    let mut response = match &shared.config.error_response {
+        Some(make) => make(err),
+        None => default_error_response(err),
+    };
+    response.extensions_mut().insert(err.clone());
     response
 }
 

@@ -108,6 +108,7 @@ impl fmt::Debug for Config {
             .field("touch_interval", &self.touch_interval)
             .field("command_timeout", &self.command_timeout)
             .field("script_mode", &self.script_mode)
+            .field("lazy_load", &self.lazy_load)
             .field("limits", &self.limits)
             .field("cookie", &self.cookie)
             .field(
@@ -246,6 +247,31 @@ impl RedisSessionLayerBuilder {
     /// trip. Default: refresh on every load. Must be shorter than the idle TTL.
     pub fn touch_interval(mut self, interval: Duration) -> Self {
         self.config.touch_interval = Some(interval);
+        self
+    }
+
+    /// Load a request's session only when something asks for it: the axum
+    /// [`Session`](crate::Session) extractor, or [`Session::load`](crate::Session::load)
+    /// without axum. Default `false`: every request that carries a session cookie loads
+    /// its session on the way in, which is what refreshes the sliding TTL.
+    ///
+    /// With `true`, a request whose handler never asks for its session (a health check,
+    /// a static file, `/favicon.ico`) costs no Redis round trip, and leaves the key's
+    /// TTL and the cookie as they were: it does not count as activity for the idle
+    /// expiry. A request that asks for it pays the same round trips, reads and writes
+    /// the same way and gets the same responses (`503` if the load fails) as in the
+    /// default mode. Without axum, a session that is not loaded refuses changes with
+    /// [`SessionError::NotLoaded`](crate::SessionError::NotLoaded), and one read before
+    /// its load turns the response into a `500`; see [lazy mode](crate::Session#lazy-mode).
+    ///
+    /// ```
+    /// # use tower_redis_session::{fred::prelude::*, RedisSessionLayer};
+    /// # let client = Builder::default_centralized().build().unwrap();
+    /// let layer = RedisSessionLayer::builder(client).lazy_load(true).build();
+    /// assert!(layer.is_ok());
+    /// ```
+    pub fn lazy_load(mut self, lazy: bool) -> Self {
+        self.config.lazy_load = lazy;
         self
     }
 

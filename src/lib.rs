@@ -61,6 +61,12 @@
 //! A marker is a small hash (`ended` = `rotated`, `destroyed` or `terminated`) that lives
 //! 60 seconds and grants nothing; the [data model] describes every key and field.
 //!
+//! The load happens on the way in, for every request that carries a session cookie. In
+//! lazy mode ([`RedisSessionLayerBuilder::lazy_load`]) it happens only when something
+//! asks for the session (the axum extractor, or [`Session::load`]): a request that never
+//! does costs 0 round trips and leaves the TTL and the cookie alone, and one that does
+//! pays exactly the round trips above.
+//!
 //! Handlers read synchronously from the loaded copy and record changes
 //! ([`Session::insert`], [`Session::remove`], [`Session::increment`],
 //! [`Session::set_ttl`], [`Session::set_user_id`], [`Session::rotate_id`],
@@ -69,7 +75,8 @@
 //! this costs in time and memory, against hand-written fred calls and tower-sessions:
 //! [performance].
 //!
-//! Without axum, the session is in the request extensions:
+//! Without axum, the session is in the request extensions (in lazy mode, call
+//! [`Session::load`] before using it):
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -190,7 +197,7 @@ mod time;
 pub use crate::crypto::{DecryptFailure, KeyRing};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-pub use crate::extract::MissingSessionLayer;
+pub use crate::extract::{LoadFailed, MissingSessionLayer, SessionRejection};
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use crate::metrics::describe_metrics;

@@ -20,9 +20,10 @@ use crate::{
 
 /// The session middleware, made by [`RedisSessionLayer`](crate::RedisSessionLayer).
 ///
-/// Puts a [`Session`] in the extensions of every request and saves its changes once the
-/// inner service has answered. Store failures become error responses (503 by default),
-/// never service errors, so `Error = S::Error`.
+/// Puts a [`Session`] in the extensions of every request (loaded on the way in, or when
+/// something asks for it in [lazy mode](crate::RedisSessionLayerBuilder::lazy_load)) and
+/// saves its changes once the inner service has answered. Store failures become error
+/// responses (503 by default), never service errors, so `Error = S::Error`.
 #[derive(Clone)]
 pub struct RedisSession<S> {
     inner: S,
@@ -66,6 +67,13 @@ where
         let config = &self.shared.config;
         let incoming = cookie::find(req.headers(), &config.cookie.name, config.id_format);
         if let Incoming::Id(id) = incoming {
+            if config.lazy_load {
+                // Loaded when something asks for it, not here.
+                let session = Session::lazy(Arc::clone(&self.shared), id);
+                req.extensions_mut().insert(session.clone());
+                let fut = self.inner.call(req);
+                return ResponseFuture::inner(Arc::clone(&self.shared), session, fut);
+            }
             // The inner service is called only once the session is loaded, so take the
             // instance that `poll_ready` readied and leave a clone in its place. See
             // https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services

@@ -4,15 +4,22 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fmt,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
     time::{Duration, SystemTime},
 };
 
+use tokio::sync::OnceCell;
+
 use crate::{
     config::{Config, Limits},
-    error::SessionError,
+    error::{Error, SessionError},
     id::SessionId,
     model::{self, is_reserved, MAX_TTL_SECS},
+    shared::Shared,
+    store::{short_digest, EndReason, LoadOutcome},
 };
 
 /// One recorded change to a field, applied by the save script.
@@ -82,8 +89,55 @@ fn parse_counter(v: &str) -> Option<i64> {
 /// assert!(session.insert("created_at", "x").is_err()); // reserved
 /// # Ok::<(), tower_redis_session::SessionError>(())
 /// ```
+///
+/// # Lazy mode
+///
+/// With [`RedisSessionLayerBuilder::lazy_load`](crate::RedisSessionLayerBuilder::lazy_load),
+/// a request that carries a session cookie gets a handle whose session is not loaded
+/// yet: the load runs when something asks for it, at most once per request however
+/// many clones ask. The axum extractor asks for it, so handlers that take a `Session`
+/// read and write exactly as in the default mode. Without axum, call
+/// [`load`](Self::load) first. Until the load has succeeded:
+///
+/// - changes that return a `Result` are refused with [`SessionError::NotLoaded`];
+/// - everything else (reads, [`rotate_id`](Self::rotate_id), [`destroy`](Self::destroy))
+///   acts on nothing, and the layer answers the request with `500 Internal Server
+///   Error` instead of the handler's response (and logs why), so a handler that forgot
+///   the load can never answer as if a live session were empty;
+/// - [`needs_load`](Self::needs_load) says whether the load is still to come.
+///
+/// A request without a session cookie has nothing to load: its session is ready at
+/// once, and writes to it start a new session as in the default mode.
 #[derive(Clone)]
-pub struct Session(Arc<Mutex<State>>);
+pub struct Session(Arc<Inner>);
+
+struct Inner {
+    state: Mutex<State>,
+    /// The load still to run, for a lazy session whose request carried a cookie.
+    lazy: Option<LazyLoad>,
+    /// Read or changed (where no `Result` could say so) before its lazy load succeeded.
+    used_unloaded: AtomicBool,
+    /// A failed lazy load was already answered with the layer's error response (by the
+    /// axum extractor's rejection).
+    failure_answered: AtomicBool,
+}
+
+/// The one-time load of a lazy session.
+struct LazyLoad {
+    shared: Arc<Shared>,
+    id: SessionId,
+    /// Its result, once it ran: set once, shared by every clone of the handle.
+    done: OnceCell<Result<(), Error>>,
+}
+
+/// Why the response of a lazy session's request is not the handler's.
+#[derive(Debug)]
+pub(crate) enum LazyFailure {
+    /// The load failed; `answered` if a response for it was already made.
+    Load { error: Error, answered: bool },
+    /// The session was used before it was loaded.
+    Unloaded,
+}
 
 /// What a session needs from the layer's settings.
 #[derive(Debug, Clone, Copy)]
@@ -151,6 +205,8 @@ struct State {
     csrf: Option<String>,
     rotate: bool,
     destroy: bool,
+    /// A lazy session whose load has not succeeded (yet): nothing in it is real.
+    unloaded: bool,
 }
 
 /// A session as the load script returned it.
@@ -232,7 +288,36 @@ pub(crate) struct Tie {
 
 impl Session {
     fn with_state(state: State) -> Self {
-        Self(Arc::new(Mutex::new(state)))
+        Self::build(state, None)
+    }
+
+    fn build(state: State, lazy: Option<LazyLoad>) -> Self {
+        Self(Arc::new(Inner {
+            state: Mutex::new(state),
+            lazy,
+            used_unloaded: AtomicBool::new(false),
+            failure_answered: AtomicBool::new(false),
+        }))
+    }
+
+    /// A session to load under `id` when something asks for it (lazy mode).
+    pub(crate) fn lazy(shared: Arc<Shared>, id: SessionId) -> Self {
+        let state = State {
+            unloaded: true,
+            ..State::new(Settings::from_config(&shared.config), Arrival::Fresh)
+        };
+        let lazy = LazyLoad {
+            shared,
+            id,
+            done: OnceCell::new(),
+        };
+        Self::build(state, Some(lazy))
+    }
+
+    /// The session as a load under `id` found it: the stored session, or an empty one
+    /// that remembers what the cookie pointed at.
+    pub(crate) fn after_load(settings: Settings, id: SessionId, outcome: LoadOutcome) -> Self {
+        Self::with_state(State::after_load(settings, id, outcome))
     }
 
     /// A session that no stored session stands behind, for a request that brought
@@ -256,55 +341,150 @@ impl Session {
     }
 
     /// A session loaded from Redis under `id`.
+    #[cfg(test)]
     pub(crate) fn loaded(settings: Settings, id: SessionId, loaded: Loaded) -> Self {
-        let mut state = State {
-            id: Some(id.clone()),
-            loaded_id: Some(id),
-            expires_in: loaded.expires_in,
-            renewed: loaded.renewed,
-            sealed: loaded.sealed,
-            ..State::new(settings, Arrival::Fresh)
+        Self::with_state(State::loaded(settings, id, loaded))
+    }
+
+    /// Loads the session now, if it is a lazy one that is not loaded yet; otherwise (the
+    /// default mode, a request without a session cookie, or a second call) returns at
+    /// once. The load runs at most once per request, whichever clone of the handle asks,
+    /// concurrently or not; every caller gets its result.
+    ///
+    /// It costs the round trip the default mode pays on the way in: it reads the session
+    /// and refreshes its sliding expiry. The axum extractor calls it; without axum, call
+    /// it before using the session:
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use http::{Request, Response};
+    /// use tower_redis_session::Session;
+    ///
+    /// async fn handle(req: Request<String>) -> Result<Response<String>, Infallible> {
+    ///     let session = req.extensions().get::<Session>().expect("behind RedisSessionLayer");
+    ///     if session.load().await.is_err() {
+    ///         // The layer answers with its error response (503 by default) anyway.
+    ///         return Ok(Response::new(String::new()));
+    ///     }
+    ///     let name = session.get("username").unwrap_or_else(|| "stranger".into());
+    ///     Ok(Response::new(format!("hello, {name}")))
+    /// }
+    /// # let mut req = Request::new(String::new());
+    /// # req.extensions_mut().insert(Session::detached());
+    /// # let res = tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(handle(req)).unwrap();
+    /// # assert_eq!(res.body(), "hello, stranger");
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The store failed (timeout, unreachable, unexpected reply). The request is then
+    /// answered with the layer's error response (`503` by default, or
+    /// [`error_response`](crate::RedisSessionLayerBuilder::error_response)'s), whatever
+    /// the handler returns, exactly as when a load on the way in fails in the default
+    /// mode; later calls return the same error without trying again.
+    pub async fn load(&self) -> Result<(), Error> {
+        let Some(lazy) = &self.0.lazy else {
+            return Ok(());
         };
-        for (name, value) in loaded.fields {
-            match name.as_str() {
-                model::SESSION_TTL => {
-                    if let Some(ttl) = model::parse_idle(&value) {
-                        state.ttl = ttl;
+        lazy.done
+            .get_or_init(|| async {
+                let outcome = lazy.shared.store.load(&lazy.id).await;
+                if let Ok(found) = &outcome {
+                    crate::metrics::loaded(found.label());
+                }
+                match outcome {
+                    Ok(outcome) => {
+                        let settings = Settings::from_config(&lazy.shared.config);
+                        let state = State::after_load(settings, lazy.id.clone(), outcome);
+                        *self.lock() = state;
+                        Ok(())
+                    }
+                    Err(err) => {
+                        tracing::error!(
+                            error = %err,
+                            cause = %crate::future::cause(&err),
+                            "session store failed to load a session"
+                        );
+                        Err(err)
                     }
                 }
-                model::LAST_ACCESSED_AT => {
-                    state.last_accessed_at = crate::time::parse_rfc3339(&value);
-                }
-                model::CREATED_AT => state.created_at = crate::time::parse_rfc3339(&value),
-                model::USER_ID => state.user_id = Some(value),
-                model::CSRF_TOKEN => state.csrf = Some(value),
-                _ if is_reserved(&name) => {}
-                _ => {
-                    state.size += name.len() + value.len();
-                    state.fields.insert(name, value);
-                }
-            }
+            })
+            .await
+            .clone()
+    }
+
+    /// `true` for a lazy session whose load has not succeeded yet: call
+    /// [`load`](Self::load) before using it. `false` in the default mode, for a request
+    /// without a session cookie, and once loaded.
+    #[must_use]
+    pub fn needs_load(&self) -> bool {
+        self.lock().unloaded
+    }
+
+    /// Why the response must not be the handler's, if the session is a lazy one that
+    /// failed to load or was used before its load.
+    pub(crate) fn lazy_failure(&self) -> Option<LazyFailure> {
+        let lazy = self.0.lazy.as_ref()?;
+        if let Some(Err(error)) = lazy.done.get() {
+            return Some(LazyFailure::Load {
+                error: error.clone(),
+                answered: self.0.failure_answered.load(Ordering::Relaxed),
+            });
         }
-        Self::with_state(state)
+        self.0
+            .used_unloaded
+            .load(Ordering::Relaxed)
+            .then_some(LazyFailure::Unloaded)
+    }
+
+    /// The layer's error response for a failed load was made (by the extractor).
+    #[cfg(feature = "axum")]
+    pub(crate) fn failure_answered(&self) {
+        self.0.failure_answered.store(true, Ordering::Relaxed);
+    }
+
+    /// The layer this lazy session belongs to.
+    #[cfg(feature = "axum")]
+    pub(crate) fn layer_shared(&self) -> Option<&Arc<Shared>> {
+        self.0.lazy.as_ref().map(|lazy| &lazy.shared)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // Nothing panics while holding the lock, but a poisoned lock still holds a
         // consistent state: every change is made after all its checks pass.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The state, to read (or change where no `Result` can refuse): a lazy session that
+    /// is not loaded yet is marked as used too early.
+    fn read(&self) -> MutexGuard<'_, State> {
+        let state = self.lock();
+        if state.unloaded {
+            self.0.used_unloaded.store(true, Ordering::Relaxed);
+        }
+        state
+    }
+
+    /// The state, to change: refused for a lazy session that is not loaded yet.
+    fn write(&self) -> Result<MutexGuard<'_, State>, SessionError> {
+        let state = self.lock();
+        if state.unloaded {
+            return Err(SessionError::NotLoaded);
+        }
+        Ok(state)
     }
 
     /// The value of a user field, as this request sees it.
     #[must_use]
     pub fn get(&self, field: &str) -> Option<String> {
-        self.lock().fields.get(field).cloned()
+        self.read().fields.get(field).cloned()
     }
 
     /// All user fields, sorted by name.
     #[must_use]
     pub fn fields(&self) -> Vec<(String, String)> {
         let mut fields: Vec<_> = self
-            .lock()
+            .read()
             .fields
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -316,13 +496,13 @@ impl Session {
     /// Number of user fields.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.lock().fields.len()
+        self.read().fields.len()
     }
 
     /// `true` if the session has no user fields.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.lock().fields.is_empty()
+        self.read().fields.is_empty()
     }
 
     /// The session's ID: the one the request carried, or the new one this response will
@@ -330,13 +510,13 @@ impl Session {
     /// without a session that has written nothing.
     #[must_use]
     pub fn id(&self) -> Option<SessionId> {
-        self.lock().id.clone()
+        self.read().id.clone()
     }
 
     /// `true` if the session was loaded from Redis (the request carried a live session).
     #[must_use]
     pub fn is_loaded(&self) -> bool {
-        self.lock().loaded_id.is_some()
+        self.read().loaded_id.is_some()
     }
 
     /// `true` if the request carried a well-formed session cookie whose session no longer
@@ -344,13 +524,13 @@ impl Session {
     /// session expired" messages.
     #[must_use]
     pub fn cookie_expired(&self) -> bool {
-        self.lock().arrival != Arrival::Fresh
+        self.read().arrival != Arrival::Fresh
     }
 
     /// When the session was created, by Redis's clock (`None` until it is stored).
     #[must_use]
     pub fn created_at(&self) -> Option<SystemTime> {
-        self.lock().created_at
+        self.read().created_at
     }
 
     /// When a request last loaded the session before this one, by Redis's clock (`None`
@@ -358,26 +538,26 @@ impl Session {
     /// interval do not update it.
     #[must_use]
     pub fn last_accessed_at(&self) -> Option<SystemTime> {
-        self.lock().last_accessed_at
+        self.read().last_accessed_at
     }
 
     /// The session's idle TTL: how long it lives without a request.
     #[must_use]
     pub fn ttl(&self) -> Duration {
-        self.lock().ttl
+        self.read().ttl
     }
 
     /// How long the key had left in Redis right after this request loaded it: the idle
     /// TTL, or less when the absolute lifetime ends sooner. `None` for a new session.
     #[must_use]
     pub fn expires_in(&self) -> Option<Duration> {
-        self.lock().expires_in
+        self.read().expires_in
     }
 
     /// The user this session is tied to, if any (see [`set_user_id`](Self::set_user_id)).
     #[must_use]
     pub fn user_id(&self) -> Option<String> {
-        let state = self.lock();
+        let state = self.read();
         state.tie.clone().or_else(|| state.user_id.clone())
     }
 
@@ -395,10 +575,11 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// An empty user id, one longer than 256 bytes, or a destroyed session.
+    /// An empty user id, one longer than 256 bytes, a destroyed session, or a lazy
+    /// session not loaded yet.
     pub fn set_user_id(&self, user_id: impl Into<String>) -> Result<(), SessionError> {
         let user_id = user_id.into();
-        let mut state = self.lock();
+        let mut state = self.write()?;
         if state.destroy {
             return Err(SessionError::Destroyed);
         }
@@ -417,10 +598,11 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// A reserved or empty field name, or a change beyond the session limits.
+    /// A reserved or empty field name, a change beyond the session limits, or a lazy
+    /// session not loaded yet ([`SessionError::NotLoaded`]).
     pub fn insert(&self, field: &str, value: impl Into<String>) -> Result<(), SessionError> {
         let value = value.into();
-        let mut state = self.lock();
+        let mut state = self.write()?;
         state.check_change(field, Some(&value))?;
         state.put(field, value.clone());
         state.changes.insert(field.to_owned(), Change::Set(value));
@@ -432,9 +614,9 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// A reserved or empty field name.
+    /// A reserved or empty field name, or a lazy session not loaded yet.
     pub fn remove(&self, field: &str) -> Result<Option<String>, SessionError> {
-        let mut state = self.lock();
+        let mut state = self.write()?;
         state.check_change(field, None)?;
         if state.loaded_id.is_none() && !state.fields.contains_key(field) {
             state.changes.remove(field);
@@ -459,9 +641,9 @@ impl Session {
     /// # Errors
     ///
     /// A reserved or empty field name, a value that is not a 64-bit integer, an overflow,
-    /// or a change beyond the session limits.
+    /// a change beyond the session limits, or a lazy session not loaded yet.
     pub fn increment(&self, field: &str, by: i64) -> Result<i64, SessionError> {
-        let mut state = self.lock();
+        let mut state = self.write()?;
         let not_an_integer = || SessionError::NotAnInteger {
             field: field.to_owned(),
         };
@@ -490,12 +672,13 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// A TTL under one second or over 68 years, or a destroyed session.
+    /// A TTL under one second or over 68 years, a destroyed session, or a lazy session
+    /// not loaded yet.
     pub fn set_ttl(&self, ttl: Duration) -> Result<(), SessionError> {
         if ttl.as_secs() == 0 || ttl.as_secs() > MAX_TTL_SECS {
             return Err(SessionError::InvalidTtl);
         }
-        let mut state = self.lock();
+        let mut state = self.write()?;
         if state.destroy {
             return Err(SessionError::Destroyed);
         }
@@ -515,9 +698,12 @@ impl Session {
     /// that would land on the old ID during the move is refused (`409 Conflict`) instead
     /// of lost. Does nothing on a destroyed session, or on a new session (which gets a
     /// fresh ID at its first write anyway).
+    ///
+    /// On a lazy session that is not loaded yet it does nothing, and the response is a
+    /// `500` (see [lazy mode](Self#lazy-mode)).
     pub fn rotate_id(&self) {
-        let mut state = self.lock();
-        if !state.destroy {
+        let mut state = self.read();
+        if !state.destroy && !state.unloaded {
             state.rotate();
         }
     }
@@ -525,8 +711,14 @@ impl Session {
     /// Ends the session when the response goes out: the key is deleted and the cookie
     /// expired. Later changes in this request are refused with
     /// [`SessionError::Destroyed`].
+    ///
+    /// On a lazy session that is not loaded yet it does nothing, and the response is a
+    /// `500` (see [lazy mode](Self#lazy-mode)): a logout is never silently skipped.
     pub fn destroy(&self) {
-        let mut state = self.lock();
+        let mut state = self.read();
+        if state.unloaded {
+            return;
+        }
         state.destroy = true;
         state.fields.clear();
         state.changes.clear();
@@ -562,9 +754,9 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// A destroyed session.
+    /// A destroyed session, or a lazy session not loaded yet.
     pub fn csrf_token(&self) -> Result<String, SessionError> {
-        let mut state = self.lock();
+        let mut state = self.write()?;
         if state.destroy {
             return Err(SessionError::Destroyed);
         }
@@ -578,7 +770,7 @@ impl Session {
     /// for a session without one (no form was ever made for it).
     #[must_use]
     pub fn verify_csrf_token(&self, token: &str) -> bool {
-        let state = self.lock();
+        let state = self.read();
         let Some(expected) = state.csrf.as_deref() else {
             return false;
         };
@@ -589,7 +781,7 @@ impl Session {
     /// `true` once [`destroy`](Self::destroy) was called in this request.
     #[must_use]
     pub fn is_destroyed(&self) -> bool {
-        self.lock().destroy
+        self.read().destroy
     }
 
     /// What the middleware must write, and what the response does when nothing is to be
@@ -597,6 +789,11 @@ impl Session {
     pub(crate) fn plan(&self) -> Plan {
         let mut state = self.lock();
         let state = &mut *state;
+        if state.unloaded {
+            // A lazy session nobody loaded: nothing read, nothing to write, and the
+            // cookie and the key's TTL are left as they were.
+            return Plan::Nothing(Outcome::Keep);
+        }
         let untouched = match state.arrival {
             Arrival::Stale => Outcome::Clear,
             Arrival::Fresh | Arrival::MovedOn => Outcome::Keep,
@@ -672,6 +869,69 @@ impl Session {
 }
 
 impl State {
+    /// A session loaded from Redis under `id`.
+    fn loaded(settings: Settings, id: SessionId, loaded: Loaded) -> Self {
+        let mut state = Self {
+            id: Some(id.clone()),
+            loaded_id: Some(id),
+            expires_in: loaded.expires_in,
+            renewed: loaded.renewed,
+            sealed: loaded.sealed,
+            ..Self::new(settings, Arrival::Fresh)
+        };
+        for (name, value) in loaded.fields {
+            match name.as_str() {
+                model::SESSION_TTL => {
+                    if let Some(ttl) = model::parse_idle(&value) {
+                        state.ttl = ttl;
+                    }
+                }
+                model::LAST_ACCESSED_AT => {
+                    state.last_accessed_at = crate::time::parse_rfc3339(&value);
+                }
+                model::CREATED_AT => state.created_at = crate::time::parse_rfc3339(&value),
+                model::USER_ID => state.user_id = Some(value),
+                model::CSRF_TOKEN => state.csrf = Some(value),
+                _ if is_reserved(&name) => {}
+                _ => {
+                    state.size += name.len() + value.len();
+                    state.fields.insert(name, value);
+                }
+            }
+        }
+        state
+    }
+
+    /// The session as a load under `id` found it: the stored session, or an empty one
+    /// that remembers what the cookie pointed at (and logs what the cookie pointed at).
+    fn after_load(settings: Settings, id: SessionId, outcome: LoadOutcome) -> Self {
+        match outcome {
+            LoadOutcome::Found(loaded) => Self::loaded(settings, id, loaded),
+            LoadOutcome::Missing => {
+                crate::cookie::suspicious("session cookie for an unknown or expired session");
+                Self::new(settings, Arrival::Stale)
+            }
+            LoadOutcome::Ended(EndReason::Terminated) => {
+                tracing::debug!("session cookie for a terminated session");
+                Self::new(settings, Arrival::Stale)
+            }
+            LoadOutcome::Ended(reason) => {
+                tracing::debug!(
+                    ?reason,
+                    "session cookie for a session that moved on; the cookie is left alone"
+                );
+                Self::new(settings, Arrival::MovedOn)
+            }
+            LoadOutcome::Unusable => {
+                tracing::warn!(
+                    session = %short_digest(&id),
+                    "session key holds no usable session (wrong type, fields or size); treated as none"
+                );
+                Self::new(settings, Arrival::Stale)
+            }
+        }
+    }
+
     fn new(settings: Settings, arrival: Arrival) -> Self {
         Self {
             settings,
@@ -693,6 +953,7 @@ impl State {
             csrf: None,
             rotate: false,
             destroy: false,
+            unloaded: false,
         }
     }
 
@@ -791,6 +1052,7 @@ impl fmt::Debug for Session {
             .field("pending_changes", &state.changes.len())
             .field("rotate", &state.rotate)
             .field("destroy", &state.destroy)
+            .field("needs_load", &state.unloaded)
             .finish()
     }
 }
@@ -1099,6 +1361,78 @@ mod tests {
         assert!(matches!(s.plan(), Plan::Nothing(Outcome::Refused)));
         let s = Session::anonymous(settings(), Arrival::Stale);
         assert!(matches!(s.plan(), Plan::Nothing(Outcome::Clear)));
+    }
+
+    /// A lazy session of a layer whose client never connects (nothing here reaches Redis).
+    fn unloaded() -> Session {
+        let config = crate::config::Config {
+            lazy_load: true,
+            ..crate::config::Config::default()
+        };
+        let client = fred::clients::Client::default();
+        let store = crate::store::Store::new(client.into(), &config);
+        Session::lazy(Arc::new(Shared { config, store }), SessionId::generate())
+    }
+
+    #[test]
+    fn an_unloaded_lazy_session_refuses_changes_and_plans_nothing() {
+        let s = unloaded();
+        assert!(s.needs_load());
+        assert!(matches!(s.insert("a", "1"), Err(SessionError::NotLoaded)));
+        assert!(matches!(s.remove("a"), Err(SessionError::NotLoaded)));
+        assert!(matches!(s.increment("n", 1), Err(SessionError::NotLoaded)));
+        assert!(matches!(
+            s.set_ttl(Duration::from_secs(60)),
+            Err(SessionError::NotLoaded)
+        ));
+        assert!(matches!(
+            s.set_user_id("alice"),
+            Err(SessionError::NotLoaded)
+        ));
+        assert!(matches!(s.csrf_token(), Err(SessionError::NotLoaded)));
+        assert!(s.lazy_failure().is_none(), "a refused change is no misuse");
+        assert!(matches!(s.plan(), Plan::Nothing(Outcome::Keep)));
+    }
+
+    #[test]
+    fn reading_or_ending_an_unloaded_lazy_session_is_reported() {
+        type Use = fn(&Session);
+        let uses: [(&str, Use); 5] = [
+            ("get", |s| drop(s.get("a"))),
+            ("id", |s| drop(s.id())),
+            ("is_loaded", |s| {
+                let _ = s.is_loaded();
+            }),
+            ("rotate_id", Session::rotate_id),
+            ("destroy", Session::destroy),
+        ];
+        for (name, use_it) in uses {
+            let s = unloaded();
+            let clone = s.clone();
+            use_it(&clone);
+            assert!(
+                matches!(s.lazy_failure(), Some(LazyFailure::Unloaded)),
+                "{name}"
+            );
+            assert!(!s.is_destroyed(), "{name}: nothing was ended");
+            assert!(matches!(s.plan(), Plan::Nothing(Outcome::Keep)), "{name}");
+        }
+        // Debug is no use of the session.
+        let s = unloaded();
+        let _ = format!("{s:?}");
+        assert!(s.lazy_failure().is_none());
+    }
+
+    #[test]
+    fn sessions_outside_lazy_mode_need_no_load() {
+        let s = Session::detached();
+        assert!(!s.needs_load());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(runtime.block_on(s.load()).is_ok());
+        s.insert("a", "1").unwrap();
+        assert!(s.lazy_failure().is_none());
     }
 
     #[cfg(feature = "serde")]

@@ -58,6 +58,7 @@ mod failure;
 mod faults;
 mod functions;
 mod hostile;
+mod lazy;
 mod manager;
 #[cfg(feature = "metrics")]
 mod metrics;

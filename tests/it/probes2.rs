@@ -810,7 +810,11 @@ async fn log_out_everywhere_but_here_keeps_here_when_it_rotates_meanwhile() {
     let ended = match everywhere.await.unwrap() {
         Ok(ended) => ended.to_string(),
         Err(err) => {
-            assert_eq!(err.kind(), tower_redis_session::ErrorKind::Conflict, "{err}");
+            assert_eq!(
+                err.kind(),
+                tower_redis_session::ErrorKind::Conflict,
+                "{err}"
+            );
             "a conflict".to_owned()
         }
     };

@@ -2,7 +2,7 @@
 //!
 //! | route | what the handler does |
 //! |---|---|
-//! | `/anon` | ignores the session, answers `ok` |
+//! | `/anon` | ignores the session, answers `ok` (sent with and without a session cookie) |
 //! | `/read` | answers the session's `username` |
 //! | `/incr` | increments `page_views`, answers the new value |
 //! | `/login` | creates a session with `username` and `role`, answers `ok` |
@@ -42,21 +42,25 @@ pub enum Contender {
     /// Hand-written fred calls running this crate's own Lua scripts (diagnostic: splits
     /// the gap to the floor into Lua-side and Rust-side cost).
     CrateLua,
-    /// No session layer at all (`anon` only): the framework's ceiling.
+    /// No session layer at all (`anon` and `untouched` only): the framework's ceiling.
     NoSession,
     /// tower-sessions with `with_always_save(true)` (`read` only, diagnostic): it then
     /// refreshes the session's expiry on every read, as this crate does.
     TsAlwaysSave,
+    /// This crate with `lazy_load(true)` (`untouched` and `read`): the session is loaded
+    /// only when the handler asks for it.
+    OursLazy,
 }
 
 impl Contender {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Ours,
         Self::TowerSessions,
         Self::Floor,
         Self::CrateLua,
         Self::NoSession,
         Self::TsAlwaysSave,
+        Self::OursLazy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +71,7 @@ impl Contender {
             Self::CrateLua => "fred + crate Lua",
             Self::NoSession => "no session",
             Self::TsAlwaysSave => "tower-sessions always_save",
+            Self::OursLazy => "tower-redis-session lazy",
         }
     }
 
@@ -78,6 +83,7 @@ impl Contender {
             Self::CrateLua => "cratelua",
             Self::NoSession => "none",
             Self::TsAlwaysSave => "tsalways",
+            Self::OursLazy => "lazy",
         }
     }
 
@@ -141,7 +147,8 @@ pub async fn start(
     let mut addrs = HashMap::new();
     for contender in Contender::ALL {
         let router = match contender {
-            Contender::Ours => ours(pool(url, pool_size).await?).await?,
+            Contender::Ours => ours(pool(url, pool_size).await?, false).await?,
+            Contender::OursLazy => ours(pool(url, pool_size).await?, true).await?,
             Contender::TowerSessions => tower_sessions_app(pool(url, pool_size).await?, false),
             Contender::TsAlwaysSave => tower_sessions_app(pool(url, pool_size).await?, true),
             Contender::Floor => floor(pool(url, pool_size).await?, false).await?,
@@ -172,9 +179,10 @@ async fn anon() -> &'static str {
 // ---------------------------------------------------------------------------------------
 // This crate.
 
-async fn ours(pool: Pool) -> Result<Router, Box<dyn std::error::Error>> {
+async fn ours(pool: Pool, lazy: bool) -> Result<Router, Box<dyn std::error::Error>> {
     let layer = RedisSessionLayer::builder(pool)
         .max_fields(MAX_FIELDS)
+        .lazy_load(lazy)
         .build()?;
     layer.load_scripts().await?;
     Ok(Router::new()

@@ -28,10 +28,18 @@ pub enum Scenario {
     Read,
     Incr,
     Login,
+    /// `/anon` with a live session's cookie: a handler that never uses its session.
+    Untouched,
 }
 
 impl Scenario {
-    pub const ALL: [Self; 4] = [Self::Anon, Self::Read, Self::Incr, Self::Login];
+    pub const ALL: [Self; 5] = [
+        Self::Anon,
+        Self::Read,
+        Self::Incr,
+        Self::Login,
+        Self::Untouched,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -39,6 +47,7 @@ impl Scenario {
             Self::Read => "read",
             Self::Incr => "incr",
             Self::Login => "login",
+            Self::Untouched => "untouched",
         }
     }
 
@@ -48,11 +57,12 @@ impl Scenario {
             Self::Read => "/read",
             Self::Incr => "/incr",
             Self::Login => "/login",
+            Self::Untouched => "/anon",
         }
     }
 
     pub fn uses_sessions(self) -> bool {
-        matches!(self, Self::Read | Self::Incr)
+        matches!(self, Self::Read | Self::Incr | Self::Untouched)
     }
 }
 
@@ -299,6 +309,10 @@ fn check(
     let body = std::str::from_utf8(&answer.body).unwrap_or("");
     match scenario {
         Scenario::Anon if body == "ok" => Ok(None),
+        Scenario::Untouched if body == "ok" => match answer.set_cookie {
+            None => Ok(None),
+            Some(cookie) => Err(format!("untouched: Set-Cookie {cookie}")),
+        },
         Scenario::Read if session.is_some_and(|s| s.username == body) => Ok(None),
         Scenario::Incr if body.parse::<i64>().is_ok_and(|n| n > 0) => Ok(None),
         Scenario::Login if body == "ok" => match answer.set_cookie {

@@ -57,8 +57,8 @@ usage: e2e-bench [options]
   --memory-sessions N   sessions per contender measured with MEMORY USAGE (default 10000; quick 1000)
   --size-sessions N     sessions per contender and size for the fields curve (default 256; quick 64)
   --phases LIST         of main,sizes,memory,scale (default all)
-  --contenders LIST     of ours,ts,floor,cratelua,none,tsalways (default all)
-  --scenarios LIST      of anon,read,incr,login, for the main table (default all)
+  --contenders LIST     of ours,ts,floor,cratelua,none,tsalways,lazy (default all)
+  --scenarios LIST      of anon,read,incr,login,untouched, for the main table (default all)
   --out FILE            also write the report (Markdown) to FILE";
 
 #[derive(Debug, Clone)]
@@ -367,6 +367,14 @@ fn contenders_for(args: &Args, scenario: Scenario) -> Vec<Contender> {
             Contender::Floor,
             Contender::CrateLua,
             Contender::TsAlwaysSave,
+            Contender::OursLazy,
+        ],
+        // A request with a live session's cookie whose handler never uses it.
+        Scenario::Untouched => &[
+            Contender::Ours,
+            Contender::OursLazy,
+            Contender::TowerSessions,
+            Contender::NoSession,
         ],
         _ => &[
             Contender::Ours,
@@ -607,10 +615,15 @@ async fn main_table(ctx: &mut Ctx<'_>, report: &mut String) -> Res<()> {
     }
     let empty = Arc::new(Vec::new());
     let pool_of = |c: Contender, s: Scenario| {
-        if s.uses_sessions() {
-            Arc::clone(&pools[&c])
-        } else {
+        if !s.uses_sessions() {
             Arc::clone(&empty)
+        } else if let Some(sessions) = pools.get(&c) {
+            Arc::clone(sessions)
+        } else {
+            // No session layer (`untouched`): this crate's cookies, which it ignores.
+            pools
+                .get(&Contender::Ours)
+                .map_or_else(|| Arc::clone(&empty), Arc::clone)
         }
     };
 
@@ -691,6 +704,7 @@ async fn main_table(ctx: &mut Ctx<'_>, report: &mut String) -> Res<()> {
                     Scenario::Login => "ok (every key exists)".to_owned(),
                     Scenario::Read => "ok (username matches)".to_owned(),
                     Scenario::Anon => "ok".to_owned(),
+                    Scenario::Untouched => "ok (no Set-Cookie)".to_owned(),
                 }
             } else {
                 format!("**{} bad**", cell.bad)
