@@ -303,19 +303,22 @@ impl Store {
             int(self.load_max_bytes as u64),
             int(self.lifetime_ms),
         ];
-        let (status, rest) = self.run_status(&scripts::LOAD, self.key(id), args).await?;
-        match status {
-            1 => {}
-            0 => return Ok(LoadOutcome::Missing),
-            2 => return Ok(LoadOutcome::Ended(end_reason(rest.first()))),
-            -1 => return Ok(LoadOutcome::Unusable),
-            _ => return Err(Error::protocol("load: unknown status")),
-        }
-        let mut rest = rest.into_iter();
-        let Some(Value::Array(flat)) = rest.next() else {
-            return Err(Error::protocol("load: reply without the session"));
+        // The load's reply carries its status last (see load.lua): `{fields.., ttl, 1}`.
+        let Value::Array(mut flat) = self.run(&scripts::LOAD, self.key(id), args).await? else {
+            return Err(Error::protocol("load: reply is not an array"));
         };
-        let expires_in = ttl_of(rest.next().as_ref());
+        match flat.pop().and_then(|v| v.as_i64()) {
+            Some(1) => {}
+            Some(0) => return Ok(LoadOutcome::Missing),
+            Some(2) => return Ok(LoadOutcome::Ended(end_reason(flat.first()))),
+            Some(-1) => return Ok(LoadOutcome::Unusable),
+            Some(_) => return Err(Error::protocol("load: unknown status")),
+            None => return Err(Error::protocol("load: reply without a status")),
+        }
+        let Some(ttl) = flat.pop() else {
+            return Err(Error::protocol("load: reply without the TTL"));
+        };
+        let expires_in = ttl_of(Some(&ttl));
         let Some(opened) = self.open(self.member(id), pairs(flat)) else {
             return Ok(LoadOutcome::Unusable);
         };

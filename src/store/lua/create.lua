@@ -32,11 +32,14 @@ for i = 3, #ARGV, 2 do
   if ARGV[i] == 'absolute_expires_at' then f.absolute_expires_at = ARGV[i + 1] end
 end
 local lifetime = tonumber(ARGV[2])
-local deadline = deadline_of(f, lifetime)
-if deadline == false then return {-1} end
--- A new session's deadline counts from now, to the millisecond, not from its
--- created_at stamp (whole seconds).
-if lifetime > 0 and not carried and not f.absolute_expires_at then
+local deadline = nil
+if carried or f.absolute_expires_at then
+  -- A stamp written just now needs no parsing: it reads back as `now` in whole seconds.
+  deadline = deadline_of(f, lifetime, not carried and now - now % 1000 or nil)
+  if deadline == false then return {-1} end
+elseif lifetime > 0 then
+  -- A new session's deadline counts from now, to the millisecond, not from its
+  -- created_at stamp (whole seconds).
   deadline = now + lifetime
 end
 local new_deadline = nil
@@ -51,7 +54,8 @@ if new_deadline then
 end
 if #ARGV <= 190 then
   -- The common case: one HSET for everything (created_at from ARGV, if any, wins).
-  for i = 3, #ARGV do internal[#internal + 1] = ARGV[i] end
+  local n = #internal
+  for i = 3, #ARGV do internal[n + i - 2] = ARGV[i] end
   redis.call('HSET', key, unpack(internal))
 else
   redis.call('HSET', key, unpack(internal))
