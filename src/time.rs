@@ -11,10 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// scripts. Anything else, or a time before 1970, is `None`.
 pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     // Bytes past the ASCII range (another program's text, or invalid UTF-8 read back as
-    // U+FFFD) are never part of a timestamp, and would break the slicing below.
+    // U+FFFD) are never part of a timestamp: every byte is checked below.
     let b = s.as_bytes();
-    if !s.is_ascii()
-        || b.len() < 20
+    if b.len() < 20
         || b[4] != b'-'
         || b[7] != b'-'
         || b[10] != b'T'
@@ -23,29 +22,35 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     {
         return None;
     }
-    let num = |part: &str| -> Option<i64> {
-        (!part.is_empty() && part.bytes().all(|c| c.is_ascii_digit())).then(|| part.parse().ok())?
-    };
-    let (y, m, d) = (num(&s[0..4])?, num(&s[5..7])?, num(&s[8..10])?);
-    let (hh, mm, ss) = (num(&s[11..13])?, num(&s[14..16])?, num(&s[17..19])?);
+    let y = digits(&b[0..4])?;
+    let (m, d) = (digits(&b[5..7])?, digits(&b[8..10])?);
+    let (hh, mm, ss) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
         return None;
     }
-    let mut rest = &s[19..];
+    let mut rest = &b[19..];
     let mut millis = 0;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 || digits > 9 {
+    if let [b'.', frac @ ..] = rest {
+        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 || n > 9 {
             return None;
         }
-        let first3 = format!("{:0<3}", &frac[..digits.min(3)]);
-        millis = num(&first3)?;
-        rest = &frac[digits..];
+        // The first three digits, as milliseconds ('.7' is 700 ms).
+        millis = frac[..3.min(n)]
+            .iter()
+            .chain(std::iter::repeat(&b'0'))
+            .take(3)
+            .fold(0, |ms, c| ms * 10 + i64::from(c - b'0'));
+        rest = &frac[n..];
     }
-    let offset = match rest.as_bytes() {
+    let offset = match rest {
         b"Z" => 0,
-        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
-            let (oh, om) = (num(&rest[1..3])?, num(&rest[4..6])?);
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (oh, om) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
             if oh > 23 || om > 59 {
                 return None;
             }
@@ -61,6 +66,13 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let secs = days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss - offset;
     let ms = u64::try_from(secs).ok()? * 1000 + u64::try_from(millis).ok()?;
     UNIX_EPOCH.checked_add(Duration::from_millis(ms))
+}
+
+/// The number an all-ASCII-digit slice writes; `None` for any other byte.
+fn digits(b: &[u8]) -> Option<i64> {
+    b.iter().try_fold(0, |n, c| {
+        c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+    })
 }
 
 /// `t` as the scripts write a deadline: `2026-04-02T12:34:56.789+00:00` (UTC, ms).
