@@ -4,7 +4,7 @@
 -- created_at and absolute_expires_at in ARGV[3..]).
 --
 -- KEYS[1]  the new session key (the only key touched)
--- ARGV[1]  idle TTL in seconds
+-- ARGV[1]  idle TTL in whole seconds, written canonically (stored as given)
 -- ARGV[2]  the layer's absolute lifetime in ms (0: none)
 -- ARGV[3..] field, value pairs (never last_accessed_at or session_ttl: set here)
 --
@@ -47,7 +47,7 @@ if deadline and not f.absolute_expires_at then new_deadline = rfc3339(deadline, 
 local ttl = expire_ms(idle, deadline, now)
 if ttl <= 0 then return {-1} end
 
-local internal = {'created_at', f.created_at, 'last_accessed_at', stamp, 'session_ttl', idle}
+local internal = {'created_at', f.created_at, 'last_accessed_at', stamp, 'session_ttl', ARGV[1]}
 if new_deadline then
   internal[#internal + 1] = 'absolute_expires_at'
   internal[#internal + 1] = new_deadline
@@ -61,5 +61,6 @@ else
   redis.call('HSET', key, unpack(internal))
   call_chunked('HSET', key, ARGV, 3)
 end
-redis.call('PEXPIREAT', key, now + ttl)
+-- As text: Redis writes a number argument with '%.17g', which costs more than this.
+redis.call('PEXPIREAT', key, string.format('%d', now + ttl))
 return {1, ttl}

@@ -43,6 +43,7 @@ local ttl = expire_ms(idle, deadline, now)
 -- A Redis out of memory (noeviction) refuses the stamp; the read is still served and
 -- the TTL still refreshed (PEXPIRE allocates nothing, and Redis allows it).
 redis.pcall('HSET', key, 'last_accessed_at', rfc3339(now))
-redis.call('PEXPIREAT', key, now + ttl)
+-- As text: Redis writes a number argument with '%.17g', which costs more than this.
+redis.call('PEXPIREAT', key, string.format('%d', now + ttl))
 h[n + 1], h[n + 2] = ttl, 1
 return h

@@ -5,7 +5,8 @@
 -- lost in a copy, and one that lands late (after a timeout) is harmless.
 --
 -- KEYS[1]  the session key (the only key touched)
--- ARGV[1]  new idle TTL in seconds, or '' to keep the stored one
+-- ARGV[1]  new idle TTL in whole seconds, written canonically (stored as given), or ''
+--          to keep the stored one
 -- ARGV[2]  the layer's absolute lifetime in ms (0: none)
 -- ARGV[3..] op, field, value triples: 's' set to value, 'd' delete (value ignored),
 --          'i' increment by value (HINCRBY, atomic across concurrent requests)
@@ -75,10 +76,11 @@ if dels then call_chunked('HDEL', key, dels, 1) end
 
 local idle = tonumber(ARGV[1])
 if idle then
-  redis.call('HSET', key, 'session_ttl', idle)
+  redis.call('HSET', key, 'session_ttl', ARGV[1])
 else
   idle = stored_idle
 end
 local ttl = expire_ms(idle, deadline, now)
-redis.call('PEXPIREAT', key, now + ttl)
+-- As text: Redis writes a number argument with '%.17g', which costs more than this.
+redis.call('PEXPIREAT', key, string.format('%d', now + ttl))
 return {1, ttl}
