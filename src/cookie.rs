@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cookie::Cookie;
+use cookie::SameSite;
 use http::{header, HeaderMap, HeaderValue};
 
 use crate::{
@@ -90,40 +90,56 @@ impl CookieConfig {
     /// the key's TTL) rounded up to whole seconds, so the cookie never ends before the
     /// session; without it the cookie ends with the browser session.
     pub(crate) fn set_cookie(&self, id: &SessionId, max_age: Option<Duration>) -> HeaderValue {
-        let mut cookie = self.base(id.as_str());
-        if let Some(max_age) = max_age.filter(|_| self.persistent) {
-            let secs = max_age.as_millis().div_ceil(1000);
-            cookie.set_max_age(cookie::time::Duration::seconds(
-                i64::try_from(secs).unwrap_or(i64::MAX),
-            ));
-        }
-        Self::header_value(&cookie)
+        let max_age = max_age
+            .filter(|_| self.persistent)
+            .map(|max_age| i64::try_from(max_age.as_millis().div_ceil(1000)).unwrap_or(i64::MAX));
+        self.header_value(id.as_str(), max_age)
     }
 
     /// `Set-Cookie` that makes the browser drop the cookie: the same name, path and domain
     /// (or it would not match), an empty value and `Max-Age=0`.
     pub(crate) fn removal(&self) -> HeaderValue {
-        let mut cookie = self.base("");
-        cookie.set_max_age(cookie::time::Duration::ZERO);
-        Self::header_value(&cookie)
+        self.header_value("", Some(0))
     }
 
-    fn base<'a>(&'a self, value: &'a str) -> Cookie<'a> {
-        let mut cookie = Cookie::new(self.name.as_str(), value);
-        cookie.set_http_only(self.http_only);
-        cookie.set_secure(self.secure);
-        cookie.set_same_site(self.same_site);
-        cookie.set_path(self.path.as_str());
-        if let Some(domain) = &self.domain {
-            cookie.set_domain(domain.as_str());
+    /// The header, written as the `cookie` crate writes a cookie with these attributes
+    /// (same order, a leading `.` of the domain left out; a test holds the two to the
+    /// same text), straight into one buffer: on every login and rotation.
+    fn header_value(&self, value: &str, max_age: Option<i64>) -> HeaderValue {
+        use std::fmt::Write as _;
+        let domain = self
+            .domain
+            .as_deref()
+            .map(|d| d.strip_prefix('.').unwrap_or(d));
+        let mut text = String::with_capacity(
+            self.name.len() + value.len() + self.path.len() + domain.map_or(0, str::len) + 64,
+        );
+        text.push_str(&self.name);
+        text.push('=');
+        text.push_str(value);
+        if self.http_only {
+            text.push_str("; HttpOnly");
         }
-        cookie
-    }
-
-    fn header_value(cookie: &Cookie<'_>) -> HeaderValue {
+        text.push_str(match self.same_site {
+            SameSite::Strict => "; SameSite=Strict",
+            SameSite::Lax => "; SameSite=Lax",
+            SameSite::None => "; SameSite=None",
+        });
+        if self.secure {
+            text.push_str("; Secure");
+        }
+        text.push_str("; Path=");
+        text.push_str(&self.path);
+        if let Some(domain) = domain {
+            text.push_str("; Domain=");
+            text.push_str(domain);
+        }
+        if let Some(secs) = max_age {
+            let _ = write!(text, "; Max-Age={secs}");
+        }
         // Names, paths and domains are checked when the layer is built, and IDs are
         // base64url or hex, so the text is always a valid header value.
-        HeaderValue::try_from(cookie.to_string())
+        HeaderValue::try_from(text)
             .expect("cookie attributes are validated when the layer is built")
     }
 }
@@ -194,6 +210,48 @@ mod tests {
             find(&headers(&[big.as_bytes()]), "sid", None),
             Incoming::Malformed
         );
+    }
+
+    /// The header is the text the `cookie` crate writes for the same attributes.
+    #[test]
+    fn set_cookie_is_written_as_the_cookie_crate_writes_it() {
+        let id = SessionId::generate();
+        for same_site in [SameSite::Strict, SameSite::Lax, SameSite::None] {
+            for (secure, http_only, domain) in [
+                (true, true, None),
+                (false, false, Some("example.com")),
+                (true, false, Some(".example.com")),
+            ] {
+                let config = CookieConfig {
+                    name: "sid".to_owned(),
+                    secure,
+                    http_only,
+                    same_site,
+                    path: "/app".to_owned(),
+                    domain: domain.map(str::to_owned),
+                    persistent: true,
+                };
+                let expected = |value: &str, max_age: Option<i64>| {
+                    let mut c = cookie::Cookie::new("sid", value);
+                    c.set_http_only(http_only);
+                    c.set_secure(secure);
+                    c.set_same_site(same_site);
+                    c.set_path("/app");
+                    if let Some(domain) = domain {
+                        c.set_domain(domain);
+                    }
+                    if let Some(secs) = max_age {
+                        c.set_max_age(cookie::time::Duration::seconds(secs));
+                    }
+                    c.to_string()
+                };
+                let set = config.set_cookie(&id, Some(Duration::from_millis(59_001)));
+                assert_eq!(set.to_str().unwrap(), expected(id.as_str(), Some(60)));
+                let set = config.set_cookie(&id, None);
+                assert_eq!(set.to_str().unwrap(), expected(id.as_str(), None));
+                assert_eq!(config.removal().to_str().unwrap(), expected("", Some(0)));
+            }
+        }
     }
 
     #[test]

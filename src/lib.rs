@@ -274,6 +274,10 @@ pub mod __private {
     /// The timestamp grammar's cases: the text, and the Unix time in ms it means, or
     /// `None` where both the Rust and the Lua side must refuse it.
     pub const TIMESTAMP_CASES: &[(&str, Option<u64>)] = crate::time::TIMESTAMP_CASES;
+
+    /// How stamps are written: a Unix time in ms and its text to the millisecond, for
+    /// the Rust and the Lua writer alike.
+    pub const STAMP_CASES: &[(u64, &str)] = crate::time::STAMP_CASES;
 }
 
 #[cfg(doctest)]

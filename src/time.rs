@@ -11,10 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// scripts. Anything else, or a time before 1970, is `None`.
 pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     // Bytes past the ASCII range (another program's text, or invalid UTF-8 read back as
-    // U+FFFD) are never part of a timestamp, and would break the slicing below.
+    // U+FFFD) are never part of a timestamp: every byte is checked below.
     let b = s.as_bytes();
-    if !s.is_ascii()
-        || b.len() < 20
+    if b.len() < 20
         || b[4] != b'-'
         || b[7] != b'-'
         || b[10] != b'T'
@@ -23,29 +22,35 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     {
         return None;
     }
-    let num = |part: &str| -> Option<i64> {
-        (!part.is_empty() && part.bytes().all(|c| c.is_ascii_digit())).then(|| part.parse().ok())?
-    };
-    let (y, m, d) = (num(&s[0..4])?, num(&s[5..7])?, num(&s[8..10])?);
-    let (hh, mm, ss) = (num(&s[11..13])?, num(&s[14..16])?, num(&s[17..19])?);
+    let y = digits(&b[0..4])?;
+    let (m, d) = (digits(&b[5..7])?, digits(&b[8..10])?);
+    let (hh, mm, ss) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
         return None;
     }
-    let mut rest = &s[19..];
+    let mut rest = &b[19..];
     let mut millis = 0;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 || digits > 9 {
+    if let [b'.', frac @ ..] = rest {
+        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 || n > 9 {
             return None;
         }
-        let first3 = format!("{:0<3}", &frac[..digits.min(3)]);
-        millis = num(&first3)?;
-        rest = &frac[digits..];
+        // The first three digits, as milliseconds ('.7' is 700 ms).
+        millis = frac[..3.min(n)]
+            .iter()
+            .chain(std::iter::repeat(&b'0'))
+            .take(3)
+            .fold(0, |ms, c| ms * 10 + i64::from(c - b'0'));
+        rest = &frac[n..];
     }
-    let offset = match rest.as_bytes() {
+    let offset = match rest {
         b"Z" => 0,
-        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
-            let (oh, om) = (num(&rest[1..3])?, num(&rest[4..6])?);
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (oh, om) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
             if oh > 23 || om > 59 {
                 return None;
             }
@@ -61,6 +66,13 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let secs = days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss - offset;
     let ms = u64::try_from(secs).ok()? * 1000 + u64::try_from(millis).ok()?;
     UNIX_EPOCH.checked_add(Duration::from_millis(ms))
+}
+
+/// The number an all-ASCII-digit slice writes; `None` for any other byte.
+fn digits(b: &[u8]) -> Option<i64> {
+    b.iter().try_fold(0, |n, c| {
+        c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+    })
 }
 
 /// `t` as the scripts write a deadline: `2026-04-02T12:34:56.789+00:00` (UTC, ms).
@@ -132,6 +144,52 @@ pub(crate) const TIMESTAMP_CASES: &[(&str, Option<u64>)] = &[
     ("1970-01-01T00:30:00+01:00", None),
     ("2026-04-02T12:34:5\u{e9}Z", None),
     ("2026-04-02T12:34:56.\u{fffd}Z", None),
+    // The two shapes the scripts write (25 and 29 bytes, `+00:00`), which the scripts
+    // read by byte position, and other text of those lengths, which they parse in full.
+    ("2026-04-02T12:34:56.000+00:00", Some(1_775_133_296_000)),
+    ("2026-12-31T23:59:59.999+00:00", Some(1_798_761_599_999)),
+    ("2024-02-29T00:00:00+00:00", Some(1_709_164_800_000)),
+    ("2100-03-01T00:00:00+00:00", Some(4_107_542_400_000)),
+    ("4999-12-31T23:59:59.999+00:00", Some(95_617_583_999_999)),
+    ("2026-02-30T00:00:00+00:00", Some(1_772_409_600_000)),
+    ("2026-04-02T23:59:60+00:00", Some(1_775_174_400_000)),
+    ("2026-04-02T12:34:56.1234Z", Some(1_775_133_296_123)),
+    ("2026-04-02T12:34:56.12345678Z", Some(1_775_133_296_123)),
+    ("2026-04-02T14:34:56.789+02:00", Some(1_775_133_296_789)),
+    ("2026-04-02T12:34:56.789-00:00", Some(1_775_133_296_789)),
+    ("2026-04-02T24:00:00+00:00", None),
+    ("2026-00-02T12:34:56+00:00", None),
+    ("2026-04-00T12:34:56+00:00", None),
+    ("2026-04-02T12:60:56+00:00", None),
+    ("2026-04-02T12:34:61+00:00", None),
+    ("2026-04-02t12:34:56+00:00", None),
+    ("2026/04-02T12:34:56+00:00", None),
+    ("2026-04-02T12:34:5x+00:00", None),
+    ("2026-04-02T12:34:56+00:0x", None),
+    ("2026-04-02T12:34:56 00:00", None),
+    ("2026-04-02T12:34:56,789+00:00", None),
+    ("2026-04-02T12:34:56.78x+00:00", None),
+    ("2026-04-02T12:34:56.789+00;00", None),
+    ("1969-12-31T23:59:59.999+00:00", None),
+    ("2026-04-02T12:34:56.7\u{e9}+00:00", None),
+];
+
+/// How the stamps are written, shared with the test that runs the scripts' own writer
+/// (`tests/it/expiry.rs`): a Unix time in ms and its text to the millisecond. The scripts
+/// write the same text without `.mmm` where they stamp whole seconds.
+pub(crate) const STAMP_CASES: &[(u64, &str)] = &[
+    (0, "1970-01-01T00:00:00.000+00:00"),
+    (1_000, "1970-01-01T00:00:01.000+00:00"),
+    (86_399_999, "1970-01-01T23:59:59.999+00:00"),
+    (951_782_400_000, "2000-02-29T00:00:00.000+00:00"),
+    (951_868_799_123, "2000-02-29T23:59:59.123+00:00"),
+    (978_307_199_999, "2000-12-31T23:59:59.999+00:00"),
+    (1_709_164_800_000, "2024-02-29T00:00:00.000+00:00"),
+    (1_775_133_296_789, "2026-04-02T12:34:56.789+00:00"),
+    (1_798_761_599_999, "2026-12-31T23:59:59.999+00:00"),
+    (4_107_542_400_000, "2100-03-01T00:00:00.000+00:00"),
+    (95_617_583_999_999, "4999-12-31T23:59:59.999+00:00"),
+    (253_402_300_799_999, "9999-12-31T23:59:59.999+00:00"),
 ];
 
 #[cfg(test)]
@@ -144,6 +202,15 @@ mod tests {
             let got = parse_rfc3339(text)
                 .map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64);
             assert_eq!(got, *expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn stamps_are_written_as_the_table_says() {
+        for (ms, text) in STAMP_CASES {
+            let t = UNIX_EPOCH + Duration::from_millis(*ms);
+            assert_eq!(format_rfc3339_ms(t), *text);
+            assert_eq!(parse_rfc3339(text), Some(t), "{text}");
         }
     }
 

@@ -87,12 +87,17 @@ pub(crate) struct Store {
     key_prefix: String,
     plain_keys: bool,
     timeout: Duration,
+    /// The touch interval in seconds (0: none).
     touch_interval: u64,
-    load_max_fields: usize,
-    load_max_bytes: usize,
-    /// The layer's absolute lifetime in ms (0: none).
-    lifetime_ms: u64,
     script_mode: ScriptMode,
+    /// The load script's ARGV, the same for every load of this layer (the touch
+    /// interval, the most fields and bytes a stored session may have, and the absolute
+    /// lifetime in ms, 0 for none): written out once (a clone only bumps reference
+    /// counts) rather than formatted on each request.
+    load_args: Vec<Value>,
+    /// The layer's absolute lifetime in ms (0: none), written out once, for the other
+    /// scripts.
+    lifetime_arg: Value,
     #[cfg(feature = "encryption")]
     crypto: Option<(
         std::sync::Arc<crate::crypto::KeyRing>,
@@ -114,6 +119,11 @@ fn text(s: impl Into<String>) -> Value {
 
 fn int(n: u64) -> Value {
     Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// `n` as the decimal text Redis receives for an integer argument.
+fn decimal(n: u64) -> Value {
+    text(i64::try_from(n).unwrap_or(i64::MAX).to_string())
 }
 
 fn millis(d: Duration) -> u64 {
@@ -141,16 +151,23 @@ impl Store {
         };
         #[cfg(not(feature = "encryption"))]
         let load_max_bytes = limits.max_session_size + INTERNAL_BYTES;
+        let load_max_fields = limits.max_fields + INTERNAL_FIELDS;
+        let lifetime_ms = config.absolute_lifetime.map_or(0, millis);
+        let touch_interval = config.touch_interval.map_or(0, |d| d.as_secs());
         Self {
             redis,
             key_prefix: config.key_prefix.clone(),
             plain_keys: config.plain_keys,
             timeout: config.command_timeout,
-            touch_interval: config.touch_interval.map_or(0, |d| d.as_secs()),
-            load_max_fields: limits.max_fields + INTERNAL_FIELDS,
-            load_max_bytes,
-            lifetime_ms: config.absolute_lifetime.map_or(0, millis),
+            touch_interval,
             script_mode: config.script_mode,
+            load_args: vec![
+                decimal(touch_interval),
+                decimal(load_max_fields as u64),
+                decimal(load_max_bytes as u64),
+                decimal(lifetime_ms),
+            ],
+            lifetime_arg: decimal(lifetime_ms),
             #[cfg(feature = "encryption")]
             crypto: config
                 .encryption
@@ -179,7 +196,10 @@ impl Store {
     }
 
     pub(crate) fn key_of(&self, member: &str) -> String {
-        format!("{}{member}", self.key_prefix)
+        let mut key = String::with_capacity(self.key_prefix.len() + member.len());
+        key.push_str(&self.key_prefix);
+        key.push_str(member);
+        key
     }
 
     pub(crate) fn prefix(&self) -> &str {
@@ -266,19 +286,22 @@ impl Store {
         &self,
         script: &scripts::Lua,
         key: String,
-        args: Vec<Value>,
+        args: impl AsRef<[Value]>,
     ) -> Result<Value, Error> {
         let _timer = crate::metrics::ScriptTimer::start(script.name());
+        // As bytes, the key is shared (not copied) by each attempt and the check below.
+        let key = bytes::Bytes::from(key);
+        let args = args.as_ref();
         let reply = match self.script_mode {
             ScriptMode::Evalsha => {
                 self.timed(|| {
-                    script.evalsha_with_reload(self.redis.client(), key.clone(), args.clone())
+                    script.evalsha_with_reload(self.redis.client(), key.clone(), args.to_vec())
                 })
                 .await?
             }
             ScriptMode::Functions => {
                 self.timed(|| {
-                    scripts::fcall(self.redis.client(), script, key.clone(), args.clone())
+                    scripts::fcall(self.redis.client(), script, key.clone(), args.to_vec())
                 })
                 .await?
             }
@@ -288,8 +311,7 @@ impl Store {
         // an ASK): never act on it, and never show another session's data.
         match reply {
             Value::Array(mut items) if items.len() == 2 => {
-                let echoed = items.pop().and_then(Value::into_string);
-                if echoed.as_deref() == Some(key.as_str()) {
+                if items.pop().as_ref().and_then(Value::as_bytes) == Some(&key[..]) {
                     Ok(items.pop().unwrap_or(Value::Null))
                 } else {
                     tracing::error!(
@@ -336,25 +358,25 @@ impl Store {
 
     /// One round trip: read the session and refresh its sliding expiry.
     pub(crate) async fn load(&self, id: &SessionId) -> Result<LoadOutcome, Error> {
-        let args = vec![
-            int(self.touch_interval),
-            int(self.load_max_fields as u64),
-            int(self.load_max_bytes as u64),
-            int(self.lifetime_ms),
-        ];
-        let (status, rest) = self.run_status(&scripts::LOAD, self.key(id), args).await?;
-        match status {
-            1 => {}
-            0 => return Ok(LoadOutcome::Missing),
-            2 => return Ok(LoadOutcome::Ended(end_reason(rest.first()))),
-            -1 => return Ok(LoadOutcome::Unusable),
-            _ => return Err(Error::protocol("load: unknown status")),
-        }
-        let mut rest = rest.into_iter();
-        let Some(Value::Array(flat)) = rest.next() else {
-            return Err(Error::protocol("load: reply without the session"));
+        // The load's reply carries its status last (see load.lua): `{fields.., ttl, 1}`.
+        let reply = self
+            .run(&scripts::LOAD, self.key(id), &self.load_args)
+            .await?;
+        let Value::Array(mut flat) = reply else {
+            return Err(Error::protocol("load: reply is not an array"));
         };
-        let expires_in = ttl_of(rest.next().as_ref());
+        match flat.pop().and_then(|v| v.as_i64()) {
+            Some(1) => {}
+            Some(0) => return Ok(LoadOutcome::Missing),
+            Some(2) => return Ok(LoadOutcome::Ended(end_reason(flat.first()))),
+            Some(-1) => return Ok(LoadOutcome::Unusable),
+            Some(_) => return Err(Error::protocol("load: unknown status")),
+            None => return Err(Error::protocol("load: reply without a status")),
+        }
+        let Some(ttl) = flat.pop() else {
+            return Err(Error::protocol("load: reply without the TTL"));
+        };
+        let expires_in = ttl_of(Some(&ttl));
         let Some(opened) = self.open(self.member(id), pairs(flat)) else {
             return Ok(LoadOutcome::Unusable);
         };
@@ -544,9 +566,9 @@ impl Store {
         let token = new.digest()[..16].to_owned();
         let hold = millis(self.timeout.saturating_mul(3).max(Duration::from_secs(1)));
         let args = vec![
-            int(self.load_max_fields as u64),
-            int(self.load_max_bytes as u64),
-            int(self.lifetime_ms),
+            self.load_args[1].clone(),
+            self.load_args[2].clone(),
+            self.lifetime_arg.clone(),
             int(hold),
             text(token.as_str()),
         ];
@@ -726,7 +748,7 @@ impl Store {
         let member = self.member(id);
         let mut args = Vec::with_capacity(2 + fields.len() * 2);
         args.push(int(ttl.as_secs()));
-        args.push(int(self.lifetime_ms));
+        args.push(self.lifetime_arg.clone());
         for (name, value) in fields {
             args.push(text(name.as_str()));
             args.push(self.seal(member, name, value));
@@ -753,7 +775,7 @@ impl Store {
     ) -> Vec<Value> {
         let mut args = Vec::with_capacity(2 + changes.len() * 3);
         args.push(ttl.map_or_else(|| text(""), |t| int(t.as_secs())));
-        args.push(int(self.lifetime_ms));
+        args.push(self.lifetime_arg.clone());
         for (field, change) in changes {
             let (op, value) = match change {
                 Change::Set(value) => ("s", self.seal(member, &field, &value)),

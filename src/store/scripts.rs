@@ -339,7 +339,7 @@ pub(crate) async fn check_library(store: &super::Store) -> Result<(), Error> {
 pub(crate) async fn fcall(
     client: &Client,
     script: &Lua,
-    key: String,
+    key: bytes::Bytes,
     args: Vec<Value>,
 ) -> Result<Value, fred::error::Error> {
     client

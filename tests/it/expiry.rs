@@ -250,6 +250,30 @@ async fn the_scripts_read_timestamps_with_the_same_grammar_as_the_rust_side(topo
     }
 }
 
+/// The scripts' own writer (`rfc3339`) writes every stamp of the shared table as the
+/// Rust side does: to the millisecond for deadlines, in whole seconds for the others.
+async fn the_scripts_write_timestamps_as_the_rust_side_does(topology: Topology) {
+    let redis = topology.start().await;
+    let app = TestApp::new(&redis).await;
+    let prelude = tower_redis_session::__private::script_source("lua/common.lua").unwrap();
+    let script = format!(
+        "{prelude}\nlocal ms = tonumber(ARGV[1])\nreturn {{rfc3339(ms, true), rfc3339(ms)}}\n"
+    );
+    for (ms, text) in tower_redis_session::__private::STAMP_CASES {
+        let got: Vec<String> = app
+            .client
+            .eval(
+                script.as_str(),
+                app.key(&tower_redis_session::SessionId::generate().to_string()),
+                vec![ms.to_string()],
+            )
+            .await
+            .unwrap();
+        let whole_seconds = format!("{}+00:00", &text[..19]);
+        assert_eq!(got, [text.to_string(), whole_seconds], "{ms}");
+    }
+}
+
 session_tests! {
     idle_session_expires_and_the_next_request_says_so,
     absolute_lifetime_ends_a_session_that_is_active_to_the_millisecond,
@@ -258,4 +282,5 @@ session_tests! {
     a_load_refreshes_last_accessed_at_and_the_ttl,
     a_stored_deadline_that_has_passed_ends_the_session_at_its_next_load,
     the_scripts_read_timestamps_with_the_same_grammar_as_the_rust_side,
+    the_scripts_write_timestamps_as_the_rust_side_does,
 }

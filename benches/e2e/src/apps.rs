@@ -456,17 +456,14 @@ impl Floor {
             let reply: Value = CRATE_LOAD
                 .evalsha_with_reload(self.pool.next(), key.as_str(), args)
                 .await?;
-            let Some(Value::Array(items)) = crate_result(reply, &key) else {
+            // The load replies `{name, value, .., ttl, status}` (status last).
+            let Some(Value::Array(mut flat)) = crate_result(reply, &key) else {
                 return Ok(None);
             };
-            let mut items = items.into_iter();
-            if items.next().and_then(|v| v.as_i64()) != Some(1) {
+            if flat.pop().and_then(|v| v.as_i64()) != Some(1) || flat.pop().is_none() {
                 return Ok(None);
             }
-            let Some(flat) = items.next() else {
-                return Ok(None);
-            };
-            return Ok(Some(flat.convert()?));
+            return Ok(Some(Value::Array(flat).convert()?));
         }
         let fields: HashMap<String, String> = FLOOR_LOAD
             .evalsha_with_reload(self.pool.next(), key, TTL_MS)

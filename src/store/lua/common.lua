@@ -9,46 +9,66 @@
 
 local function now_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local us = tonumber(t[2])
+  return tonumber(t[1]) * 1000 + (us - us % 1000) / 1000
 end
 
 -- Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+-- Integer division is written (a - a % b) / b, exact for the integers met here and
+-- cheaper than a call of math.floor; Lua's % rounds towards minus infinity, as floor.
 local function days_from_civil(y, m, d)
   if m <= 2 then y = y - 1 end
-  local era = math.floor(y / 400)
-  local yoe = y - era * 400
-  local doy = math.floor((153 * ((m + 9) % 12) + 2) / 5) + d - 1
-  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  local yoe = y % 400
+  local era = (y - yoe) / 400
+  local t = 153 * ((m + 9) % 12) + 2
+  local doy = (t - t % 5) / 5 + d - 1
+  local doe = yoe * 365 + (yoe - yoe % 4) / 4 - (yoe - yoe % 100) / 100 + doy
   return era * 146097 + doe - 719468
 end
 
--- Unix ms -> '2026-04-02T12:34:56+00:00', or with `with_ms` '2026-04-02T12:34:56.789+00:00'.
+-- Unix ms (an integer) -> '2026-04-02T12:34:56+00:00', or with `with_ms`
+-- '2026-04-02T12:34:56.789+00:00' (years 0 to 9999). Integer division as in
+-- days_from_civil, and the text built byte by byte in one string.char: string.format
+-- costs several times more, and this runs on every load.
 local function rfc3339(ms, with_ms)
-  local secs = math.floor(ms / 1000)
-  local days = math.floor(secs / 86400)
-  local rem = secs - days * 86400
-  local z = days + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local frac = ms % 1000
+  local secs = (ms - frac) / 1000
+  local rem = secs % 86400
+  local z = (secs - rem) / 86400 + 719468
+  local doe = z % 146097
+  local era = (z - doe) / 146097
+  local t = doe - (doe - doe % 1460) / 1460 + (doe - doe % 36524) / 36524 - (doe - doe % 146096) / 146096
+  local yoe = (t - t % 365) / 365
+  local doy = doe - (365 * yoe + (yoe - yoe % 4) / 4 - (yoe - yoe % 100) / 100)
+  t = 5 * doy + 2
+  local mp = (t - t % 153) / 153
+  t = 153 * mp + 2
+  local d = doy - (t - t % 5) / 5 + 1
   local m = mp < 10 and mp + 3 or mp - 9
   local y = yoe + era * 400
   if m <= 2 then y = y + 1 end
-  local hms = string.format('%04d-%02d-%02dT%02d:%02d:%02d',
-    y, m, d, math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60)
+  local ss = rem % 60
+  local mm = (rem - ss) / 60 % 60
+  local hh = (rem - rem % 3600) / 3600
+  local cc, yy = (y - y % 100) / 100, y % 100
+  local c1, c2, y1, y2 = (cc - cc % 10) / 10 + 48, cc % 10 + 48, (yy - yy % 10) / 10 + 48, yy % 10 + 48
+  local m1, m2, d1, d2 = (m - m % 10) / 10 + 48, m % 10 + 48, (d - d % 10) / 10 + 48, d % 10 + 48
+  local h1, h2 = (hh - hh % 10) / 10 + 48, hh % 10 + 48
+  local i1, i2, s1, s2 = (mm - mm % 10) / 10 + 48, mm % 10 + 48, (ss - ss % 10) / 10 + 48, ss % 10 + 48
   if with_ms then
-    return string.format('%s.%03d+00:00', hms, ms - secs * 1000)
+    local f2 = frac % 100
+    return string.char(c1, c2, y1, y2, 45, m1, m2, 45, d1, d2, 84, h1, h2, 58, i1, i2, 58, s1, s2,
+      46, (frac - f2) / 100 + 48, (f2 - f2 % 10) / 10 + 48, f2 % 10 + 48, 43, 48, 48, 58, 48, 48)
   end
-  return hms .. '+00:00'
+  return string.char(c1, c2, y1, y2, 45, m1, m2, 45, d1, d2, 84, h1, h2, 58, i1, i2, 58, s1, s2,
+    43, 48, 48, 58, 48, 48)
 end
 
 -- An RFC 3339 timestamp -> Unix ms; nil for anything else. The grammar (the same as
 -- the Rust side's, in time.rs): YYYY-MM-DDTHH:MM:SS, then optionally '.' and 1 to 9
 -- digits, then 'Z' or an offset '+hh:mm' / '-hh:mm'. Fractions below 1 ms are dropped.
-local function parse_time(s)
+-- parse_time below reads the stamps the scripts write faster, and calls this for the rest.
+local function parse_time_text(s)
   if type(s) ~= 'string' then return nil end
   local y, m, d, hh, mm, ss, rest = string.match(s,
     '^(%d%d%d%d)-(%d%d)-(%d%d)T(%d%d):(%d%d):(%d%d)(.*)$')
@@ -75,10 +95,57 @@ local function parse_time(s)
   return secs * 1000 + frac_ms
 end
 
+-- parse_time_text, with a fast path for the two shapes the scripts write,
+-- 'YYYY-MM-DDTHH:MM:SS+00:00' and 'YYYY-MM-DDTHH:MM:SS.mmm+00:00' (the creation and
+-- last-access stamps and the deadline, read on every load): their digits are read by
+-- position from their bytes, as string.match's captures and tonumber cost several times
+-- more. Any other text, or one of these shapes with a byte out of place, goes to
+-- parse_time_text, which accepts both shapes too, to the same ms. `s` is a string, or
+-- false or nil (a field that is absent).
+local function parse_time(s)
+  if not s then return nil end
+  local n = #s
+  if n ~= 25 and n ~= 29 then return parse_time_text(s) end
+  -- Bytes 20 to 29: '+00:00' (n = 25) or '.mmm+00:00' (n = 29).
+  local y1, y2, y3, y4, c1, m1, m2, c2, d1, d2, c3, h1, h2, c4, i1, i2, c5, s1, s2,
+    t1, t2, t3, t4, t5, t6, t7, t8, t9, t10 = string.byte(s, 1, n)
+  -- Month to second are checked for range below; with its second digit a digit (48 to
+  -- 57), a two-digit value in 0..99 can only come from a first digit that is one too.
+  if not (c1 == 45 and c2 == 45 and c3 == 84 and c4 == 58 and c5 == 58
+      and y1 >= 48 and y1 <= 57 and y2 >= 48 and y2 <= 57 and y3 >= 48 and y3 <= 57
+      and y4 >= 48 and y4 <= 57 and m2 >= 48 and m2 <= 57 and d2 >= 48 and d2 <= 57
+      and h2 >= 48 and h2 <= 57 and i2 >= 48 and i2 <= 57 and s2 >= 48 and s2 <= 57) then
+    return parse_time_text(s)
+  end
+  local frac_ms = 0
+  if n == 25 then
+    if not (t1 == 43 and t2 == 48 and t3 == 48 and t4 == 58 and t5 == 48 and t6 == 48) then
+      return parse_time_text(s)
+    end
+  else
+    if not (t1 == 46 and t2 >= 48 and t2 <= 57 and t3 >= 48 and t3 <= 57 and t4 >= 48 and t4 <= 57
+        and t5 == 43 and t6 == 48 and t7 == 48 and t8 == 58 and t9 == 48 and t10 == 48) then
+      return parse_time_text(s)
+    end
+    frac_ms = t2 * 100 + t3 * 10 + t4 - 5328
+  end
+  local m, d = m1 * 10 + m2 - 528, d1 * 10 + d2 - 528
+  local hh, mm, ss = h1 * 10 + h2 - 528, i1 * 10 + i2 - 528, s1 * 10 + s2 - 528
+  if m < 1 or m > 12 or d < 1 or d > 31 or hh < 0 or hh > 23 or mm < 0 or mm > 59
+      or ss < 0 or ss > 60 then
+    return parse_time_text(s)
+  end
+  local secs = days_from_civil(y1 * 1000 + y2 * 100 + y3 * 10 + y4 - 53328, m, d) * 86400
+    + hh * 3600 + mm * 60 + ss
+  if secs < 0 then return nil end
+  return secs * 1000 + frac_ms
+end
+
 -- session_ttl -> whole seconds, 1 to 2^31 - 1, written canonically ('60', not '060',
--- '+60' or '60.0'); nil otherwise. The same grammar as model::parse_idle in Rust.
+-- '+60' or '60.0'); nil otherwise. The same grammar as model::parse_idle in Rust. `s` is
+-- a string, or false or nil (a field that is absent).
 local function valid_idle(s)
-  if type(s) ~= 'string' or not string.match(s, '^[1-9]%d*$') or #s > 10 then return nil end
+  if not s or #s > 10 or not string.find(s, '^[1-9]%d*$') then return nil end
   local n = tonumber(s)
   if n > 2147483647 then return nil end
   return n
@@ -122,7 +189,7 @@ end
 -- The key's TTL in ms: the idle TTL, never past the absolute deadline (ms or nil).
 local function expire_ms(idle_secs, deadline, now)
   local ms = idle_secs * 1000
-  if deadline then ms = math.min(ms, deadline - now) end
+  if deadline and deadline - now < ms then ms = deadline - now end
   return ms
 end
 
@@ -136,23 +203,29 @@ local function rotation_in_progress(mark, now)
   return until_ms ~= nil and now < until_ms and until_ms <= now + 300000
 end
 
--- Reads a session key. Returns a status and, for 1 and 2, the flat hash and a map:
+-- Reads a session key. Returns a status and, for 1 and 2, the flat hash and a map of
+-- the fields the scripts read (session_ttl, created_at, last_accessed_at,
+-- absolute_expires_at, rotating, ended; false when absent; user fields are not copied):
 --   1 a live session, 0 no key, 2 a marker, -1 not a usable session (wrong type,
 --   internal fields missing, over the limits).
 local function read_session(key, max_fields, max_bytes)
   local h = redis.pcall('HGETALL', key)
   if h.err then return -1 end
-  local len = #h / 2
-  if len == 0 then return 0 end
-  if len > max_fields then return -1 end
-  local f, size = {}, 0
-  for i = 1, #h, 2 do
-    f[h[i]] = h[i + 1]
-    size = size + #h[i] + #h[i + 1]
+  local n = #h
+  if n == 0 then return 0 end
+  if n > max_fields * 2 then return -1 end
+  -- Made with its keys, so it never grows; a lookup tells the keys from user fields.
+  local f = {session_ttl = false, created_at = false, last_accessed_at = false,
+    absolute_expires_at = false, rotating = false, ended = false}
+  local size = 0
+  for i = 1, n, 2 do
+    local name, value = h[i], h[i + 1]
+    size = size + #name + #value
+    if f[name] == false then f[name] = value end
   end
   if size > max_bytes then return -1 end
   if not f.session_ttl then
-    if f.ended and len == 1 then return 2, h, f end
+    if f.ended and n == 2 then return 2, h, f end
     return -1
   end
   return 1, h, f

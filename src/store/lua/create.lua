@@ -4,7 +4,7 @@
 -- created_at and absolute_expires_at in ARGV[3..]).
 --
 -- KEYS[1]  the new session key (the only key touched)
--- ARGV[1]  idle TTL in seconds
+-- ARGV[1]  idle TTL in whole seconds, written canonically (stored as given)
 -- ARGV[2]  the layer's absolute lifetime in ms (0: none)
 -- ARGV[3..] field, value pairs (never last_accessed_at or session_ttl: set here)
 --
@@ -32,11 +32,14 @@ for i = 3, #ARGV, 2 do
   if ARGV[i] == 'absolute_expires_at' then f.absolute_expires_at = ARGV[i + 1] end
 end
 local lifetime = tonumber(ARGV[2])
-local deadline = deadline_of(f, lifetime)
-if deadline == false then return {-1} end
--- A new session's deadline counts from now, to the millisecond, not from its
--- created_at stamp (whole seconds).
-if lifetime > 0 and not carried and not f.absolute_expires_at then
+local deadline = nil
+if carried or f.absolute_expires_at then
+  -- A stamp written just now needs no parsing: it reads back as `now` in whole seconds.
+  deadline = deadline_of(f, lifetime, not carried and now - now % 1000 or nil)
+  if deadline == false then return {-1} end
+elseif lifetime > 0 then
+  -- A new session's deadline counts from now, to the millisecond, not from its
+  -- created_at stamp (whole seconds).
   deadline = now + lifetime
 end
 local new_deadline = nil
@@ -44,18 +47,20 @@ if deadline and not f.absolute_expires_at then new_deadline = rfc3339(deadline, 
 local ttl = expire_ms(idle, deadline, now)
 if ttl <= 0 then return {-1} end
 
-local internal = {'created_at', f.created_at, 'last_accessed_at', stamp, 'session_ttl', idle}
+local internal = {'created_at', f.created_at, 'last_accessed_at', stamp, 'session_ttl', ARGV[1]}
 if new_deadline then
   internal[#internal + 1] = 'absolute_expires_at'
   internal[#internal + 1] = new_deadline
 end
 if #ARGV <= 190 then
   -- The common case: one HSET for everything (created_at from ARGV, if any, wins).
-  for i = 3, #ARGV do internal[#internal + 1] = ARGV[i] end
+  local n = #internal
+  for i = 3, #ARGV do internal[n + i - 2] = ARGV[i] end
   redis.call('HSET', key, unpack(internal))
 else
   redis.call('HSET', key, unpack(internal))
   call_chunked('HSET', key, ARGV, 3)
 end
-redis.call('PEXPIREAT', key, now + ttl)
+-- As text: Redis writes a number argument with '%.17g', which costs more than this.
+redis.call('PEXPIREAT', key, string.format('%d', now + ttl))
 return {1, ttl}

@@ -5,7 +5,8 @@
 -- lost in a copy, and one that lands late (after a timeout) is harmless.
 --
 -- KEYS[1]  the session key (the only key touched)
--- ARGV[1]  new idle TTL in seconds, or '' to keep the stored one
+-- ARGV[1]  new idle TTL in whole seconds, written canonically (stored as given), or ''
+--          to keep the stored one
 -- ARGV[2]  the layer's absolute lifetime in ms (0: none)
 -- ARGV[3..] op, field, value triples: 's' set to value, 'd' delete (value ignored),
 --          'i' increment by value (HINCRBY, atomic across concurrent requests)
@@ -17,12 +18,26 @@
 --                        nothing written
 
 local key = KEYS[1]
--- One read for what every save needs: the internal fields (no session_ttl: no
--- session), and the current value of each incremented field (to undo with).
+-- One pass over the changes: the incremented fields (read below, to undo with), and
+-- the fields to set and to delete.
 local names = {'session_ttl', 'created_at', 'absolute_expires_at', 'rotating'}
+local by, sets, dels = {}, nil, nil
 for i = 3, #ARGV, 3 do
-  if ARGV[i] == 'i' then names[#names + 1] = ARGV[i + 1] end
+  local op = ARGV[i]
+  if op == 'i' then
+    names[#names + 1] = ARGV[i + 1]
+    by[#by + 1] = ARGV[i + 2]
+  elseif op == 's' then
+    sets = sets or {}
+    sets[#sets + 1] = ARGV[i + 1]
+    sets[#sets + 1] = ARGV[i + 2]
+  elseif op == 'd' then
+    dels = dels or {}
+    dels[#dels + 1] = ARGV[i + 1]
+  end
 end
+-- One read for what every save needs: the internal fields (no session_ttl: no
+-- session), and the current value of each incremented field.
 local got = redis.pcall('HMGET', key, unpack(names))
 if got.err then return {0} end
 local f = {session_ttl = got[1], created_at = got[2], absolute_expires_at = got[3]}
@@ -40,47 +55,32 @@ end
 
 -- Increments first: HINCRBY checks the stored value and the 64-bit range exactly. If
 -- one fails, the ones before it are undone and nothing else is written.
-local undo, n = {}, 4
-for i = 3, #ARGV, 3 do
-  if ARGV[i] == 'i' then
-    n = n + 1
-    local field = ARGV[i + 1]
-    local r = redis.pcall('HINCRBY', key, field, ARGV[i + 2])
-    if type(r) == 'table' and r.err then
-      for j = #undo, 1, -1 do
-        if undo[j][2] then
-          redis.call('HSET', key, undo[j][1], undo[j][2])
-        else
-          redis.call('HDEL', key, undo[j][1])
-        end
+for n = 5, #names do
+  local r = redis.pcall('HINCRBY', key, names[n], by[n - 4])
+  if type(r) == 'table' and r.err then
+    for j = n - 1, 5, -1 do
+      if got[j] then
+        redis.call('HSET', key, names[j], got[j])
+      else
+        redis.call('HDEL', key, names[j])
       end
-      -- Out of memory is the store's state, not the value's: pass the error on.
-      if string.sub(r.err, 1, 3) == 'OOM' then return r end
-      return {-2}
     end
-    undo[#undo + 1] = {field, got[n]}
+    -- Out of memory is the store's state, not the value's: pass the error on.
+    if string.sub(r.err, 1, 3) == 'OOM' then return r end
+    return {-2}
   end
 end
 
-local sets, dels = {}, {}
-for i = 3, #ARGV, 3 do
-  local op, field = ARGV[i], ARGV[i + 1]
-  if op == 's' then
-    sets[#sets + 1] = field
-    sets[#sets + 1] = ARGV[i + 2]
-  elseif op == 'd' then
-    dels[#dels + 1] = field
-  end
-end
-call_chunked('HSET', key, sets, 1)
-call_chunked('HDEL', key, dels, 1)
+if sets then call_chunked('HSET', key, sets, 1) end
+if dels then call_chunked('HDEL', key, dels, 1) end
 
 local idle = tonumber(ARGV[1])
 if idle then
-  redis.call('HSET', key, 'session_ttl', idle)
+  redis.call('HSET', key, 'session_ttl', ARGV[1])
 else
   idle = stored_idle
 end
 local ttl = expire_ms(idle, deadline, now)
-redis.call('PEXPIREAT', key, now + ttl)
+-- As text: Redis writes a number argument with '%.17g', which costs more than this.
+redis.call('PEXPIREAT', key, string.format('%d', now + ttl))
 return {1, ttl}
