@@ -540,11 +540,20 @@ async fn operator(run: Arc<Run>) -> Vec<OpEvent> {
     history
 }
 
+/// An operator call that answered [`ErrorKind::Conflict`](tower_redis_session::ErrorKind):
+/// documented, so no violation.
+const CONFLICT: &str = "conflict";
+
 fn flatten<T>(
     r: Result<Result<T, tower_redis_session::Error>, tokio::time::error::Elapsed>,
 ) -> Result<T, String> {
     match r {
         Ok(Ok(v)) => Ok(v),
+        // "Log out everywhere" answers a conflict when a session it follows keeps moving,
+        // or the one it spares moved too; the model counts what it found as maybe ended.
+        Ok(Err(e)) if e.kind() == tower_redis_session::ErrorKind::Conflict => {
+            Err(CONFLICT.to_owned())
+        }
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("hung".to_owned()),
     }
@@ -1118,7 +1127,8 @@ impl<'a> Oracle<'a> {
         }
         for op in &self.ops {
             if let Err(e) = &op.result {
-                if !faults || e == "hung" {
+                let documented = e == CONFLICT && matches!(op.what, Manage::TerminateAll(..));
+                if (!faults || e == "hung") && !documented {
                     self.violation("operator call failed", format!("{op:?}"), None);
                 }
             }
