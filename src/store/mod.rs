@@ -87,8 +87,6 @@ pub(crate) struct Store {
     key_prefix: String,
     plain_keys: bool,
     timeout: Duration,
-    /// The touch interval in seconds (0: none).
-    touch_interval: u64,
     script_mode: ScriptMode,
     /// The load script's ARGV, the same for every load of this layer (the touch
     /// interval, the most fields and bytes a stored session may have, and the absolute
@@ -159,7 +157,6 @@ impl Store {
             key_prefix: config.key_prefix.clone(),
             plain_keys: config.plain_keys,
             timeout: config.command_timeout,
-            touch_interval,
             script_mode: config.script_mode,
             load_args: vec![
                 decimal(touch_interval),
@@ -358,21 +355,23 @@ impl Store {
 
     /// One round trip: read the session and refresh its sliding expiry.
     pub(crate) async fn load(&self, id: &SessionId) -> Result<LoadOutcome, Error> {
-        // The load's reply carries its status last (see load.lua): `{fields.., ttl, 1}`.
+        // The load's reply carries its status last (see load.lua): `{fields.., ttl, 1}`,
+        // or 3 for a load within the touch interval, which renewed nothing.
         let reply = self
             .run(&scripts::LOAD, self.key(id), &self.load_args)
             .await?;
         let Value::Array(mut flat) = reply else {
             return Err(Error::protocol("load: reply is not an array"));
         };
-        match flat.pop().and_then(|v| v.as_i64()) {
-            Some(1) => {}
+        let renewed = match flat.pop().and_then(|v| v.as_i64()) {
+            Some(1) => true,
+            Some(3) => false,
             Some(0) => return Ok(LoadOutcome::Missing),
             Some(2) => return Ok(LoadOutcome::Ended(end_reason(flat.first()))),
             Some(-1) => return Ok(LoadOutcome::Unusable),
             Some(_) => return Err(Error::protocol("load: unknown status")),
             None => return Err(Error::protocol("load: reply without a status")),
-        }
+        };
         let Some(ttl) = flat.pop() else {
             return Err(Error::protocol("load: reply without the TTL"));
         };
@@ -380,41 +379,12 @@ impl Store {
         let Some(opened) = self.open(self.member(id), pairs(flat)) else {
             return Ok(LoadOutcome::Unusable);
         };
-        let renewed = self.renewed(&opened.fields, expires_in);
         Ok(LoadOutcome::Found(Loaded {
             fields: opened.fields,
             expires_in,
             renewed,
             sealed: opened.sealed,
         }))
-    }
-
-    /// Whether a load renewed the key's TTL, so that a persistent cookie's `Max-Age` is
-    /// worth sending again: always without a touch interval. With one, the load script
-    /// skips the renewal while the `last_accessed_at` it read is younger than the
-    /// interval by Redis's clock. A load counts as a renewal when it reports the full
-    /// idle TTL (which only a renewal sets, to the millisecond), or, for a renewal capped
-    /// by the absolute deadline, when that stamp is at least an interval old, in the
-    /// future or unreadable by this server's clock: off by the clocks' drift at worst,
-    /// which costs a check too many or a `Max-Age` refresh put off to the next renewal.
-    fn renewed(&self, fields: &[(String, String)], expires_in: Option<Duration>) -> bool {
-        if self.touch_interval == 0 {
-            return true;
-        }
-        let field = |name: &str| {
-            fields
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-        };
-        let idle = field(model::SESSION_TTL).and_then(model::parse_idle);
-        if idle.is_some() && idle == expires_in {
-            return true;
-        }
-        field(model::LAST_ACCESSED_AT)
-            .and_then(crate::time::parse_rfc3339)
-            .and_then(|last| std::time::SystemTime::now().duration_since(last).ok())
-            .map_or(true, |age| age.as_secs() >= self.touch_interval)
     }
 
     /// One round trip, before a read sends a persistent cookie again: what is left of the

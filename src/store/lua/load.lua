@@ -8,9 +8,11 @@
 -- ARGV[4]  the layer's absolute lifetime in ms (0: none)
 --
 -- Reply    an array whose last element is the status:
---          {name, value, ..., ttl_ms, 1}   loaded: the hash as a flat array as it was
---                                          before this load touched it, then the key's
---                                          TTL now (-1: unknown)
+--          {name, value, ..., ttl_ms, 1}   loaded, and its TTL renewed: the hash as a
+--                                          flat array as it was before this load
+--                                          touched it, then the key's TTL now
+--          {name, value, ..., ttl_ms, 3}   loaded within the touch interval: the same,
+--                                          nothing written (ttl_ms -1: unknown)
 --          {0}                             no session: never existed, expired, or past
 --                                          its absolute deadline (then deleted here)
 --          {reason, 2}                     a marker: the session ended (rotated,
@@ -35,7 +37,7 @@ if touch > 0 then
   local pttl = redis.call('PTTL', key)
   -- A stamp in the future (another program's clock ahead) never skips the refresh.
   if last and last <= now and pttl > 0 and now < last + touch * 1000 then
-    h[n + 1], h[n + 2] = pttl, 1
+    h[n + 1], h[n + 2] = pttl, 3
     return h
   end
 end
