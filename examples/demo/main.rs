@@ -128,7 +128,9 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tower_redis_session=debug".into()),
+                // fred warns about its own cleanup when the first connection fails
+                // ("Failed to send QUIT ..."); the demo says that in its one line.
+                .unwrap_or_else(|_| "info,tower_redis_session=debug,fred=error".into()),
         )
         .init();
     match run().await {
