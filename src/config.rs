@@ -38,6 +38,7 @@ pub(crate) struct Config {
     pub(crate) cookie: CookieConfig,
     pub(crate) error_response: Option<ErrorResponseFn>,
     pub(crate) script_mode: ScriptMode,
+    pub(crate) read_cache: Option<ReadCache>,
     #[cfg(feature = "encryption")]
     pub(crate) encryption: Option<Arc<crate::crypto::KeyRing>>,
     #[cfg(feature = "encryption")]
@@ -60,6 +61,7 @@ impl Default for Config {
             cookie: CookieConfig::default(),
             error_response: None,
             script_mode: ScriptMode::default(),
+            read_cache: None,
             #[cfg(feature = "encryption")]
             encryption: None,
             #[cfg(feature = "encryption")]
@@ -96,6 +98,71 @@ pub enum ScriptMode {
     /// and [`RedisSessionLayer::load_scripts`](crate::RedisSessionLayer::load_scripts)
     /// fails at start with the same message.
     Functions,
+}
+
+/// Settings of the opt-in read cache, which serves a session this app loaded a moment
+/// ago from memory, with no round trip; turn it on with
+/// [`RedisSessionLayerBuilder::read_cache`](crate::RedisSessionLayerBuilder::read_cache).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_redis_session::ReadCache;
+///
+/// let cache = ReadCache::new()
+///     .max_entries(50_000)
+///     .max_bytes(64 * 1024 * 1024)
+///     .max_staleness(Duration::from_millis(250));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadCache {
+    pub(crate) max_entries: usize,
+    pub(crate) max_bytes: usize,
+    pub(crate) max_staleness: Duration,
+}
+
+impl Default for ReadCache {
+    fn default() -> Self {
+        Self {
+            max_entries: 10_000,
+            max_bytes: 32 * 1024 * 1024,
+            max_staleness: Duration::from_millis(250),
+        }
+    }
+}
+
+impl ReadCache {
+    /// The defaults: 10,000 sessions, 32 MiB, 250 ms of staleness at most.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Most sessions held; the oldest make room for new ones. Default 10,000.
+    #[must_use]
+    pub fn max_entries(mut self, entries: usize) -> Self {
+        self.max_entries = entries;
+        self
+    }
+
+    /// Most bytes held (keys, field names and values, and a fixed overhead per entry and
+    /// per field); the oldest entries make room for new ones. Default 32 MiB.
+    #[must_use]
+    pub fn max_bytes(mut self, bytes: usize) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// How far behind Redis a read served from the cache may be, should invalidations
+    /// stop arriving (a stalled network, a Redis that hangs): the cache's connection
+    /// proves it has been told of every change at least this often (a `PING` every third
+    /// of it), or nothing is served from the cache. Normally an entry is dropped as soon
+    /// as the change's invalidation arrives, well within a millisecond on one network.
+    /// Default 250 ms.
+    #[must_use]
+    pub fn max_staleness(mut self, staleness: Duration) -> Self {
+        self.max_staleness = staleness;
+        self
+    }
 }
 
 /// How big a session may grow. Checked where a change is made, so a handler gets a

@@ -8,12 +8,12 @@ use tower_layer::Layer;
 
 use crate::{
     client::Redis,
-    config::{Config, ErrorResponseFn, ScriptMode},
+    config::{Config, ErrorResponseFn, ReadCache, ScriptMode},
     error::{ConfigError, Error},
     manager::SessionManager,
     service::RedisSession,
     shared::Shared,
-    store::Store,
+    store::{cache::CacheStats, Store},
 };
 
 /// A [`Layer`] that gives every request a [`Session`](crate::Session) stored in Redis.
@@ -78,6 +78,13 @@ impl RedisSessionLayer {
     #[must_use]
     pub fn redis(&self) -> &Redis {
         self.shared.store.redis()
+    }
+
+    /// Hits, misses and size of the [read cache](RedisSessionLayerBuilder::read_cache);
+    /// `None` when it is off.
+    #[must_use]
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.shared.store.cache_stats()
     }
 }
 
@@ -310,6 +317,42 @@ impl RedisSessionLayerBuilder {
         self
     }
 
+    /// Serves a session this app loaded within the [touch interval](Self::touch_interval)
+    /// again from memory, with no round trip to Redis, until the interval ends, the key
+    /// expires, or anything changes it. Off by default; needs a touch interval, and a
+    /// single Redis or Sentinel (not Cluster).
+    ///
+    /// The cache stays coherent through Redis's client tracking: a connection of its own
+    /// (`CLIENT TRACKING ON BCAST PREFIX <key prefix>`, redirected to itself and
+    /// subscribed to `__redis__:invalidate`) hears of every change to a key under the
+    /// prefix, by any program, and of expiries, evictions and flushes. This app's own
+    /// writes drop their entry before they are sent and again once answered. If that
+    /// connection fails or falls behind, the cache is emptied and every load goes to
+    /// Redis until it is back; it must prove it is current at least every
+    /// [`max_staleness`](ReadCache::max_staleness), or nothing is served from memory.
+    ///
+    /// A read served from the cache is what a load a moment earlier would have returned:
+    /// a change made on another app instance shows up here once its invalidation arrives
+    /// (normally well under a millisecond, at most `max_staleness`). Writes are never
+    /// served from memory: a save still checks in Redis that the session lives.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use tower_redis_session::{ReadCache, RedisSessionLayer};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = tower_redis_session::connect("redis://127.0.0.1:6379").await?;
+    /// let layer = RedisSessionLayer::builder(pool)
+    ///     .touch_interval(Duration::from_secs(5))
+    ///     .read_cache(ReadCache::new())
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn read_cache(mut self, cache: ReadCache) -> Self {
+        self.config.read_cache = Some(cache);
+        self
+    }
+
     /// Most user fields per session. Default 256.
     pub fn max_fields(mut self, limit: usize) -> Self {
         self.config.limits.max_fields = limit;
@@ -458,6 +501,9 @@ impl RedisSessionLayerBuilder {
     /// cookie-prefix rule.
     pub fn build(self) -> Result<RedisSessionLayer, ConfigError> {
         validate(&self.config)?;
+        if self.config.read_cache.is_some() && self.redis.is_clustered() {
+            return Err(ConfigError::ReadCacheOnCluster);
+        }
         let store = Store::new(self.redis, &self.config);
         Ok(RedisSessionLayer {
             shared: Arc::new(Shared {
@@ -549,6 +595,24 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     if config.command_timeout.is_zero() {
         return Err(ConfigError::ZeroCommandTimeout);
+    }
+    if let Some(cache) = &config.read_cache {
+        if config.touch_interval.is_none() {
+            return Err(ConfigError::ReadCacheWithoutTouchInterval);
+        }
+        if cache.max_staleness < Duration::from_millis(3) || cache.max_staleness.as_secs() > 60 {
+            return Err(ConfigError::DurationOutOfRange {
+                setting: "max_staleness",
+            });
+        }
+        for (setting, value) in [
+            ("read_cache.max_entries", cache.max_entries),
+            ("read_cache.max_bytes", cache.max_bytes),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::InvalidLimit { setting });
+            }
+        }
     }
     let limits = &config.limits;
     for (setting, value) in [

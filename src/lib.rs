@@ -204,7 +204,7 @@ pub use crate::metrics::describe_metrics;
 pub use crate::{
     body::ResponseBody,
     client::{client_builder, connect, connect_lazy, Redis},
-    config::ScriptMode,
+    config::{ReadCache, ScriptMode},
     error::{ConfigError, Error, ErrorKind, SessionError},
     future::ResponseFuture,
     id::{IdFormat, SessionId},
@@ -213,7 +213,10 @@ pub use crate::{
     model::RESERVED_FIELDS,
     service::RedisSession,
     session::Session,
-    store::scripts::{functions_library, functions_library_name, load_functions},
+    store::{
+        cache::CacheStats,
+        scripts::{functions_library, functions_library_name, load_functions},
+    },
 };
 pub use ::cookie::SameSite;
 pub use fred;

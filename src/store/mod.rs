@@ -8,10 +8,12 @@
 //! or key that is pruned or expires: never a lost session, a lost acknowledged change,
 //! or a tied session its user's index does not know.
 
+pub(crate) mod cache;
 pub(crate) mod index;
 pub(crate) mod scripts;
 #[cfg(test)]
 mod tests;
+mod tracking;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -29,6 +31,15 @@ use crate::{
     model,
     session::{Change, Loaded, Outcome, Plan},
 };
+
+/// Drops a key's cached copy when a write to it is answered, fails or is cancelled.
+struct InvalidateOnDrop<'a>(&'a cache::Cache, &'a [u8]);
+
+impl Drop for InvalidateOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.invalidate(self.1);
+    }
+}
 
 /// Slack for internal fields in the scripts' size checks.
 const INTERNAL_FIELDS: usize = 16;
@@ -96,6 +107,9 @@ pub(crate) struct Store {
     /// The layer's absolute lifetime in ms (0: none), written out once, for the other
     /// scripts.
     lifetime_arg: Value,
+    /// The read cache, and whether its tracking task has been started (on the first
+    /// load, from within the runtime).
+    cache: Option<(std::sync::Arc<cache::Cache>, std::sync::Once)>,
     #[cfg(feature = "encryption")]
     crypto: Option<(
         std::sync::Arc<crate::crypto::KeyRing>,
@@ -165,6 +179,12 @@ impl Store {
                 decimal(lifetime_ms),
             ],
             lifetime_arg: decimal(lifetime_ms),
+            cache: config.read_cache.map(|settings| {
+                (
+                    std::sync::Arc::new(cache::Cache::new(settings)),
+                    std::sync::Once::new(),
+                )
+            }),
             #[cfg(feature = "encryption")]
             crypto: config
                 .encryption
@@ -175,6 +195,17 @@ impl Store {
 
     pub(crate) fn redis(&self) -> &Redis {
         &self.redis
+    }
+
+    pub(crate) fn cache_stats(&self) -> Option<cache::CacheStats> {
+        self.cache.as_ref().map(|(cache, _)| cache.stats())
+    }
+
+    /// The read cache, its tracking task started.
+    fn cache(&self) -> Option<&cache::Cache> {
+        let (cache, started) = self.cache.as_ref()?;
+        started.call_once(|| tracking::spawn(cache, self.redis.client(), &self.key_prefix));
+        Some(cache)
     }
 
     /// What follows the prefix in a session's key: the ID's SHA-256 digest, or the ID
@@ -288,6 +319,18 @@ impl Store {
         let _timer = crate::metrics::ScriptTimer::start(script.name());
         // As bytes, the key is shared (not copied) by each attempt and the check below.
         let key = bytes::Bytes::from(key);
+        // A script that may change the key drops its cached copy before it is sent and
+        // again once answered, whatever the answer: no later load of this app is served
+        // an older session than this write left (see `cache`).
+        let cache = self
+            .cache
+            .as_ref()
+            .filter(|_| scripts::writes(script))
+            .map(|(cache, _)| cache);
+        if let Some(cache) = cache {
+            cache.invalidate(&key);
+        }
+        let _invalidate_after = cache.map(|cache| InvalidateOnDrop(cache, &key));
         let args = args.as_ref();
         let reply = match self.script_mode {
             ScriptMode::Evalsha => {
@@ -355,17 +398,28 @@ impl Store {
 
     /// One round trip: read the session and refresh its sliding expiry.
     pub(crate) async fn load(&self, id: &SessionId) -> Result<LoadOutcome, Error> {
+        let key = self.key(id);
+        let ticket = match self.cache() {
+            Some(cache) => match cache.lookup(key.as_bytes()) {
+                Ok(hit) => return Ok(LoadOutcome::Found(hit)),
+                Err(ticket) => Some((cache, ticket, key.clone())),
+            },
+            None => None,
+        };
         // The load's reply carries its status last (see load.lua): `{fields.., ttl, 1}`,
-        // or 3 for a load within the touch interval, which renewed nothing.
-        let reply = self
-            .run(&scripts::LOAD, self.key(id), &self.load_args)
-            .await?;
+        // or `{fields.., ttl, fresh, 3}` for a load within the touch interval, which
+        // renewed nothing and would answer the same for `fresh` ms.
+        let reply = self.run(&scripts::LOAD, key, &self.load_args).await?;
         let Value::Array(mut flat) = reply else {
             return Err(Error::protocol("load: reply is not an array"));
         };
+        let mut fresh = None;
         let renewed = match flat.pop().and_then(|v| v.as_i64()) {
             Some(1) => true,
-            Some(3) => false,
+            Some(3) => {
+                fresh = flat.pop().and_then(|v| v.as_i64());
+                false
+            }
             Some(0) => return Ok(LoadOutcome::Missing),
             Some(2) => return Ok(LoadOutcome::Ended(end_reason(flat.first()))),
             Some(-1) => return Ok(LoadOutcome::Unusable),
@@ -379,12 +433,17 @@ impl Store {
         let Some(opened) = self.open(self.member(id), pairs(flat)) else {
             return Ok(LoadOutcome::Unusable);
         };
-        Ok(LoadOutcome::Found(Loaded {
+        let loaded = Loaded {
             fields: opened.fields,
             expires_in,
             renewed,
             sealed: opened.sealed,
-        }))
+        };
+        if let (Some((cache, ticket, key)), Some(fresh)) = (ticket, fresh) {
+            let fresh = Duration::from_millis(u64::try_from(fresh).unwrap_or(0));
+            cache.fill(key.into(), ticket, &loaded, fresh, expires_in);
+        }
+        Ok(LoadOutcome::Found(loaded))
     }
 
     /// One round trip, before a read sends a persistent cookie again: what is left of the

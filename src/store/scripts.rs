@@ -185,6 +185,13 @@ struct Library {
 /// known.
 const NAME_SLOT: &str = "@library@";
 
+/// Whether running `script` on a session key may change what a load of it returns: every
+/// script but `load` (whose only writes are the sliding expiry it reports, and which
+/// fills the read cache itself) and `live_ttl` (which only reads).
+pub(crate) fn writes(script: &Lua) -> bool {
+    !matches!(script.name(), "load" | "live_ttl")
+}
+
 /// The flags of a script's function.
 ///
 /// Out of memory, Redis refuses a function as a whole unless it has `allow-oom`, while a

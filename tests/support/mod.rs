@@ -461,6 +461,8 @@ pub struct TestApp {
     pub prefix: String,
     pub gate: Arc<Gate>,
     pub manager: SessionManager,
+    /// The layer the router was built with.
+    pub layer: RedisSessionLayer,
     /// Every key in Redis is this test's (a server of its own), not just those under
     /// the prefix.
     owns_keyspace: bool,
@@ -606,7 +608,8 @@ impl TestApp {
         let manager = layer.manager();
         Self {
             manager,
-            router: routes(Arc::clone(&gate)).layer(layer),
+            router: routes(Arc::clone(&gate)).layer(layer.clone()),
+            layer,
             client,
             prefix,
             gate,

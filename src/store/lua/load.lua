@@ -11,8 +11,11 @@
 --          {name, value, ..., ttl_ms, 1}   loaded, and its TTL renewed: the hash as a
 --                                          flat array as it was before this load
 --                                          touched it, then the key's TTL now
---          {name, value, ..., ttl_ms, 3}   loaded within the touch interval: the same,
---                                          nothing written (ttl_ms -1: unknown)
+--          {name, value, ..., ttl_ms, fresh_ms, 3}
+--                                          loaded within the touch interval: the same,
+--                                          nothing written; a load in the next
+--                                          fresh_ms ms would answer the same, unless
+--                                          the session changes meanwhile
 --          {0}                             no session: never existed, expired, or past
 --                                          its absolute deadline (then deleted here)
 --          {reason, 2}                     a marker: the session ended (rotated,
@@ -37,7 +40,7 @@ if touch > 0 then
   local pttl = redis.call('PTTL', key)
   -- A stamp in the future (another program's clock ahead) never skips the refresh.
   if last and last <= now and pttl > 0 and now < last + touch * 1000 then
-    h[n + 1], h[n + 2] = pttl, 3
+    h[n + 1], h[n + 2], h[n + 3] = pttl, last + touch * 1000 - now, 3
     return h
   end
 end
