@@ -17,10 +17,10 @@ use crate::{
     body::ResponseBody,
     cache_control::SharedCaching,
     error::{Error, ErrorKind},
+    exchange::{LoadOutcome, Outcome, Plan},
     id::SessionId,
-    session::{LazyFailure, Outcome, Plan, Session, Settings},
+    session::{LazyFailure, Session, Settings},
     shared::Shared,
-    store::LoadOutcome,
 };
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
