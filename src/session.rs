@@ -4,6 +4,8 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fmt,
+    future::Future,
+    pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex, MutexGuard,
@@ -19,7 +21,6 @@ use crate::{
     exchange::{parse_counter, Change, EndReason, LoadOutcome, Loaded, Outcome, Plan, Tie},
     id::{short_digest, SessionId},
     model::{self, is_reserved, MAX_TTL_SECS},
-    shared::Shared,
 };
 
 /// The session of one request.
@@ -77,10 +78,25 @@ struct Inner {
 
 /// The one-time load of a lazy session.
 struct LazyLoad {
-    shared: Arc<Shared>,
+    loader: Arc<dyn Loader>,
     id: SessionId,
     /// Its result, once it ran: set once, shared by every clone of the handle.
     done: OnceCell<Result<(), Error>>,
+}
+
+/// A lazy session's load, as its [`Loader`] runs it.
+pub(crate) type LoadFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<LoadOutcome, Error>> + Send + 'a>>;
+
+/// The layer behind a lazy session: it runs the load when the session asks for it, and
+/// answers a request whose load failed.
+pub(crate) trait Loader: Send + Sync {
+    /// Loads the session stored under `id`, as the layer loads one on the way in.
+    fn load<'a>(&'a self, id: &'a SessionId) -> LoadFuture<'a>;
+
+    /// The layer's error response to a failed load.
+    #[cfg(feature = "axum")]
+    fn error_response(&self, err: &Error) -> http::Response<bytes::Bytes>;
 }
 
 /// Why the response of a lazy session's request is not the handler's.
@@ -176,14 +192,14 @@ impl Session {
         }))
     }
 
-    /// A session to load under `id` when something asks for it (lazy mode).
-    pub(crate) fn lazy(shared: Arc<Shared>, id: SessionId) -> Self {
+    /// A session that `loader` loads under `id` when something asks for it (lazy mode).
+    pub(crate) fn lazy(settings: Settings, loader: Arc<dyn Loader>, id: SessionId) -> Self {
         let state = State {
             unloaded: true,
-            ..State::new(Settings::from_config(&shared.config), Arrival::Fresh)
+            ..State::new(settings, Arrival::Fresh)
         };
         let lazy = LazyLoad {
-            shared,
+            loader,
             id,
             done: OnceCell::new(),
         };
@@ -264,26 +280,11 @@ impl Session {
         };
         lazy.done
             .get_or_init(|| async {
-                let outcome = lazy.shared.store.load(&lazy.id).await;
-                if let Ok(found) = &outcome {
-                    crate::metrics::loaded(found.label());
-                }
-                match outcome {
-                    Ok(outcome) => {
-                        let settings = Settings::from_config(&lazy.shared.config);
-                        let state = State::after_load(settings, lazy.id.clone(), outcome);
-                        *self.lock() = state;
-                        Ok(())
-                    }
-                    Err(err) => {
-                        tracing::error!(
-                            error = %err,
-                            cause = %crate::future::cause(&err),
-                            "session store failed to load a session"
-                        );
-                        Err(err)
-                    }
-                }
+                let outcome = lazy.loader.load(&lazy.id).await?;
+                let settings = self.lock().settings;
+                let state = State::after_load(settings, lazy.id.clone(), outcome);
+                *self.lock() = state;
+                Ok(())
             })
             .await
             .clone()
@@ -319,10 +320,10 @@ impl Session {
         self.0.failure_answered.store(true, Ordering::Relaxed);
     }
 
-    /// The layer this lazy session belongs to.
+    /// The layer behind this lazy session.
     #[cfg(feature = "axum")]
-    pub(crate) fn layer_shared(&self) -> Option<&Arc<Shared>> {
-        self.0.lazy.as_ref().map(|lazy| &lazy.shared)
+    pub(crate) fn loader(&self) -> Option<&dyn Loader> {
+        self.0.lazy.as_ref().map(|lazy| &*lazy.loader)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -1239,15 +1240,20 @@ mod tests {
         assert!(matches!(s.plan(), Plan::Nothing(Outcome::Clear)));
     }
 
-    /// A lazy session of a layer whose client never connects (nothing here reaches Redis).
+    /// A lazy session whose load never runs here.
     fn unloaded() -> Session {
-        let config = crate::config::Config {
-            lazy_load: true,
-            ..crate::config::Config::default()
-        };
-        let client = fred::clients::Client::default();
-        let store = crate::store::Store::new(client.into(), &config);
-        Session::lazy(Arc::new(Shared { config, store }), SessionId::generate())
+        struct NeverLoads;
+        impl Loader for NeverLoads {
+            fn load<'a>(&'a self, _: &'a SessionId) -> LoadFuture<'a> {
+                unreachable!("these tests never load")
+            }
+
+            #[cfg(feature = "axum")]
+            fn error_response(&self, _: &Error) -> http::Response<bytes::Bytes> {
+                unreachable!("these tests never load")
+            }
+        }
+        Session::lazy(settings(), Arc::new(NeverLoads), SessionId::generate())
     }
 
     #[test]
