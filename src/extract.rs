@@ -109,11 +109,11 @@ impl std::error::Error for LoadFailed {
 
 impl IntoResponse for LoadFailed {
     fn into_response(self) -> Response {
-        let Some(shared) = self.session.layer_shared() else {
+        let Some(loader) = self.session.loader() else {
             // Only a lazy session fails to load, and it always knows its layer.
             return (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response();
         };
-        let response = crate::future::store_error_response(shared, &self.error);
+        let response = loader.error_response(&self.error);
         self.session.failure_answered();
         response.map(axum_core::body::Body::from)
     }

@@ -17,10 +17,10 @@ use crate::{
     body::ResponseBody,
     cache_control::SharedCaching,
     error::{Error, ErrorKind},
+    exchange::{LoadOutcome, Outcome, Plan},
     id::SessionId,
-    session::{LazyFailure, Outcome, Plan, Session, Settings},
+    session::{LazyFailure, LoadFuture, Loader, Session, Settings},
     shared::Shared,
-    store::LoadOutcome,
 };
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -72,7 +72,7 @@ where
         let fut = {
             let shared = Arc::clone(&shared);
             let id = id.clone();
-            Box::pin(async move { shared.store.load(&id).await })
+            Box::pin(async move { load_session(&shared, &id).await })
         };
         Self {
             state: State::Load {
@@ -105,15 +105,11 @@ where
             match this.state.as_mut().project() {
                 StateProj::Load { fut, pending } => {
                     let outcome = ready!(fut.as_mut().poll(cx));
-                    if let Ok(found) = &outcome {
-                        crate::metrics::loaded(found.label());
-                    }
                     let (mut inner, mut req, id) = pending.take().expect("polled after completion");
                     let settings = Settings::from_config(&this.shared.config);
                     let session = match outcome {
                         Ok(outcome) => Session::after_load(settings, id, outcome),
                         Err(err) => {
-                            tracing::error!(error = %err, cause = %cause(&err), "session store failed to load a session");
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(error_response(this.shared, err)));
                         }
@@ -177,6 +173,30 @@ where
                 StateProj::Done => panic!("`ResponseFuture` polled after completion"),
             }
         }
+    }
+}
+
+/// Loads the session under `id`: counts what the load found, and logs a failure. The
+/// load on the way in, and a lazy session's.
+async fn load_session(shared: &Shared, id: &SessionId) -> Result<LoadOutcome, Error> {
+    let outcome = shared.store.load(id).await;
+    match &outcome {
+        Ok(found) => crate::metrics::loaded(found.label()),
+        Err(err) => {
+            tracing::error!(error = %err, cause = %cause(err), "session store failed to load a session");
+        }
+    }
+    outcome
+}
+
+impl Loader for Shared {
+    fn load<'a>(&'a self, id: &'a SessionId) -> LoadFuture<'a> {
+        Box::pin(load_session(self, id))
+    }
+
+    #[cfg(feature = "axum")]
+    fn error_response(&self, err: &Error) -> Response<Bytes> {
+        store_error_response(self, err)
     }
 }
 
@@ -274,7 +294,7 @@ fn error_response<B>(shared: &Shared, err: Error) -> Response<ResponseBody<B>> {
 
 /// The layer's response to `err` (its `error_response` hook's, or the default), with
 /// the error in its extensions.
-pub(crate) fn store_error_response(shared: &Shared, err: &Error) -> Response<Bytes> {
+fn store_error_response(shared: &Shared, err: &Error) -> Response<Bytes> {
     let mut response = match &shared.config.error_response {
         Some(make) => make(err),
         None => default_error_response(err),

@@ -252,6 +252,12 @@ pub(crate) fn digest(text: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(text.as_bytes()))
 }
 
+/// The first 12 characters of the ID's digest: enough to follow one session through the
+/// logs, useless for taking it over.
+pub(crate) fn short_digest(id: &SessionId) -> &str {
+    &id.digest()[..12]
+}
+
 impl fmt::Debug for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SessionId(..)")

@@ -177,6 +177,7 @@ mod cookie;
 #[cfg_attr(docsrs, doc(cfg(feature = "encryption")))]
 mod crypto;
 mod error;
+mod exchange;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 mod extract;
@@ -229,8 +230,9 @@ pub mod fuzzing {
     use std::time::Duration;
 
     use crate::{
+        exchange::{Change, Plan},
         id::SessionId,
-        session::{Change, Plan, Session},
+        session::Session,
     };
 
     /// The session ID the layer would read from these headers, if any.

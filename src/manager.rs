@@ -7,11 +7,7 @@ use std::{
 };
 
 use crate::{
-    error::Error,
-    id::SessionId,
-    model,
-    shared::Shared,
-    store::{EndReason, Ended},
+    error::Error, exchange::EndReason, id::SessionId, model, shared::Shared, store::Ended,
 };
 
 /// A handle to the sessions a [`RedisSessionLayer`](crate::RedisSessionLayer) stores,

@@ -69,7 +69,8 @@ where
         if let Incoming::Id(id) = incoming {
             if config.lazy_load {
                 // Loaded when something asks for it, not here.
-                let session = Session::lazy(Arc::clone(&self.shared), id);
+                let settings = Settings::from_config(config);
+                let session = Session::lazy(settings, self.shared.clone(), id);
                 req.extensions_mut().insert(session.clone());
                 let fut = self.inner.call(req);
                 return ResponseFuture::inner(Arc::clone(&self.shared), session, fut);

@@ -4,6 +4,8 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fmt,
+    future::Future,
+    pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex, MutexGuard,
@@ -16,58 +18,10 @@ use tokio::sync::OnceCell;
 use crate::{
     config::{Config, Limits},
     error::{Error, SessionError},
-    id::SessionId,
+    exchange::{parse_counter, Change, EndReason, LoadOutcome, Loaded, Outcome, Plan, Tie},
+    id::{short_digest, SessionId},
     model::{self, is_reserved, MAX_TTL_SECS},
-    shared::Shared,
-    store::{short_digest, EndReason, LoadOutcome},
 };
-
-/// One recorded change to a field, applied by the save script.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Change {
-    /// `HSET field value`.
-    Set(String),
-    /// `HDEL field`.
-    Remove,
-    /// `HINCRBY field n`: atomic, so concurrent increments all count.
-    Increment(i64),
-    /// `HSET field n` of an integer counter, always in plaintext (so later increments
-    /// can be `HINCRBY`, even with encryption at rest). Used when this request set or
-    /// removed the field before incrementing it, or when it was stored encrypted.
-    Counter(i64),
-}
-
-impl Change {
-    /// Applies the change to a copy of the fields, as the save script would; `None` if
-    /// an increment meets a value that is not a canonical 64-bit integer or overflows.
-    pub(crate) fn apply(&self, field: &str, fields: &mut HashMap<String, String>) -> Option<()> {
-        match self {
-            Self::Set(value) => {
-                fields.insert(field.to_owned(), value.clone());
-            }
-            Self::Remove => {
-                fields.remove(field);
-            }
-            Self::Counter(n) => {
-                fields.insert(field.to_owned(), n.to_string());
-            }
-            Self::Increment(by) => {
-                let current = match fields.get(field) {
-                    Some(v) => parse_counter(v)?,
-                    None => 0,
-                };
-                fields.insert(field.to_owned(), current.checked_add(*by)?.to_string());
-            }
-        }
-        Some(())
-    }
-}
-
-/// An integer counter in the only form Redis's `HINCRBY` reads ("7", "-7"; not "07",
-/// "+7", "-0"), so that a write-back cannot fail on a value the handler accepted.
-fn parse_counter(v: &str) -> Option<i64> {
-    v.parse::<i64>().ok().filter(|n| n.to_string() == v)
-}
 
 /// The session of one request.
 ///
@@ -124,10 +78,25 @@ struct Inner {
 
 /// The one-time load of a lazy session.
 struct LazyLoad {
-    shared: Arc<Shared>,
+    loader: Arc<dyn Loader>,
     id: SessionId,
     /// Its result, once it ran: set once, shared by every clone of the handle.
     done: OnceCell<Result<(), Error>>,
+}
+
+/// A lazy session's load, as its [`Loader`] runs it.
+pub(crate) type LoadFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<LoadOutcome, Error>> + Send + 'a>>;
+
+/// The layer behind a lazy session: it runs the load when the session asks for it, and
+/// answers a request whose load failed.
+pub(crate) trait Loader: Send + Sync {
+    /// Loads the session stored under `id`, as the layer loads one on the way in.
+    fn load<'a>(&'a self, id: &'a SessionId) -> LoadFuture<'a>;
+
+    /// The layer's error response to a failed load.
+    #[cfg(feature = "axum")]
+    fn error_response(&self, err: &Error) -> http::Response<bytes::Bytes>;
 }
 
 /// Why the response of a lazy session's request is not the handler's.
@@ -209,83 +178,6 @@ struct State {
     unloaded: bool,
 }
 
-/// A session as the load script returned it.
-#[derive(Debug)]
-pub(crate) struct Loaded {
-    pub(crate) fields: Vec<(String, String)>,
-    /// The key's TTL right after the load (`None` if Redis did not say).
-    pub(crate) expires_in: Option<Duration>,
-    /// The load renewed the key's TTL (with a touch interval, not every load does).
-    pub(crate) renewed: bool,
-    /// User fields that were stored encrypted.
-    pub(crate) sealed: HashSet<String>,
-}
-
-/// What the response does, once the session's changes are written (or refused).
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// Leave the cookie alone.
-    Keep,
-    /// Set the cookie to a new ID; `Max-Age` (persistent mode) is what is left of the
-    /// key's TTL (`None` if Redis did not say).
-    Set(SessionId, Option<Duration>),
-    /// The session lives on under the ID the request carried (a save just found it
-    /// live, or a check after a read did): in persistent mode the cookie is sent again
-    /// with `Max-Age` what is left of the key's TTL (skipped if unknown); otherwise it is
-    /// left alone.
-    Refresh(SessionId, Option<Duration>),
-    /// Remove the cookie.
-    Clear,
-    /// The changes were not applied: answer `409 Conflict` and leave the cookie alone.
-    Refused,
-}
-
-/// What the middleware must do in Redis once the handler is done.
-#[derive(Debug)]
-pub(crate) enum Plan {
-    /// No Redis work; the response does this.
-    Nothing(Outcome),
-    /// A read whose load renewed the key's TTL: in persistent mode, the cookie goes out
-    /// again if the session is still live (one check), with what is left of its TTL.
-    Refresh(SessionId),
-    /// Create a new session under `id` (indexed under `user` first, if tied).
-    Create {
-        id: SessionId,
-        ttl: Duration,
-        fields: Vec<(String, String)>,
-        user: Option<String>,
-    },
-    /// Apply field-level changes to the loaded session.
-    Save {
-        id: SessionId,
-        /// The new idle TTL, if this request changed it.
-        ttl: Option<Duration>,
-        changes: Vec<(String, Change)>,
-        tie: Option<Tie>,
-    },
-    /// Move the session to `new`: its current contents (not the copy loaded at the start
-    /// of the request) with this request's changes applied.
-    Rotate {
-        old: SessionId,
-        new: SessionId,
-        /// The new idle TTL, if this request changed it.
-        ttl: Option<Duration>,
-        changes: Vec<(String, Change)>,
-        /// The user this request ties the session to, if it does.
-        tie: Option<String>,
-    },
-    /// End the loaded session (and drop its entry in its user's index).
-    Destroy { id: SessionId, user: Option<String> },
-}
-
-/// A request that ties a stored session to a user.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Tie {
-    pub(crate) user: String,
-    /// The user it was tied to before, whose index entry goes.
-    pub(crate) previous: Option<String>,
-}
-
 impl Session {
     fn with_state(state: State) -> Self {
         Self::build(state, None)
@@ -300,14 +192,14 @@ impl Session {
         }))
     }
 
-    /// A session to load under `id` when something asks for it (lazy mode).
-    pub(crate) fn lazy(shared: Arc<Shared>, id: SessionId) -> Self {
+    /// A session that `loader` loads under `id` when something asks for it (lazy mode).
+    pub(crate) fn lazy(settings: Settings, loader: Arc<dyn Loader>, id: SessionId) -> Self {
         let state = State {
             unloaded: true,
-            ..State::new(Settings::from_config(&shared.config), Arrival::Fresh)
+            ..State::new(settings, Arrival::Fresh)
         };
         let lazy = LazyLoad {
-            shared,
+            loader,
             id,
             done: OnceCell::new(),
         };
@@ -388,26 +280,11 @@ impl Session {
         };
         lazy.done
             .get_or_init(|| async {
-                let outcome = lazy.shared.store.load(&lazy.id).await;
-                if let Ok(found) = &outcome {
-                    crate::metrics::loaded(found.label());
-                }
-                match outcome {
-                    Ok(outcome) => {
-                        let settings = Settings::from_config(&lazy.shared.config);
-                        let state = State::after_load(settings, lazy.id.clone(), outcome);
-                        *self.lock() = state;
-                        Ok(())
-                    }
-                    Err(err) => {
-                        tracing::error!(
-                            error = %err,
-                            cause = %crate::future::cause(&err),
-                            "session store failed to load a session"
-                        );
-                        Err(err)
-                    }
-                }
+                let outcome = lazy.loader.load(&lazy.id).await?;
+                let settings = self.lock().settings;
+                let state = State::after_load(settings, lazy.id.clone(), outcome);
+                *self.lock() = state;
+                Ok(())
             })
             .await
             .clone()
@@ -443,10 +320,10 @@ impl Session {
         self.0.failure_answered.store(true, Ordering::Relaxed);
     }
 
-    /// The layer this lazy session belongs to.
+    /// The layer behind this lazy session.
     #[cfg(feature = "axum")]
-    pub(crate) fn layer_shared(&self) -> Option<&Arc<Shared>> {
-        self.0.lazy.as_ref().map(|lazy| &lazy.shared)
+    pub(crate) fn loader(&self) -> Option<&dyn Loader> {
+        self.0.lazy.as_ref().map(|lazy| &*lazy.loader)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -1363,15 +1240,20 @@ mod tests {
         assert!(matches!(s.plan(), Plan::Nothing(Outcome::Clear)));
     }
 
-    /// A lazy session of a layer whose client never connects (nothing here reaches Redis).
+    /// A lazy session whose load never runs here.
     fn unloaded() -> Session {
-        let config = crate::config::Config {
-            lazy_load: true,
-            ..crate::config::Config::default()
-        };
-        let client = fred::clients::Client::default();
-        let store = crate::store::Store::new(client.into(), &config);
-        Session::lazy(Arc::new(Shared { config, store }), SessionId::generate())
+        struct NeverLoads;
+        impl Loader for NeverLoads {
+            fn load<'a>(&'a self, _: &'a SessionId) -> LoadFuture<'a> {
+                unreachable!("these tests never load")
+            }
+
+            #[cfg(feature = "axum")]
+            fn error_response(&self, _: &Error) -> http::Response<bytes::Bytes> {
+                unreachable!("these tests never load")
+            }
+        }
+        Session::lazy(settings(), Arc::new(NeverLoads), SessionId::generate())
     }
 
     #[test]

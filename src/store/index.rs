@@ -22,9 +22,10 @@ use fred::{
     types::Value,
 };
 
-use super::{int, scripts, text, EndReason, Ended, Store};
+use super::{int, scripts, text, Ended, Store};
 use crate::{
     error::{Error, ErrorKind},
+    exchange::EndReason,
     id::SessionId,
     model,
 };

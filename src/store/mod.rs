@@ -27,9 +27,9 @@ use crate::{
     client::Redis,
     config::{Config, ScriptMode},
     error::{Error, ErrorKind},
-    id::SessionId,
+    exchange::{Change, EndReason, LoadOutcome, Loaded, Outcome, Plan},
+    id::{short_digest, SessionId},
     model,
-    session::{Change, Loaded, Outcome, Plan},
 };
 
 /// Drops a key's cached copy when a write to it is answered, fails or is cancelled.
@@ -44,52 +44,6 @@ impl Drop for InvalidateOnDrop<'_> {
 /// Slack for internal fields in the scripts' size checks.
 const INTERNAL_FIELDS: usize = 16;
 const INTERNAL_BYTES: usize = 1024;
-
-/// What loading a session found.
-#[derive(Debug)]
-pub(crate) enum LoadOutcome {
-    Found(Loaded),
-    /// No such session: never existed, expired, or was deleted.
-    Missing,
-    /// The session ended a moment ago and left a marker saying how.
-    Ended(EndReason),
-    /// The key holds something that is not a usable session.
-    Unusable,
-}
-
-/// Why a session ended, as its marker says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum EndReason {
-    /// Rotated to a new ID.
-    Rotated,
-    /// Destroyed by a request of its own (logout).
-    Destroyed,
-    /// Terminated by the session manager.
-    Terminated,
-}
-
-impl LoadOutcome {
-    /// What the load found, as the metrics label it: `found`, `missing`, `unusable`, or
-    /// the marker's reason.
-    pub(crate) fn label(&self) -> &'static str {
-        match self {
-            Self::Found(_) => "found",
-            Self::Missing => "missing",
-            Self::Unusable => "unusable",
-            Self::Ended(why) => why.as_str(),
-        }
-    }
-}
-
-impl EndReason {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Rotated => "rotated",
-            Self::Destroyed => "destroyed",
-            Self::Terminated => "terminated",
-        }
-    }
-}
 
 /// Keys, limits and timeouts, shared by every request of one layer.
 #[derive(Debug)]
@@ -902,12 +856,6 @@ fn refused(id: &SessionId, what: &str) {
         session = %short_digest(id),
         "session ended or moved on before {what} could be saved; not applied, answered 409"
     );
-}
-
-/// The first 12 characters of the ID's digest: enough to follow one session through the
-/// logs, useless for taking it over.
-pub(crate) fn short_digest(id: &SessionId) -> &str {
-    &id.digest()[..12]
 }
 
 async fn del(client: &fred::clients::Client, key: String) -> Result<i64, fred::error::Error> {
