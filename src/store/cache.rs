@@ -33,7 +33,7 @@ use std::{
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::{config::ReadCache, session::Loaded};
+use crate::{config::ReadCache, exchange::Loaded};
 
 /// Invalidation generations are kept per shard of the key space, not per key: a fill
 /// only needs to know whether its key *may* have changed, and a shared counter bounds the
