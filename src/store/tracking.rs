@@ -41,22 +41,28 @@ pub(crate) fn spawn(cache: &Arc<Cache>, base: &Client, prefix: &str) {
     let prefix = prefix.to_owned();
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(50);
-        let mut warned = false;
+        // Whether this outage was logged: once at `warn`, then quietly until back.
+        let mut logged = false;
         loop {
-            let result = track(&weak, &base, &prefix).await;
+            let mut trusted = false;
+            let result = track(&weak, &base, &prefix, &mut trusted).await;
             let Some(cache) = weak.upgrade() else { return };
             cache.flush();
-            match result {
-                Ok(()) => return,
-                Err(err) => {
-                    // Once per outage: the cache simply stays off until it is back.
-                    if !warned {
-                        tracing::warn!(error = %err, "read cache off: its tracking connection failed; every load goes to Redis until it is back");
-                        warned = true;
-                    }
-                }
-            }
             drop(cache);
+            let err = match result {
+                Ok(()) => return,
+                Err(err) => err,
+            };
+            if trusted {
+                logged = false;
+                backoff = Duration::from_millis(50);
+            }
+            if logged {
+                tracing::debug!(error = %err, "read cache still off");
+            } else {
+                tracing::warn!(error = %err, "read cache off: its tracking connection failed; every load goes to Redis until it is back");
+                logged = true;
+            }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
             if weak.strong_count() == 0 {
@@ -67,7 +73,13 @@ pub(crate) fn spawn(cache: &Arc<Cache>, base: &Client, prefix: &str) {
 }
 
 /// One tracking connection, from setup to failure (`Err`) or the cache's end (`Ok`).
-async fn track(weak: &Weak<Cache>, base: &Client, prefix: &str) -> Result<(), fred::error::Error> {
+/// `trusted` is set once a barrier has passed on it.
+async fn track(
+    weak: &Weak<Cache>,
+    base: &Client,
+    prefix: &str,
+    trusted: &mut bool,
+) -> Result<(), fred::error::Error> {
     let Some(staleness) = weak.upgrade().map(|c| c.settings().max_staleness) else {
         return Ok(());
     };
@@ -82,23 +94,26 @@ async fn track(weak: &Weak<Cache>, base: &Client, prefix: &str) -> Result<(), fr
     };
     let mut invalidations = client.invalidation_rx();
     let result = match tokio::time::timeout(staleness.max(Duration::from_secs(2)), setup).await {
-        Ok(Ok(())) => watch(weak, &client, &mut invalidations, staleness).await,
+        Ok(Ok(())) => watch(weak, &client, &mut invalidations, staleness, trusted).await,
         Ok(Err(err)) => Err(err),
         Err(_) => Err(timed_out()),
     };
-    let _ = client.quit().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.quit()).await;
     result
 }
 
-/// Applies invalidations and runs a barrier every third of `staleness`.
+/// Applies invalidations as they come, and starts a barrier every third of
+/// `staleness` (invalidations keep being applied while its `PING` is out).
 async fn watch(
     weak: &Weak<Cache>,
     client: &Client,
     invalidations: &mut tokio::sync::broadcast::Receiver<Invalidation>,
     staleness: Duration,
+    trusted: &mut bool,
 ) -> Result<(), fred::error::Error> {
     let mut tick = tokio::time::interval(staleness / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut barrier = std::pin::pin!(None);
     loop {
         tokio::select! {
             received = invalidations.recv() => {
@@ -108,14 +123,23 @@ async fn watch(
                     Err(_) => return Err(behind()),
                 }
             }
-            _ = tick.tick() => {
+            _ = tick.tick(), if barrier.is_none() => {
                 let sent = Instant::now();
-                match tokio::time::timeout(staleness, client.ping::<Value>(None)).await {
+                barrier.set(Some(async move {
+                    let answer = tokio::time::timeout(staleness, client.ping::<Value>(None)).await;
+                    (sent, answer)
+                }));
+            }
+            (sent, answer) = async { barrier.as_mut().as_pin_mut().expect("guarded").await }, if barrier.is_some() => {
+                barrier.set(None);
+                match answer {
                     Ok(Ok(_)) => {}
                     Ok(Err(err)) => return Err(err),
                     Err(_) => return Err(timed_out()),
                 }
                 let Some(cache) = weak.upgrade() else { return Ok(()) };
+                // Invalidations sent before the answer are queued by now; apply them
+                // before trusting.
                 loop {
                     match invalidations.try_recv() {
                         Ok(invalidation) => apply(&cache, &invalidation),
@@ -124,6 +148,7 @@ async fn watch(
                     }
                 }
                 cache.trust(sent);
+                *trusted = true;
             }
         }
     }

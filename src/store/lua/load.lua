@@ -14,8 +14,10 @@
 --          {name, value, ..., ttl_ms, fresh_ms, 3}
 --                                          loaded within the touch interval: the same,
 --                                          nothing written; a load in the next
---                                          fresh_ms ms would answer the same, unless
---                                          the session changes meanwhile
+--                                          fresh_ms ms would answer the same (the touch
+--                                          interval's end or the absolute deadline,
+--                                          whichever is first), unless the session
+--                                          changes meanwhile
 --          {0}                             no session: never existed, expired, or past
 --                                          its absolute deadline (then deleted here)
 --          {reason, 2}                     a marker: the session ended (rotated,
@@ -40,7 +42,11 @@ if touch > 0 then
   local pttl = redis.call('PTTL', key)
   -- A stamp in the future (another program's clock ahead) never skips the refresh.
   if last and last <= now and pttl > 0 and now < last + touch * 1000 then
-    h[n + 1], h[n + 2], h[n + 3] = pttl, last + touch * 1000 - now, 3
+    -- Until the touch interval ends, and never past the absolute deadline (which the
+    -- next load would enforce), whatever TTL another program gave the key.
+    local fresh = last + touch * 1000 - now
+    if deadline and deadline - now < fresh then fresh = deadline - now end
+    h[n + 1], h[n + 2], h[n + 3] = pttl, fresh, 3
     return h
   end
 end
