@@ -67,6 +67,12 @@
 //! does costs 0 round trips and leaves the TTL and the cookie alone, and one that does
 //! pays exactly the round trips above.
 //!
+//! With the opt-in read cache ([`RedisSessionLayerBuilder::read_cache`]) and a touch
+//! interval, a read of a session this app loaded within the interval costs 0 round
+//! trips: it is served from memory, kept coherent with Redis by client tracking, until
+//! the interval ends, the key expires, or anything changes it. Writes pay the round trips
+//! above.
+//!
 //! Handlers read synchronously from the loaded copy and record changes
 //! ([`Session::insert`], [`Session::remove`], [`Session::increment`],
 //! [`Session::set_ttl`], [`Session::set_user_id`], [`Session::rotate_id`],
