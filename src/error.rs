@@ -296,7 +296,9 @@ pub enum ErrorKind {
     Protocol,
     /// The request's changes were not applied: its session was ended, rotated away or
     /// expired by another request while the handler ran (or had already moved on when
-    /// the request came in). Answered `409 Conflict` by default.
+    /// the request came in). Answered `409 Conflict` by default. From the
+    /// [`SessionManager`](crate::SessionManager): a session it was to end (or to spare)
+    /// kept moving to new IDs; what it found was ended, and calling it again is safe.
     Conflict,
 }
 
@@ -380,7 +382,7 @@ impl fmt::Display for Error {
             ErrorKind::Timeout => "session store timed out",
             ErrorKind::Unavailable => "session store unavailable",
             ErrorKind::Protocol => "unexpected reply from the session store",
-            ErrorKind::Conflict => "session ended or moved on before its changes were saved",
+            ErrorKind::Conflict => "the session ended or moved on meanwhile",
         })
     }
 }
