@@ -128,7 +128,10 @@ impl SessionManager {
     /// ```
     #[must_use]
     pub fn with_redis(&self, redis: impl Into<crate::Redis>) -> Self {
-        let config = self.shared.config.clone();
+        let mut config = self.shared.config.clone();
+        // It loads nothing, so it needs no read cache; its writes still drop the keys
+        // from every cache of this process.
+        config.read_cache = None;
         let store = crate::store::Store::new(redis.into(), &config);
         Self::new(Arc::new(Shared { config, store }))
     }

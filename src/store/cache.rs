@@ -25,7 +25,7 @@ use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::{
         atomic::{AtomicU64, Ordering},
-        Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard, RwLock, Weak,
     },
     time::Duration,
 };
@@ -59,6 +59,26 @@ pub struct CacheStats {
     /// Bytes they take, as counted against the limit (keys, field names and values, and
     /// a fixed overhead per entry and field).
     pub bytes: usize,
+}
+
+/// Every read cache of this process. A write through any layer (or manager) drops its key
+/// from all of them before it is sent and once it is answered, so two layers on one
+/// prefix in one app read each other's writes at once, as one layer does its own.
+static CACHES: RwLock<Vec<Weak<Cache>>> = RwLock::new(Vec::new());
+
+/// Adds `cache` to the caches every write of this process invalidates.
+pub(crate) fn register(cache: &Arc<Cache>) {
+    let mut caches = CACHES.write().unwrap_or_else(|e| e.into_inner());
+    caches.retain(|c| c.strong_count() > 0);
+    caches.push(Arc::downgrade(cache));
+}
+
+/// Drops `key` from every cache of this process; see [`Cache::invalidate`].
+pub(crate) fn invalidate_everywhere(key: &[u8]) {
+    let caches = CACHES.read().unwrap_or_else(|e| e.into_inner());
+    for cache in caches.iter().filter_map(Weak::upgrade) {
+        cache.invalidate(key);
+    }
 }
 
 /// The cache of one layer.

@@ -32,12 +32,12 @@ use crate::{
     model,
 };
 
-/// Drops a key's cached copy when a write to it is answered, fails or is cancelled.
-struct InvalidateOnDrop<'a>(&'a cache::Cache, &'a [u8]);
+/// Drops a key's cached copies when a write to it is answered, fails or is cancelled.
+struct InvalidateOnDrop<'a>(&'a [u8]);
 
 impl Drop for InvalidateOnDrop<'_> {
     fn drop(&mut self) {
-        self.0.invalidate(self.1);
+        cache::invalidate_everywhere(self.0);
     }
 }
 
@@ -134,10 +134,9 @@ impl Store {
             ],
             lifetime_arg: decimal(lifetime_ms),
             cache: config.read_cache.map(|settings| {
-                (
-                    std::sync::Arc::new(cache::Cache::new(settings)),
-                    std::sync::Once::new(),
-                )
+                let cache = std::sync::Arc::new(cache::Cache::new(settings));
+                cache::register(&cache);
+                (cache, std::sync::Once::new())
             }),
             #[cfg(feature = "encryption")]
             crypto: config
@@ -273,18 +272,14 @@ impl Store {
         let _timer = crate::metrics::ScriptTimer::start(script.name());
         // As bytes, the key is shared (not copied) by each attempt and the check below.
         let key = bytes::Bytes::from(key);
-        // A script that may change the key drops its cached copy before it is sent and
-        // again once answered, whatever the answer: no later load of this app is served
-        // an older session than this write left (see `cache`).
-        let cache = self
-            .cache
-            .as_ref()
-            .filter(|_| scripts::writes(script))
-            .map(|(cache, _)| cache);
-        if let Some(cache) = cache {
-            cache.invalidate(&key);
-        }
-        let _invalidate_after = cache.map(|cache| InvalidateOnDrop(cache, &key));
+        // A script that may change the key drops its cached copies (in every read cache
+        // of this process) before it is sent and again once answered, whatever the
+        // answer: no later load of this app is served an older session than this write
+        // left (see `cache`).
+        let _invalidate_after = scripts::writes(script).then(|| {
+            cache::invalidate_everywhere(&key);
+            InvalidateOnDrop(&key)
+        });
         let args = args.as_ref();
         let reply = match self.script_mode {
             ScriptMode::Evalsha => {

@@ -20,10 +20,13 @@ use std::{
 
 use fred::{
     clients::Client,
-    interfaces::{ClientInterface, ClientLike, PubsubInterface, TrackingInterface},
+    interfaces::{ClientInterface, ClientLike, EventInterface, PubsubInterface, TrackingInterface},
     types::{client::Invalidation, Builder, RespVersion, Value},
 };
-use tokio::{sync::broadcast::error::TryRecvError, time::Instant};
+use tokio::{
+    sync::broadcast::{self, error::TryRecvError},
+    time::Instant,
+};
 
 use super::cache::Cache;
 
@@ -93,8 +96,15 @@ async fn track(
         client.subscribe(INVALIDATIONS).await
     };
     let mut invalidations = client.invalidation_rx();
+    let mut errors = client.error_rx();
     let result = match tokio::time::timeout(staleness.max(Duration::from_secs(2)), setup).await {
-        Ok(Ok(())) => watch(weak, &client, &mut invalidations, staleness, trusted).await,
+        Ok(Ok(())) => {
+            let events = Events {
+                invalidations: &mut invalidations,
+                errors: &mut errors,
+            };
+            watch(weak, &client, events, staleness, trusted).await
+        }
         Ok(Err(err)) => Err(err),
         Err(_) => Err(timed_out()),
     };
@@ -102,15 +112,27 @@ async fn track(
     result
 }
 
+/// What the tracking connection tells, besides answers.
+struct Events<'a> {
+    invalidations: &'a mut broadcast::Receiver<Invalidation>,
+    /// The connection closed or failed: fred says so at once, before any `PING` would.
+    errors: &'a mut broadcast::Receiver<(fred::error::Error, Option<fred::types::config::Server>)>,
+}
+
 /// Applies invalidations as they come, and starts a barrier every third of
-/// `staleness` (invalidations keep being applied while its `PING` is out).
+/// `staleness` (invalidations keep being applied while its `PING` is out). Returns at
+/// the first sign of trouble on the connection.
 async fn watch(
     weak: &Weak<Cache>,
     client: &Client,
-    invalidations: &mut tokio::sync::broadcast::Receiver<Invalidation>,
+    events: Events<'_>,
     staleness: Duration,
     trusted: &mut bool,
 ) -> Result<(), fred::error::Error> {
+    let Events {
+        invalidations,
+        errors,
+    } = events;
     let mut tick = tokio::time::interval(staleness / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut barrier = std::pin::pin!(None);
@@ -122,6 +144,12 @@ async fn watch(
                     Ok(invalidation) => apply(&cache, &invalidation),
                     Err(_) => return Err(behind()),
                 }
+            }
+            error = errors.recv() => {
+                return Err(match error {
+                    Ok((err, _)) => err,
+                    Err(_) => behind(),
+                });
             }
             _ = tick.tick(), if barrier.is_none() => {
                 let sent = Instant::now();
