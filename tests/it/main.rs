@@ -67,6 +67,7 @@ mod per_request;
 mod php_interop;
 mod probes;
 mod probes2;
+mod probes3;
 mod read_cache;
 mod review;
 mod rotation;
