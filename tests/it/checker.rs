@@ -17,6 +17,8 @@
 //! - `CHECK_SEEDS=<k>`: run k seeds in a row (`CHECK_SEED`, `CHECK_SEED + 1`, ...);
 //! - `CHECK_BROWSERS=<n>` (default 12), `CHECK_FAULTS=0|1` (default: the random seed of the run decides).
 //!
+//! `checker::single_read_cache` runs the same with a read cache on both instances.
+//!
 //! A long run: `CHECK_DURATION=60 CHECK_SEEDS=6 cargo test --all-features --test it --
 //! checker::single --nocapture`.
 
@@ -133,6 +135,8 @@ struct Settings {
     faults: bool,
     lifetime: Option<Duration>,
     command_timeout: Duration,
+    /// Both instances serve reads from a read cache (touch interval 1 s).
+    read_cache: bool,
 }
 
 fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
@@ -165,6 +169,7 @@ impl Settings {
             } else {
                 Duration::from_secs(2)
             },
+            read_cache: false,
         }
     }
 }
@@ -1493,6 +1498,7 @@ async fn run_once(topology: Topology, settings: Settings) -> (String, bool) {
     let prefix = crate::support::fresh_prefix();
     let mut apps = Vec::new();
     let mut managers = Vec::new();
+    let mut layers = Vec::new();
     for _ in 0..2 {
         let client = connect_client(&url).await;
         let mut builder = RedisSessionLayer::builder(client)
@@ -1505,9 +1511,15 @@ async fn run_once(topology: Topology, settings: Settings) -> (String, bool) {
         if let Some(lifetime) = settings.lifetime {
             builder = builder.absolute_lifetime(lifetime);
         }
+        if settings.read_cache {
+            builder = builder
+                .touch_interval(Duration::from_secs(1))
+                .read_cache(tower_redis_session::ReadCache::new());
+        }
         let layer = builder.build().unwrap();
         layer.load_scripts().await.unwrap();
         managers.push(layer.manager());
+        layers.push(layer.clone());
         apps.push(app(layer));
     }
     let run = Arc::new(Run {
@@ -1555,9 +1567,18 @@ async fn run_once(topology: Topology, settings: Settings) -> (String, bool) {
     let mut report = String::new();
     let _ = writeln!(
         report,
-        "checker seed={} topology={topology:?} duration={:?} browsers={} faults={} absolute_lifetime={:?}",
-        settings.seed, settings.duration, settings.browsers, settings.faults, settings.lifetime
+        "checker seed={} topology={topology:?} duration={:?} browsers={} faults={} absolute_lifetime={:?} read_cache={}",
+        settings.seed, settings.duration, settings.browsers, settings.faults, settings.lifetime, settings.read_cache
     );
+    for (i, layer) in layers.iter().enumerate() {
+        if let Some(stats) = layer.cache_stats() {
+            let _ = writeln!(
+                report,
+                "  instance {i} read cache: {} hits, {} misses, {} entries at the end",
+                stats.hits, stats.misses, stats.entries
+            );
+        }
+    }
     let ops = oracle.ops.len();
     let ended_by_operator: usize = oracle
         .ops
@@ -1607,21 +1628,34 @@ async fn run_once(topology: Topology, settings: Settings) -> (String, bool) {
     if !ok {
         let _ = writeln!(
             report,
-            "  replay with CHECK_SEED={} CHECK_DURATION={} CHECK_BROWSERS={}",
+            "  replay with CHECK_SEED={} CHECK_DURATION={} CHECK_BROWSERS={}{}",
             settings.seed,
             settings.duration.as_secs(),
-            settings.browsers
+            settings.browsers,
+            if settings.read_cache {
+                " (checker::single_read_cache)"
+            } else {
+                ""
+            }
         );
     }
     (report, ok)
 }
 
 async fn randomized_browsers_and_an_operator_get_what_each_response_promised(topology: Topology) {
+    check_seeds(topology, false).await;
+}
+
+async fn check_seeds(topology: Topology, read_cache: bool) {
     let first = env("CHECK_SEED").unwrap_or_else(|| rand::rng().random_range(0..1_000_000u64));
     let seeds: u64 = env("CHECK_SEEDS").unwrap_or(1);
     let mut failed = Vec::new();
     for seed in first..first + seeds {
-        let (report, ok) = run_once(topology, Settings::new(seed)).await;
+        let settings = Settings {
+            read_cache,
+            ..Settings::new(seed)
+        };
+        let (report, ok) = run_once(topology, settings).await;
         if ok {
             eprint!("{report}");
         } else {
@@ -1638,4 +1672,14 @@ async fn randomized_browsers_and_an_operator_get_what_each_response_promised(top
 
 session_tests! {
     randomized_browsers_and_an_operator_get_what_each_response_promised,
+}
+
+/// The same checks with a read cache on both instances (a short touch interval, so
+/// entries are filled and dropped all along): a read from memory must promise nothing a
+/// load from Redis would not. Not on the cluster, where the cache is refused.
+mod single_read_cache {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn randomized_browsers_and_an_operator_get_what_each_response_promised() {
+        super::check_seeds(crate::support::Topology::Single, true).await;
+    }
 }

@@ -60,13 +60,18 @@ pub fn documented_acl_line() -> String {
     documented_acl_line_of("sessions")
 }
 
-/// The one `ACL SETUSER` line of `docs/operations.md` for `user`, as written there.
+/// The one `ACL SETUSER` line of `docs/operations.md` that creates `user` (`ACL SETUSER
+/// <user> on ...`), as written there.
 pub fn documented_acl_line_of(user: &str) -> String {
     let doc = include_str!("../../docs/operations.md");
     let lines: Vec<&str> = doc
         .lines()
         .map(str::trim)
-        .filter(|l| l.split_whitespace().take(3).eq(["ACL", "SETUSER", user]))
+        .filter(|l| {
+            l.split_whitespace()
+                .take(4)
+                .eq(["ACL", "SETUSER", user, "on"])
+        })
         .collect();
     assert_eq!(
         lines.len(),
@@ -74,6 +79,20 @@ pub fn documented_acl_line_of(user: &str) -> String {
         "docs/operations.md must hold exactly one ACL SETUSER line for {user}"
     );
     lines[0].to_owned()
+}
+
+/// The `ACL SETUSER` lines of `docs/operations.md` that add to `user` what the read
+/// cache needs (`ACL SETUSER <user> +...`, not `on`), as written there.
+pub fn documented_read_cache_acl_lines_of(user: &str) -> Vec<String> {
+    let doc = include_str!("../../docs/operations.md");
+    doc.lines()
+        .map(str::trim)
+        .filter(|l| {
+            let words: Vec<&str> = l.split_whitespace().take(4).collect();
+            words.len() == 4 && words[..3] == ["ACL", "SETUSER", user] && words[3] != "on"
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Every refusal `ACL LOG` holds, one line each.
