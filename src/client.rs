@@ -139,11 +139,6 @@ impl Redis {
             Self::Pool(pool) => pool.next(),
         }
     }
-
-    /// Whether it talks to a Redis Cluster.
-    pub(crate) fn is_clustered(&self) -> bool {
-        self.client().is_clustered()
-    }
 }
 
 impl From<Client> for Redis {

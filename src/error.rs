@@ -52,9 +52,6 @@ pub enum ConfigError {
     /// The read cache needs a touch interval: only a load within it writes nothing, so
     /// only its answer may be served again from memory.
     ReadCacheWithoutTouchInterval,
-    /// The read cache is not available on Redis Cluster yet: its tracking connection
-    /// would hear of changes on one shard only.
-    ReadCacheOnCluster,
     /// A session limit is zero.
     InvalidLimit {
         /// The setting.
@@ -129,9 +126,6 @@ impl fmt::Display for ConfigError {
             Self::ZeroCommandTimeout => f.write_str("`command_timeout` must be more than zero"),
             Self::ReadCacheWithoutTouchInterval => {
                 f.write_str("the read cache needs a `touch_interval`")
-            }
-            Self::ReadCacheOnCluster => {
-                f.write_str("the read cache is not available on Redis Cluster")
             }
             Self::InvalidLimit { setting } => write!(f, "`{setting}` must be at least 1"),
             Self::InvalidKeyId { id } => write!(

@@ -319,13 +319,14 @@ impl RedisSessionLayerBuilder {
 
     /// Serves a session this app loaded within the [touch interval](Self::touch_interval)
     /// again from memory, with no round trip to Redis, until the interval ends, the key
-    /// expires, or anything changes it. Off by default; needs a touch interval, and a
-    /// single Redis or Sentinel (not Cluster).
+    /// expires, or anything changes it. Off by default; needs a touch interval.
     ///
     /// The cache stays coherent through Redis's client tracking: a connection of its own
-    /// (`CLIENT TRACKING ON BCAST PREFIX <key prefix>`, redirected to itself and
-    /// subscribed to `__redis__:invalidate`) hears of every change to a key under the
-    /// prefix, by any program, and of expiries, evictions and flushes. This app's own
+    /// to each server that holds sessions (the server, the primary a Sentinel names, or
+    /// every primary of a Cluster), with `CLIENT TRACKING ON BCAST PREFIX <key prefix>`
+    /// redirected to itself and subscribed to `__redis__:invalidate`, hears of every
+    /// change to a key under the prefix, by any program, and of expiries, evictions and
+    /// flushes. This app's own
     /// writes drop their entry before they are sent and again once answered. If that
     /// connection fails or falls behind, the cache is emptied and every load goes to
     /// Redis until it is back; it must prove it is current at least every
@@ -501,9 +502,6 @@ impl RedisSessionLayerBuilder {
     /// cookie-prefix rule.
     pub fn build(self) -> Result<RedisSessionLayer, ConfigError> {
         validate(&self.config)?;
-        if self.config.read_cache.is_some() && self.redis.is_clustered() {
-            return Err(ConfigError::ReadCacheOnCluster);
-        }
         let store = Store::new(self.redis, &self.config);
         Ok(RedisSessionLayer {
             shared: Arc::new(Shared {

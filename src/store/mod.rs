@@ -157,7 +157,7 @@ impl Store {
     /// The read cache, its tracking task started.
     fn cache(&self) -> Option<&cache::Cache> {
         let (cache, started) = self.cache.as_ref()?;
-        started.call_once(|| tracking::spawn(cache, self.redis.client(), &self.key_prefix));
+        started.call_once(|| tracking::spawn(cache, &self.redis, &self.key_prefix));
         Some(cache)
     }
 

@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use fred::interfaces::HashesInterface as _;
 use http::StatusCode;
 use tower_redis_session::{
     ConfigError, ReadCache, RedisSessionLayer, RedisSessionLayerBuilder, SessionId,
@@ -18,7 +19,7 @@ use crate::support::{
     resp::{self, Reply},
     round_trips_but,
     sentinel::SentinelGroup,
-    RedisServer, Target, TestApp, Topology,
+    RedisServer, TestApp,
 };
 
 /// The commands the cache's own connection sends (its setup and its barriers): left out
@@ -510,7 +511,7 @@ async fn the_idle_expiry_is_honoured_from_memory() {
 // Settings and bounds
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_read_cache_needs_a_touch_interval_and_a_single_redis_or_sentinel() {
+async fn the_read_cache_needs_a_touch_interval() {
     let server = RedisServer::start();
     let client = connect_client(&server.url()).await;
     let err = RedisSessionLayer::builder(client)
@@ -518,15 +519,6 @@ async fn the_read_cache_needs_a_touch_interval_and_a_single_redis_or_sentinel() 
         .build()
         .unwrap_err();
     assert_eq!(err, ConfigError::ReadCacheWithoutTouchInterval);
-
-    let cluster = Topology::Cluster.start().await;
-    let client = connect_client(&cluster.redis_url()).await;
-    let err = RedisSessionLayer::builder(client)
-        .touch_interval(Duration::from_secs(5))
-        .read_cache(ReadCache::new())
-        .build()
-        .unwrap_err();
-    assert_eq!(err, ConfigError::ReadCacheOnCluster);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -679,4 +671,95 @@ async fn the_read_cache_works_as_the_documented_acl_user() {
     warm(&app, &sid).await;
     let refusals = hardening::acl_log(&server);
     assert!(refusals.is_empty(), "ACL LOG: {refusals:#?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Redis Cluster
+
+/// On a Cluster, sessions on every shard are served from memory, and a change another
+/// program makes to any of them (on whichever primary holds it) is seen within
+/// `max_staleness`: the cache tracks every primary, not one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_every_shard_is_tracked() {
+    let cluster = crate::support::Topology::Cluster.start().await;
+    let app = TestApp::with(&cluster, cached).await;
+    let other = cluster.client().await;
+    let mut sids = Vec::new();
+    let mut primaries = std::collections::BTreeSet::new();
+    let shared = crate::support::cluster::RedisCluster::shared();
+    while primaries.len() < 3 && sids.len() < 40 {
+        let sid = app.login_as("alice").await;
+        primaries.insert(shared.primary_for_slot(crate::support::cluster::slot(&app.key(&sid))));
+        sids.push(sid);
+    }
+    assert_eq!(primaries.len(), 3, "sessions on every primary");
+    for (i, sid) in sids.iter().enumerate() {
+        warm(&app, sid).await;
+        let value = format!("bob{i}");
+        let _: () = other
+            .hset(app.key(sid), ("username", value.as_str()))
+            .await
+            .unwrap();
+        let took = seen_within(&app, sid, &value, Instant::now(), STALENESS).await;
+        assert!(took < STALENESS);
+    }
+}
+
+/// A Cluster primary killed and its replica promoted: the tracking connections are set
+/// up again on the new primaries, nothing stale is served meanwhile, and a change on the
+/// promoted primary is seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_failover_sets_the_tracking_up_again_on_the_new_primary() {
+    use crate::support::cluster::{slot, ClusterOptions, RedisCluster};
+    let cluster = Arc::new(
+        tokio::task::spawn_blocking(|| RedisCluster::start(ClusterOptions::default()))
+            .await
+            .unwrap(),
+    );
+    let app = TestApp::with(&*cluster, |b| {
+        cached(b).command_timeout(Duration::from_millis(500))
+    })
+    .await;
+    let sid = app.login_as("alice").await;
+    warm(&app, &sid).await;
+    let primary = cluster.primary_for_slot(slot(&app.key(&sid)));
+    let replica = cluster.replicas_of(primary)[0];
+    let c = Arc::clone(&cluster);
+    tokio::task::spawn_blocking(move || {
+        assert!(c.wait_replicated(primary, Duration::from_secs(5)));
+        c.kill(primary);
+        assert!(
+            resp::wait_until(Duration::from_secs(20), || c.role(replica).as_deref()
+                == Some("master")),
+            "the replica was not promoted"
+        );
+    })
+    .await
+    .unwrap();
+    let killed = Instant::now();
+    // The session lives on the promoted replica (it was replicated before the kill, or
+    // the read answers empty: either way, never a hit from before the failover's
+    // change below).
+    let new_primary = crate::support::connect_client(&format!("redis://127.0.0.1:{replica}")).await;
+    let _: () = new_primary
+        .hset(app.key(&sid), ("username", "heidi"))
+        .await
+        .unwrap();
+    let deadline = killed + Duration::from_secs(20);
+    loop {
+        let hits = app.layer.cache_stats().unwrap().hits;
+        let res = app.get("/read/username", Some(&sid)).await;
+        if app.layer.cache_stats().unwrap().hits > hits {
+            assert_eq!(res.body, "heidi", "a read from memory after the change");
+        }
+        if res.body == "heidi" && app.layer.cache_stats().unwrap().hits > hits {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cache did not serve again after the failover: {:?}",
+            app.layer.cache_stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
