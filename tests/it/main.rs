@@ -68,6 +68,7 @@ mod php_interop;
 mod probes;
 mod probes2;
 mod probes3;
+mod probes4;
 mod read_cache;
 mod review;
 mod rotation;
