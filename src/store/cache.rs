@@ -24,7 +24,7 @@
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, MutexGuard, RwLock, Weak,
     },
     time::Duration,
@@ -86,6 +86,8 @@ pub(crate) fn invalidate_everywhere(key: &[u8]) {
 pub(crate) struct Cache {
     settings: ReadCache,
     state: Mutex<State>,
+    /// A tracking task is running for this cache.
+    tracked: AtomicBool,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -150,9 +152,23 @@ impl Cache {
                 trusted_until: None,
                 next_stamp: 0,
             }),
+            tracked: AtomicBool::new(false),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
+    }
+
+    /// `true` if no tracking task runs for this cache: the caller starts one, which calls
+    /// [`tracking_ended`](Self::tracking_ended) when it ends.
+    pub(crate) fn claim_tracking(&self) -> bool {
+        !self.tracked.load(Ordering::Relaxed) && !self.tracked.swap(true, Ordering::AcqRel)
+    }
+
+    /// The tracking task ended (its runtime shut down): nothing is served until a new
+    /// one has passed a barrier.
+    pub(crate) fn tracking_ended(&self) {
+        self.flush();
+        self.tracked.store(false, Ordering::Release);
     }
 
     pub(crate) fn settings(&self) -> &ReadCache {
@@ -465,6 +481,17 @@ mod tests {
 
     fn cache_with_bytes(max_bytes: usize) -> Cache {
         cache(1000, max_bytes)
+    }
+
+    #[test]
+    fn one_tracking_task_at_a_time_and_a_new_one_once_it_ended() {
+        let cache = cache(10, 1 << 20);
+        fill(&cache, "s:1", "x");
+        assert!(cache.claim_tracking());
+        assert!(!cache.claim_tracking());
+        cache.tracking_ended();
+        assert!(cache.lookup(b"s:1").is_err(), "flushed when its task ended");
+        assert!(cache.claim_tracking());
     }
 
     #[test]

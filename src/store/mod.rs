@@ -61,9 +61,9 @@ pub(crate) struct Store {
     /// The layer's absolute lifetime in ms (0: none), written out once, for the other
     /// scripts.
     lifetime_arg: Value,
-    /// The read cache, and whether its tracking task has been started (on the first
-    /// load, from within the runtime).
-    cache: Option<(std::sync::Arc<cache::Cache>, std::sync::Once)>,
+    /// The read cache (its tracking task is started by the first load, from within the
+    /// runtime, and again by a load after it ended with its runtime).
+    cache: Option<std::sync::Arc<cache::Cache>>,
     #[cfg(feature = "encryption")]
     crypto: Option<(
         std::sync::Arc<crate::crypto::KeyRing>,
@@ -136,7 +136,7 @@ impl Store {
             cache: config.read_cache.map(|settings| {
                 let cache = std::sync::Arc::new(cache::Cache::new(settings));
                 cache::register(&cache);
-                (cache, std::sync::Once::new())
+                cache
             }),
             #[cfg(feature = "encryption")]
             crypto: config
@@ -151,13 +151,15 @@ impl Store {
     }
 
     pub(crate) fn cache_stats(&self) -> Option<cache::CacheStats> {
-        self.cache.as_ref().map(|(cache, _)| cache.stats())
+        self.cache.as_ref().map(|cache| cache.stats())
     }
 
     /// The read cache, its tracking task started.
     fn cache(&self) -> Option<&cache::Cache> {
-        let (cache, started) = self.cache.as_ref()?;
-        started.call_once(|| tracking::spawn(cache, &self.redis, &self.key_prefix));
+        let cache = self.cache.as_ref()?;
+        if cache.claim_tracking() {
+            tracking::spawn(cache, &self.redis, &self.key_prefix);
+        }
         Some(cache)
     }
 

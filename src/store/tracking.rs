@@ -62,6 +62,9 @@ pub(crate) fn spawn(cache: &Arc<Cache>, redis: &Redis, prefix: &str) {
     let redis = redis.clone();
     let prefix = prefix.to_owned();
     tokio::spawn(async move {
+        // However the task ends (the cache dropped, or the runtime shut down), the next
+        // load may start another.
+        let _ended = Ended(weak.clone());
         let mut backoff = Duration::from_millis(50);
         // Whether this outage was logged: once at `warn`, then quietly until back.
         let mut logged = false;
@@ -92,6 +95,17 @@ pub(crate) fn spawn(cache: &Arc<Cache>, redis: &Redis, prefix: &str) {
             }
         }
     });
+}
+
+/// Tells the cache its tracking task ended, when dropped.
+struct Ended(Weak<Cache>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        if let Some(cache) = self.0.upgrade() {
+            cache.tracking_ended();
+        }
+    }
 }
 
 /// The latest barrier of each tracking connection; the cache is trusted from the oldest.
