@@ -22,7 +22,7 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use fred::{clients::Pool, interfaces::ClientLike as _, types::scripts::Script, types::Value};
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
-use tower_redis_session::{RedisSessionLayer, Session, SessionError};
+use tower_redis_session::{ReadCache, RedisSessionLayer, Session, SessionError};
 
 /// Idle TTL of every contender's sessions.
 pub const IDLE_TTL_SECS: u64 = 30 * 60;
@@ -50,10 +50,24 @@ pub enum Contender {
     /// This crate with `lazy_load(true)` (`untouched` and `read`): the session is loaded
     /// only when the handler asks for it.
     OursLazy,
+    /// This crate with a touch interval of [`TOUCH_INTERVAL`] and the read cache on
+    /// (`read`, `incr`, and the fields curve). Its keys have a prefix of their own
+    /// ([`CACHED_PREFIX`]), so its tracking connection hears only of its own sessions,
+    /// not of the writes the other contenders make.
+    OursCached,
+    /// This crate with the same touch interval and no cache (`read`, diagnostic): splits
+    /// what the cache saves from what the touch interval alone saves.
+    OursTouch,
 }
 
+/// The touch interval of the cached contender and its no-cache twin.
+pub const TOUCH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Key prefix of the cached contender.
+pub const CACHED_PREFIX: &str = "cached:";
+
 impl Contender {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::Ours,
         Self::TowerSessions,
         Self::Floor,
@@ -61,6 +75,8 @@ impl Contender {
         Self::NoSession,
         Self::TsAlwaysSave,
         Self::OursLazy,
+        Self::OursCached,
+        Self::OursTouch,
     ];
 
     pub fn name(self) -> &'static str {
@@ -72,6 +88,8 @@ impl Contender {
             Self::NoSession => "no session",
             Self::TsAlwaysSave => "tower-sessions always_save",
             Self::OursLazy => "tower-redis-session lazy",
+            Self::OursCached => "tower-redis-session + read cache",
+            Self::OursTouch => "tower-redis-session touch 5 s",
         }
     }
 
@@ -84,6 +102,8 @@ impl Contender {
             Self::NoSession => "none",
             Self::TsAlwaysSave => "tsalways",
             Self::OursLazy => "lazy",
+            Self::OursCached => "cache",
+            Self::OursTouch => "touch",
         }
     }
 
@@ -95,6 +115,7 @@ impl Contender {
     pub fn key_of(self, id: &str) -> String {
         match self {
             Self::TowerSessions | Self::TsAlwaysSave => id.to_owned(),
+            Self::OursCached => format!("{CACHED_PREFIX}{}", digest(id)),
             _ => format!("session:{}", digest(id)),
         }
     }
@@ -137,18 +158,38 @@ pub fn setup_fields(user: u64, fields: usize) -> Vec<(String, String)> {
     out
 }
 
+/// The running contenders.
+pub struct Apps {
+    pub addrs: HashMap<Contender, SocketAddr>,
+    /// The cached contender's layer, for its [`cache_stats`](RedisSessionLayer::cache_stats).
+    pub cached: RedisSessionLayer,
+}
+
+/// How a contender of this crate is set up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Default,
+    Lazy,
+    Touch,
+    Cached,
+}
+
 /// Starts every contender on its own 127.0.0.1 port; each gets its own fred pool of
 /// `pool_size` clients made by this crate's `client_builder` (timeouts, reconnect,
 /// `TCP_NODELAY`), so that the Redis client is the same for all.
-pub async fn start(
-    url: &str,
-    pool_size: usize,
-) -> Result<HashMap<Contender, SocketAddr>, Box<dyn std::error::Error>> {
+pub async fn start(url: &str, pool_size: usize) -> Result<Apps, Box<dyn std::error::Error>> {
     let mut addrs = HashMap::new();
+    let mut cached = None;
     for contender in Contender::ALL {
         let router = match contender {
-            Contender::Ours => ours(pool(url, pool_size).await?, false).await?,
-            Contender::OursLazy => ours(pool(url, pool_size).await?, true).await?,
+            Contender::Ours => ours(pool(url, pool_size).await?, Variant::Default).await?.0,
+            Contender::OursLazy => ours(pool(url, pool_size).await?, Variant::Lazy).await?.0,
+            Contender::OursTouch => ours(pool(url, pool_size).await?, Variant::Touch).await?.0,
+            Contender::OursCached => {
+                let (router, layer) = ours(pool(url, pool_size).await?, Variant::Cached).await?;
+                cached = Some(layer);
+                router
+            }
             Contender::TowerSessions => tower_sessions_app(pool(url, pool_size).await?, false),
             Contender::TsAlwaysSave => tower_sessions_app(pool(url, pool_size).await?, true),
             Contender::Floor => floor(pool(url, pool_size).await?, false).await?,
@@ -163,7 +204,10 @@ pub async fn start(
             }
         });
     }
-    Ok(addrs)
+    Ok(Apps {
+        addrs,
+        cached: cached.expect("the cached contender is started"),
+    })
 }
 
 async fn pool(url: &str, size: usize) -> Result<Pool, fred::error::Error> {
@@ -179,20 +223,32 @@ async fn anon() -> &'static str {
 // ---------------------------------------------------------------------------------------
 // This crate.
 
-async fn ours(pool: Pool, lazy: bool) -> Result<Router, Box<dyn std::error::Error>> {
-    let layer = RedisSessionLayer::builder(pool)
+async fn ours(
+    pool: Pool,
+    variant: Variant,
+) -> Result<(Router, RedisSessionLayer), Box<dyn std::error::Error>> {
+    let mut builder = RedisSessionLayer::builder(pool)
         .max_fields(MAX_FIELDS)
-        .lazy_load(lazy)
-        .build()?;
+        .lazy_load(variant == Variant::Lazy);
+    if matches!(variant, Variant::Touch | Variant::Cached) {
+        builder = builder.touch_interval(TOUCH_INTERVAL);
+    }
+    if variant == Variant::Cached {
+        builder = builder
+            .key_prefix(CACHED_PREFIX)
+            .read_cache(ReadCache::new());
+    }
+    let layer = builder.build()?;
     layer.load_scripts().await?;
-    Ok(Router::new()
+    let router = Router::new()
         .route("/anon", get(anon))
         .route("/read", get(ours_read))
         .route("/incr", get(ours_incr))
         .route("/login", get(ours_login))
         .route("/setup", get(ours_setup))
         .route("/peek", get(ours_peek))
-        .layer(layer))
+        .layer(layer.clone());
+    Ok((router, layer))
 }
 
 async fn ours_read(session: Session) -> String {
