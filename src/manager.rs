@@ -242,18 +242,19 @@ impl SessionManager {
     /// A session that moves to a new ID while this runs (a rotation it finds finished) is
     /// followed: the index is read again and the new ID ended too. Costs one read of the
     /// index, one round trip per session and one to drop their entries from the index;
-    /// for each round that finds a session rotated away, one more read of the index (and
-    /// with `except`, one look at the session to keep), and one to prune entries whose
-    /// session is not tied to the user (kept while younger than a minute: the tie may be
-    /// in flight).
+    /// for each round that finds a session rotated away, one more read of the index; with
+    /// `except`, one look at the session to keep after each read of the index; and one
+    /// to prune entries whose session is not tied to the user (kept while younger than a
+    /// minute: the tie may be in flight).
     ///
     /// # Errors
     ///
     /// The store failed; some sessions may have been ended already.
     ///
     /// [`ErrorKind::Conflict`](crate::ErrorKind::Conflict): a session kept moving to new
-    /// IDs through 16 reads of the index, or the session `except` names moved to a new ID
-    /// meanwhile (its new ID cannot be told from the others, so they were not followed).
+    /// IDs through 16 reads of the index, or the session `except` names is moving or
+    /// moved to a new ID (its new ID cannot be told from the others, so what the last
+    /// read of the index listed was not ended).
     /// The sessions found were ended; call it again (with the new handle).
     pub async fn terminate_all(
         &self,

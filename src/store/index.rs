@@ -169,7 +169,14 @@ impl Store {
         let (mut pending, mut dead, mut kept) = (entries, Vec::new(), Vec::new());
         let mut ended = 0;
         let mut followed = Ok(());
-        for round in 0..=REREADS {
+        let mut round = 0;
+        loop {
+            // After each read of the index and before ending what it listed: were the
+            // session to keep moving to a new ID, that ID could be among them.
+            if self.moving(keep).await? {
+                followed = Err(Error::new(ErrorKind::Conflict));
+                break;
+            }
             let mut rotated = false;
             for entry in pending.drain(..) {
                 match self
@@ -187,10 +194,11 @@ impl Store {
             let Some(more) = more.filter(|_| rotated) else {
                 break;
             };
-            if round == REREADS || self.rotated_away(keep).await? {
+            if round == REREADS {
                 followed = Err(Error::new(ErrorKind::Conflict));
                 break;
             }
+            round += 1;
             pending = self
                 .index_entries(user_id)
                 .await?
@@ -212,16 +220,18 @@ impl Store {
         followed.map(|()| ended)
     }
 
-    /// One round trip if `member` is given: whether its key is a `rotated` marker.
-    async fn rotated_away(&self, member: Option<&str>) -> Result<bool, Error> {
+    /// One round trip if `member` is given: whether its session is moving to a new ID (a
+    /// rotation's mark on it) or has moved (a `rotated` marker). Its new ID may then be
+    /// in the index already, and cannot be told from the others.
+    async fn moving(&self, member: Option<&str>) -> Result<bool, Error> {
         let Some(member) = member else {
             return Ok(false);
         };
         let client = self.redis().client();
-        let ended: Option<String> = self
-            .timed(|| client.hget(self.key_of(member), model::ENDED))
+        let (ended, rotating): (Option<String>, Option<String>) = self
+            .timed(|| client.hmget(self.key_of(member), vec![model::ENDED, model::ROTATING]))
             .await?;
-        Ok(ended.as_deref() == Some(EndReason::Rotated.as_str()))
+        Ok(rotating.is_some() || ended.as_deref() == Some(EndReason::Rotated.as_str()))
     }
 
     /// One round trip (a pipeline): the `user_id` of each session key.
