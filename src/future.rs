@@ -50,6 +50,14 @@ pin_project! {
             pending: Option<(S, Request<ReqBody>, SessionId)>,
         },
         Inner { #[pin] fut: S::Future },
+        // A lazy session the handler left unloaded, loaded now because a clone of it
+        // outlives the handler (a streaming body may read it).
+        LateLoad {
+            fut: BoxFuture<()>,
+            response: Option<S::Response>,
+        },
+        // The handler's response, to finish or to write back for.
+        Respond { response: Option<S::Response> },
         // Waiting for the write-back; the response goes out after it.
         Save {
             fut: BoxFuture<Result<Outcome, Error>>,
@@ -129,6 +137,34 @@ where
                     };
                     let session = this
                         .session
+                        .as_ref()
+                        .expect("session set before the inner call");
+                    if session.needs_load() && session.is_shared() {
+                        // Loaded as the default mode would have, so that what reads it
+                        // later never sees a live session as empty. A failure is answered
+                        // below like any failed lazy load.
+                        let session = session.clone();
+                        this.state.set(State::LateLoad {
+                            fut: Box::pin(async move {
+                                let _ = session.load().await;
+                            }),
+                            response: Some(response),
+                        });
+                    } else {
+                        this.state.set(State::Respond {
+                            response: Some(response),
+                        });
+                    }
+                }
+                StateProj::LateLoad { fut, response } => {
+                    ready!(fut.as_mut().poll(cx));
+                    let response = response.take();
+                    this.state.set(State::Respond { response });
+                }
+                StateProj::Respond { response } => {
+                    let response = response.take().expect("polled after completion");
+                    let session = this
+                        .session
                         .take()
                         .expect("session set before the inner call");
                     if let Some(failure) = session.lazy_failure() {
@@ -148,7 +184,19 @@ where
                         return Poll::Ready(Ok(finish(this.shared, response, outcome)));
                     }
                     let shared = Arc::clone(this.shared);
-                    let fut = Box::pin(async move { shared.store.write_back(plan).await });
+                    let fut: BoxFuture<_> = if matches!(plan, Plan::Rotate { .. }) {
+                        // A rotation marks the old key (saves to it are refused) until it
+                        // finishes or is abandoned: it runs to its end even if the
+                        // response is dropped (the client went away).
+                        let task = tokio::spawn(async move { shared.store.write_back(plan).await });
+                        Box::pin(async move {
+                            task.await.unwrap_or_else(|_| {
+                                Err(Error::protocol("the rotation task failed"))
+                            })
+                        })
+                    } else {
+                        Box::pin(async move { shared.store.write_back(plan).await })
+                    };
                     this.state.set(State::Save {
                         fut,
                         response: Some(response),
@@ -337,6 +385,8 @@ where
         let state = match &self.state {
             State::Load { .. } => "load",
             State::Inner { .. } => "inner",
+            State::LateLoad { .. } => "late load",
+            State::Respond { .. } => "respond",
             State::Save { .. } => "save",
             State::Done => "done",
         };

@@ -290,6 +290,11 @@ impl Session {
             .clone()
     }
 
+    /// Whether another clone of this handle exists (in a response body, a task).
+    pub(crate) fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.0) > 1
+    }
+
     /// `true` for a lazy session whose load has not succeeded yet: call
     /// [`load`](Self::load) before using it. `false` in the default mode, for a request
     /// without a session cookie, and once loaded.
