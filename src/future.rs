@@ -281,8 +281,8 @@ fn finish<B>(
 /// Whether the response may send the cookie again only to refresh its `Max-Age`: a
 /// persistent cookie has one, and it never rides a page the app meant shared caches to
 /// keep (`public`, `s-maxage`, a `max-age` above zero, a storable targeted field such as
-/// `CDN-Cache-Control` or `Surrogate-Control`), whose
-/// caching it would have to turn off. Any other page carries it, made unstorable.
+/// `CDN-Cache-Control` or `Surrogate-Control`), whose caching it would have to turn off.
+/// Any other page carries it, made unstorable.
 fn refreshes_cookie(shared: &Shared, headers: &http::HeaderMap) -> bool {
     shared.config.cookie.persistent && !SharedCaching::of(headers).asked_for
 }
