@@ -252,6 +252,11 @@ impl RedisSessionLayerBuilder {
     /// this: fewer writes to replicate and persist, at the cost of a session expiring up
     /// to this much earlier than its idle TTL after its last request. Still one round
     /// trip. Default: refresh on every load. Must be shorter than the idle TTL.
+    ///
+    /// Only sessions whose idle TTL is longer than the interval skip refreshes: one given
+    /// a shorter or equal TTL of its own ([`Session::set_ttl`](crate::Session::set_ttl))
+    /// is refreshed on every load, as without a touch interval, so it never expires while
+    /// in use.
     pub fn touch_interval(mut self, interval: Duration) -> Self {
         self.config.touch_interval = Some(interval);
         self

@@ -204,7 +204,13 @@ async fn an_evicted_session_is_not_served_from_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_past_its_idle_ttl_is_not_served_from_memory() {
     let server = RedisServer::start();
-    let app = TestApp::with(&server, cached).await;
+    // A touch interval below the session's 2 s TTL: one at or above it refreshes the
+    // session on every load, which then never goes to memory.
+    let app = TestApp::with(&server, |b| {
+        b.touch_interval(Duration::from_secs(1))
+            .read_cache(ReadCache::new())
+    })
+    .await;
     let sid = app.login().await;
     assert_eq!(app.post("/ttl/2", Some(&sid)).await.status, 200);
     warm(&app, &sid, "username").await;

@@ -311,19 +311,16 @@ fn storable_by(headers: &http::HeaderMap) -> Vec<String> {
 // ---------------------------------------------------------------------------------------
 // Sliding expiry and the touch interval
 
-/// Promise: "every request that loads the session pushes the TTL to the session's idle
-/// TTL"; the touch interval only skips a refresh "when the last one is recent", and the
-/// layer refuses a touch interval that is not shorter than the idle TTL, so an active
-/// session never dies. `Session::set_ttl` gives one session an idle TTL of its own
-/// (the demo lets a person pick a short one) and is not checked against the interval.
+/// Held: every request that loads the session pushes the TTL to the session's idle
+/// TTL; the touch interval only skips a refresh for a session whose idle TTL is longer
+/// than the interval. A session given a shorter one of its own (`Session::set_ttl`,
+/// which is not checked against the interval) is refreshed on every load, so it never
+/// dies in use.
 ///
 /// Steps: a layer with `touch_interval(5 s)` (idle TTL 30 min); a request starts a
-/// session and calls `set_ttl(2 s)`; the same browser then reads every 400 ms. Every
-/// load comes within 5 s of the last stamp, so none refreshes the TTL: the key expires
-/// 2 s after the first request although the session never went 0.4 s without one, and
-/// the next read is anonymous.
+/// session and calls `set_ttl(2 s)`; the same browser then reads every 400 ms for 2.4 s,
+/// past the 2 s TTL, and every read gets the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "shows: a session whose own idle TTL is shorter than the touch interval expires while in use (no load refreshes it)"]
 async fn a_session_in_use_never_expires_when_its_idle_ttl_is_below_the_touch_interval() {
     let redis = RedisServer::start();
     let app = App::new(&redis, |b| b.touch_interval(Duration::from_secs(5))).await;
@@ -333,7 +330,7 @@ async fn a_session_in_use_never_expires_when_its_idle_ttl_is_below_the_touch_int
         .new_id()
         .expect("a new session");
     let mut lost = Vec::new();
-    for i in 1..=8 {
+    for i in 1..=6 {
         tokio::time::sleep(Duration::from_millis(400)).await;
         let res = app.send("GET", "/read", Some(&id)).await;
         if res.body != "ferris" {
@@ -349,23 +346,20 @@ async fn a_session_in_use_never_expires_when_its_idle_ttl_is_below_the_touch_int
 // ---------------------------------------------------------------------------------------
 // Timestamps written by other programs
 
-/// Promise: an absolute lifetime bounds every session "however active" (the crate docs:
-/// "12 hours at most"); "a session without the field (older than the setting, or
-/// written by another program) gets `created_at` + the lifetime"; timestamps from
-/// other programs never extend a session past its deadline.
+/// Held: an absolute lifetime bounds every session however active, and a session
+/// without `absolute_expires_at` ends at `created_at` + the lifetime; a `created_at`
+/// another program wrote ahead of Redis's clock (a clock ahead, or local time written
+/// with a `Z`) stretches that by at most 5 minutes. Further ahead, the session is not
+/// usable at all: never served, and its cookie can log in afresh.
 ///
-/// Steps: a layer with `absolute_lifetime(2 s)`. Another program (clock ahead, or the
-/// common bug of writing local time with a `Z`) writes a session whose `created_at` is
-/// 10 hours ahead of Redis's clock, with no `absolute_expires_at`. It is read at once
-/// and again 2.5 s later: the second read still gets the session, and so does every
-/// read for the next 10 hours. With `created_at` in the year 9999, the session never
-/// ends, and its login (`set_user_id`, which rotates) is refused with 409 for ever: the
-/// rotation carries a deadline past the year 9999 that the create script cannot read.
+/// Steps: a layer with `absolute_lifetime(1 s)`. Sessions with no `absolute_expires_at`
+/// are planted with `created_at` 0.5 s ahead (tolerated), 10 hours ahead and in the year
+/// 9999. The first is served at once and gone 1.8 s later; the other two are never
+/// served; a login with the year-9999 cookie succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "shows: a created_at ahead of Redis's clock (another program's) pushes the absolute deadline out by as much; in the year 9999 the session never ends and can never log in (409)"]
 async fn a_created_at_ahead_of_the_clock_never_stretches_the_absolute_lifetime() {
     let redis = RedisServer::start();
-    let app = App::new(&redis, |b| b.absolute_lifetime(Duration::from_secs(2))).await;
+    let app = App::new(&redis, |b| b.absolute_lifetime(Duration::from_secs(1))).await;
     let now = now_ms();
     let planted = |created: String| {
         vec![
@@ -375,6 +369,9 @@ async fn a_created_at_ahead_of_the_clock_never_stretches_the_absolute_lifetime()
             ("last_accessed_at", stamp(now, 0, 0, false)),
         ]
     };
+    let near = app
+        .plant(&planted(stamp(now + 500, 0, 3, true)), 60_000)
+        .await;
     let ahead = app
         .plant(&planted(stamp(now + 10 * 3_600_000, 0, 0, true)), 60_000)
         .await;
@@ -382,16 +379,24 @@ async fn a_created_at_ahead_of_the_clock_never_stretches_the_absolute_lifetime()
         .plant(&planted("9999-12-31T23:59:59+00:00".to_owned()), 60_000)
         .await;
     let mut problems = Vec::new();
+    let first = app.send("GET", "/read", Some(&near)).await;
+    assert_eq!(first.body, "ferris", "0.5 s ahead: tolerated, served");
     for (what, id) in [("10 h ahead", &ahead), ("year 9999", &far)] {
-        let first = app.send("GET", "/read", Some(id)).await;
-        assert_eq!(first.body, "ferris", "{what}: planted session readable");
+        let res = app.send("GET", "/read", Some(id)).await;
+        if res.body == "ferris" {
+            problems.push(format!("{what}: served"));
+        }
     }
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    for (what, id) in [("10 h ahead", &ahead), ("year 9999", &far)] {
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    for (what, id) in [
+        ("0.5 s ahead", &near),
+        ("10 h ahead", &ahead),
+        ("year 9999", &far),
+    ] {
         let later = app.send("GET", "/read", Some(id)).await;
         if later.body == "ferris" {
             problems.push(format!(
-                "{what}: still served 2.5 s after it was first seen, lifetime 2 s (key TTL {} ms)",
+                "{what}: still served 1.8 s after it was planted, lifetime 1 s (key TTL {} ms)",
                 app.client.pttl::<i64, _>(app.key(id)).await.unwrap()
             ));
         }
@@ -452,13 +457,11 @@ async fn a_deadline_written_in_any_offset_and_fraction_ends_the_session_on_time(
     }
 }
 
-/// Promise (data model): timestamps are RFC 3339 "with or without fractional seconds";
-/// RFC 3339's `time-secfrac` is `"." 1*DIGIT`, of any length. A session another program
-/// wrote with a 10-digit fraction (or a lower-case `t`/`z`, which RFC 3339 §5.6 allows)
-/// in its `created_at` is refused as unusable: the user is logged out and the cookie
-/// cleared. (No crash, no extension: the loss of the session is what shows.)
+/// Held: timestamps are RFC 3339 with or without fractional seconds, and RFC 3339's
+/// `time-secfrac` is `"." 1*DIGIT`, of any length; §5.6 allows a lower-case `t` and `z`.
+/// A session another program wrote with a 10- or 18-digit fraction, or a lower-case
+/// `t` or `z`, in its `created_at` is served, not logged out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "shows: a session whose created_at has a fraction of 10+ digits or a lower-case t/z (valid RFC 3339) is dropped as unusable"]
 async fn a_valid_rfc3339_stamp_of_another_program_never_loses_the_session() {
     let redis = RedisServer::start();
     let app = App::new(&redis, |b| b).await;

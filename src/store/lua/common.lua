@@ -65,25 +65,25 @@ local function rfc3339(ms, with_ms)
 end
 
 -- An RFC 3339 timestamp -> Unix ms; nil for anything else. The grammar (the same as
--- the Rust side's, in time.rs): YYYY-MM-DDTHH:MM:SS, then optionally '.' and 1 to 9
--- digits, then 'Z' or an offset '+hh:mm' / '-hh:mm'. Fractions below 1 ms are dropped.
--- parse_time below reads the stamps the scripts write faster, and calls this for the rest.
+-- the Rust side's, in time.rs): at most 64 bytes, YYYY-MM-DD, 'T' or 't', HH:MM:SS,
+-- then optionally '.' and 1 or more digits, then 'Z', 'z' or an offset '+hh:mm' /
+-- '-hh:mm'. Fractions below 1 ms are dropped. parse_time below reads the stamps the
+-- scripts write faster, and calls this for the rest.
 local function parse_time_text(s)
-  if type(s) ~= 'string' then return nil end
+  if type(s) ~= 'string' or #s > 64 then return nil end
   local y, m, d, hh, mm, ss, rest = string.match(s,
-    '^(%d%d%d%d)-(%d%d)-(%d%d)T(%d%d):(%d%d):(%d%d)(.*)$')
+    '^(%d%d%d%d)-(%d%d)-(%d%d)[Tt](%d%d):(%d%d):(%d%d)(.*)$')
   if not y then return nil end
   y, m, d, hh, mm, ss = tonumber(y), tonumber(m), tonumber(d), tonumber(hh), tonumber(mm), tonumber(ss)
   if m < 1 or m > 12 or d < 1 or d > 31 or hh > 23 or mm > 59 or ss > 60 then return nil end
   local frac_ms = 0
   local digits, after = string.match(rest, '^%.(%d+)(.*)$')
   if digits then
-    if #digits > 9 then return nil end
     frac_ms = math.floor(tonumber(string.sub(digits .. '00', 1, 3)))
     rest = after
   end
   local offset = 0
-  if rest ~= 'Z' then
+  if rest ~= 'Z' and rest ~= 'z' then
     local sign, oh, om = string.match(rest, '^([+-])(%d%d):(%d%d)$')
     if not sign then return nil end
     oh, om = tonumber(oh), tonumber(om)
@@ -151,19 +151,30 @@ local function valid_idle(s)
   return n
 end
 
+-- created_at (a string, or false or nil) -> ms; nil when it is unreadable or more than
+-- 5 minutes ahead of `now` (Redis's time, ms). A little ahead is another program's
+-- clock; further (local time written with 'Z', the year 9999), it would push the
+-- deadline created_at + lifetime out by as much.
+local function created_ms(s, now)
+  local created = parse_time(s)
+  if not created or created > now + 300000 then return nil end
+  return created
+end
+
 -- A session's absolute deadline in ms: its absolute_expires_at, never later than
 -- created_at + `lifetime` (ms; 0 when the layer sets none), or that alone when the
 -- session has none. created_at is whole seconds, so the cap allows its lost fraction.
--- `created` is created_at in ms when the caller has parsed it already.
+-- `created` is created_at in ms when the caller has read it already (with created_ms);
+-- `now` is Redis's time (ms).
 -- nil when neither applies; false when a stored value is unreadable.
-local function deadline_of(f, lifetime, created)
+local function deadline_of(f, lifetime, now, created)
   local deadline = nil
   if f.absolute_expires_at then
     deadline = parse_time(f.absolute_expires_at)
     if not deadline then return false end
   end
   if lifetime > 0 then
-    created = created or parse_time(f.created_at)
+    created = created or created_ms(f.created_at, now)
     if not created then return false end
     if not deadline then
       deadline = created + lifetime
@@ -174,14 +185,15 @@ local function deadline_of(f, lifetime, created)
   return deadline
 end
 
--- The idle TTL (s) and deadline (ms or nil) of a live session's fields; nil if any
--- internal field is unreadable, so the session is refused the same way everywhere.
-local function session_times(f, lifetime)
+-- The idle TTL (s) and deadline (ms or nil) of a live session's fields at `now`
+-- (Redis's time, ms); nil if any internal field is unreadable (created_at too far
+-- ahead included), so the session is refused the same way everywhere.
+local function session_times(f, lifetime, now)
   local idle = valid_idle(f.session_ttl)
   if not idle then return nil end
-  local created = parse_time(f.created_at)
+  local created = created_ms(f.created_at, now)
   if not created then return nil end
-  local deadline = deadline_of(f, lifetime, created)
+  local deadline = deadline_of(f, lifetime, now, created)
   if deadline == false then return nil end
   return idle, deadline
 end
@@ -238,9 +250,9 @@ end
 local function open_session(key, max_fields, max_bytes, lifetime)
   local status, h, f = read_session(key, max_fields, max_bytes)
   if status ~= 1 then return status, h, f end
-  local idle, deadline = session_times(f, lifetime)
-  if not idle then return -1 end
   local now = now_ms()
+  local idle, deadline = session_times(f, lifetime, now)
+  if not idle then return -1 end
   if deadline and now >= deadline then
     redis.call('DEL', key)
     return 0

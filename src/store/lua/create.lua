@@ -35,7 +35,7 @@ local lifetime = tonumber(ARGV[2])
 local deadline = nil
 if carried or f.absolute_expires_at then
   -- A stamp written just now needs no parsing: it reads back as `now` in whole seconds.
-  deadline = deadline_of(f, lifetime, not carried and now - now % 1000 or nil)
+  deadline = deadline_of(f, lifetime, now, not carried and now - now % 1000 or nil)
   if deadline == false then return {-1} end
 elseif lifetime > 0 then
   -- A new session's deadline counts from now, to the millisecond, not from its

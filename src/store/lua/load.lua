@@ -2,7 +2,8 @@
 --
 -- KEYS[1]  the session key (the only key touched)
 -- ARGV[1]  touch interval in seconds: skip the refresh write if the last one is more
---          recent than this (0: refresh on every load)
+--          recent than this and the session's idle TTL is longer than this (0:
+--          refresh on every load)
 -- ARGV[2]  most fields a stored session may have (internal ones included)
 -- ARGV[3]  most bytes its field names and values may take together
 -- ARGV[4]  the layer's absolute lifetime in ms (0: none)
@@ -37,7 +38,9 @@ end
 
 local n = #h
 local touch = ARGV[1] ~= '0' and tonumber(ARGV[1]) or 0
-if touch > 0 then
+-- A session whose own idle TTL (Session::set_ttl) is not longer than the touch
+-- interval is refreshed on every load: skipped refreshes would let it expire in use.
+if touch > 0 and idle > touch then
   local last = parse_time(f.last_accessed_at)
   local pttl = redis.call('PTTL', key)
   -- A stamp in the future (another program's clock ahead) never skips the refresh.

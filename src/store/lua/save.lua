@@ -41,9 +41,9 @@ end
 local got = redis.pcall('HMGET', key, unpack(names))
 if got.err then return {0} end
 local f = {session_ttl = got[1], created_at = got[2], absolute_expires_at = got[3]}
-local stored_idle, deadline = session_times(f, tonumber(ARGV[2]))
-if not stored_idle then return {0} end
 local now = now_ms()
+local stored_idle, deadline = session_times(f, tonumber(ARGV[2]), now)
+if not stored_idle then return {0} end
 if deadline and now >= deadline then
   redis.call('DEL', key)
   return {0}
