@@ -250,10 +250,12 @@ final class RedisSessionStore
     /** RFC 3339 with or without fractional seconds, `Z` or any offset, to Unix seconds. */
     public static function parseTime(string $text): ?float
     {
-        $rfc3339 = '/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/D';
-        if (preg_match($rfc3339, $text) !== 1) {
+        // The crate's grammar: any number of fraction digits, `T`/`t`, `Z`/`z`, at most 64 bytes.
+        $rfc3339 = '/^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/D';
+        if (strlen($text) > 64 || preg_match($rfc3339, $text) !== 1) {
             return null;
         }
+        $text = strtoupper($text);
         // PHP keeps microseconds: cut longer fractions to 6 digits.
         $text = preg_replace('/(\.\d{6})\d+/', '$1', $text);
         try {
