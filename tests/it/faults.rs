@@ -212,6 +212,12 @@ fn acked(samples: &[Sample], n: usize, pick: impl Fn(&Sample) -> bool) -> Vec<i6
 /// Every key under the prefix is a session hash with its internal fields and a TTL, a
 /// marker an ended session left (one `ended` field, a TTL), or (with `indexes`) a user
 /// index. Returns how many are live sessions.
+/// A key's PTTL, its `created_at` and `session_ttl`, its number of fields, and whether it
+/// has `ended`, read at one instant.
+const KEY_STATE: &str = "return {redis.call('PTTL', KEYS[1]), \
+    redis.call('HMGET', KEYS[1], 'created_at', 'session_ttl'), \
+    redis.call('HLEN', KEYS[1]), redis.call('HEXISTS', KEYS[1], 'ended')}";
+
 fn check_keyspace(redis: &RedisServer, indexes: bool) -> usize {
     let keys = redis.cmd(&["KEYS", "*"]);
     let mut sessions = 0;
@@ -221,14 +227,17 @@ fn check_keyspace(redis: &RedisServer, indexes: bool) -> usize {
         if indexes && k.starts_with("session:user:") {
             continue;
         }
-        let ttl = redis.cmd(&["PTTL", &k]).int().unwrap();
+        // In one script, so that an eviction or expiry cannot fall between the reads.
+        let seen = redis.cmd(&["EVAL", KEY_STATE, "1", &k]);
+        let [ttl, fields, len, ended] = seen.items() else {
+            panic!("unexpected reply for {k}: {seen:?}");
+        };
+        let ttl = ttl.int().unwrap();
         assert!(
             ttl > 0 || ttl == -2,
             "session key without a TTL: {k} ({ttl})"
         );
-        let fields = redis.cmd(&["HMGET", &k, "created_at", "session_ttl"]);
-        let marker = redis.cmd(&["HGETALL", &k]).items().len() == 2
-            && redis.cmd(&["HEXISTS", &k, "ended"]).int() == Some(1);
+        let marker = len.int() == Some(1) && ended.int() == Some(1);
         if ttl > 0 && !marker {
             assert!(
                 fields.items().iter().all(|f| f.text().is_some()),
