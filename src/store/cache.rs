@@ -11,7 +11,10 @@
 //!   invalidations from the tracking connection ([`tracking`](super::tracking));
 //! - this app's own writes remove the key here before they are sent and again once they
 //!   are answered, so a request never reads an older session than one its own app
-//!   wrote;
+//!   wrote. They are dropped, not updated: a save's reply does not carry the whole
+//!   session, and the next load fills the entry again. (Their invalidations arrive too:
+//!   `NOLOOP` would only spare the tracking connection's own writes, and it writes
+//!   nothing.);
 //! - a fill carries a [`Ticket`] taken before its load was sent, and is dropped if the
 //!   key may have changed since (its shard's generation moved, the cache was flushed, or
 //!   the tracking connection was not trusted then or now).
