@@ -69,6 +69,7 @@ mod probes;
 mod probes2;
 mod probes3;
 mod probes4;
+mod probes5;
 mod read_cache;
 mod review;
 mod rotation;
