@@ -151,7 +151,6 @@ async fn own_cluster(options: ClusterOptions) -> Arc<RedisCluster> {
 /// replica is primary, another program changes the session there. The app's next reads
 /// show the change within `max_staleness`, and the cache serves again afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "slow (~8 s); held when run"]
 async fn a_manual_cluster_failover_never_hides_a_change_made_on_the_new_primary() {
     let cluster = own_cluster(ClusterOptions::default()).await;
     let app = TestApp::with(&*cluster, |b| {
@@ -211,7 +210,6 @@ async fn a_manual_cluster_failover_never_hides_a_change_made_on_the_new_primary(
 /// changes the session on its new primary. The app's reads show the change within
 /// `max_staleness`; the cache serves again and a second change is seen as fast.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "slow (~4 s); held when run"]
 async fn resharding_a_cached_sessions_slot_never_hides_a_change_on_its_new_primary() {
     let cluster = own_cluster(ClusterOptions {
         masters: 3,
@@ -499,7 +497,6 @@ async fn app_instances_that_come_and_go_leave_no_tracking_connection_behind() {
 /// retries meanwhile; once Redis resumes, the connections it opened while Redis hung do
 /// not pile up (one tracking connection, a bounded number of connections in all).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "slow (~12 s); held when run"]
 async fn a_long_stall_leaves_no_pile_of_tracking_connections() {
     let server = RedisServer::start();
     let app = TestApp::with(&server, |b| {
