@@ -52,7 +52,7 @@ use tower::ServiceExt as _;
 use tower_redis_session::{RedisSessionLayer, Session, SessionId, SessionManager};
 
 use crate::support::{
-    all_keys, connect_client, keys_matching, resp, RedisCluster, Target as _, Topology,
+    all_keys, connect_client, digest, keys_matching, resp, RedisCluster, Target as _, Topology,
 };
 
 /// The idle TTL of new sessions; `set_ttl` picks from `SET_TTL_SECS`. Both far above the
@@ -1467,12 +1467,6 @@ impl<'a> Oracle<'a> {
         }
         out
     }
-}
-
-fn digest(s: &str) -> String {
-    use base64::Engine as _;
-    use sha2::Digest as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(s.as_bytes()))
 }
 
 // ---------------------------------------------------------------------------------------

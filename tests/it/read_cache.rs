@@ -384,11 +384,7 @@ async fn a_save_on_a_session_deleted_elsewhere_while_cached_is_refused_and_nothi
         let key = app.key(&sid);
         let hits = app.layer.cache_stats().unwrap().hits;
         // Loaded from memory, then held before its change.
-        let held = {
-            let (app, sid) = (Arc::clone(&app), sid.clone());
-            tokio::spawn(async move { app.post("/gated/incr/n", Some(&sid)).await })
-        };
-        app.gate.arrived.notified().await;
+        let held = app.hold("POST", "/gated/incr/n", &sid).await;
         assert!(
             app.layer.cache_stats().unwrap().hits > hits,
             "the held request was served from memory"
@@ -401,8 +397,7 @@ async fn a_save_on_a_session_deleted_elsewhere_while_cached_is_refused_and_nothi
                 .post("/logout", Some(&sid))
                 .await;
         }
-        app.gate.release.notify_one();
-        let res = held.await.unwrap();
+        let res = app.release(held).await;
         assert_eq!(res.status, StatusCode::CONFLICT, "{}", res.body);
         assert_eq!(
             res.set_cookie(),

@@ -91,14 +91,10 @@ impl App {
     }
 
     async fn post(&self, path: &str, sid: Option<&str>) -> (StatusCode, Vec<String>) {
-        let mut req = Request::builder().method("POST").uri(path);
-        if let Some(sid) = sid {
-            req = req.header(header::COOKIE, format!("sid={sid}"));
-        }
         let res = self
             .router
             .clone()
-            .oneshot(req.body(Body::empty()).unwrap())
+            .oneshot(crate::support::request("POST", path, sid))
             .await
             .unwrap();
         let cookies = res
