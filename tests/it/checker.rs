@@ -248,6 +248,14 @@ impl Req {
     fn refused(&self) -> bool {
         self.status == 409
     }
+    /// The argument in parentheses, if there is one.
+    fn arg_label(&self) -> String {
+        if self.arg.is_empty() {
+            String::new()
+        } else {
+            format!("({})", self.arg)
+        }
+    }
     /// Outcome unknown: it may or may not have been applied.
     fn unknown(&self) -> bool {
         !self.acked() && !self.refused()
@@ -1012,11 +1020,7 @@ impl<'a> Oracle<'a> {
                 "b{} {:?}{} sent {} at {:?}..{:?} (instance {}): {} {:?} body {:?}",
                 r.browser,
                 r.op,
-                if r.arg.is_empty() {
-                    String::new()
-                } else {
-                    format!("({})", r.arg)
-                },
+                r.arg_label(),
                 self.label(r.sent.as_deref()),
                 r.start,
                 r.end,
@@ -1404,11 +1408,7 @@ impl<'a> Oracle<'a> {
                     r.browser,
                     r.instance,
                     r.op,
-                    if r.arg.is_empty() {
-                        String::new()
-                    } else {
-                        format!("({})", r.arg)
-                    },
+                    r.arg_label(),
                     self.label(r.sent.as_deref()),
                     r.status,
                     self.change_label(&r.change),

@@ -48,8 +48,7 @@ async fn verify(session: Session, Path(token): Path<String>) -> String {
 /// Reads only, after the gate: a page whose load happened before what the test does
 /// while it waits.
 async fn gated_read(State(gate): State<Arc<Gate>>, session: Session) -> String {
-    gate.arrived.notify_one();
-    gate.release.notified().await;
+    gate.pass().await;
     session.get("username").unwrap_or_default()
 }
 
@@ -58,8 +57,7 @@ async fn gated_incr_rotate(
     session: Session,
     Path(field): Path<String>,
 ) -> Result<String, SessionError> {
-    gate.arrived.notify_one();
-    gate.release.notified().await;
+    gate.pass().await;
     let n = session.increment(&field, 1)?;
     session.rotate_id();
     Ok(n.to_string())
@@ -69,8 +67,7 @@ async fn gated_csrf(
     State(gate): State<Arc<Gate>>,
     session: Session,
 ) -> Result<String, SessionError> {
-    gate.arrived.notify_one();
-    gate.release.notified().await;
+    gate.pass().await;
     session.csrf_token()
 }
 

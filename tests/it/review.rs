@@ -25,8 +25,7 @@ struct App {
 }
 
 async fn gated_logout(State(gate): State<Arc<Gate>>, session: Session) -> &'static str {
-    gate.arrived.notify_one();
-    gate.release.notified().await;
+    gate.pass().await;
     session.destroy();
     "logged out"
 }

@@ -239,8 +239,7 @@ async fn gated_incr(
     State(gate): State<Arc<Gate>>,
     session: Session,
 ) -> Result<String, SessionError> {
-    gate.arrived.notify_one();
-    gate.release.notified().await;
+    gate.pass().await;
     Ok(session.increment("n", 1)?.to_string())
 }
 

@@ -487,6 +487,14 @@ pub struct Gate {
     pub release: Notify,
 }
 
+impl Gate {
+    /// In a handler: says it is at the gate, then waits until the test opens it.
+    pub async fn pass(&self) {
+        self.arrived.notify_one();
+        self.release.notified().await;
+    }
+}
+
 /// An axum app behind the layer, driven in-process, with the server it talks to.
 pub struct TestApp {
     pub router: Router,
@@ -578,14 +586,12 @@ async fn gated_incr(
     session: Session,
     Path(field): Path<String>,
 ) -> Result<String, SessionError> {
-    gate.arrived.notify_one();
-    gate.release.notified().await;
+    gate.pass().await;
     Ok(session.increment(&field, 1)?.to_string())
 }
 
 async fn gated_rotate(State(gate): State<Arc<Gate>>, session: Session) -> &'static str {
-    gate.arrived.notify_one();
-    gate.release.notified().await;
+    gate.pass().await;
     session.rotate_id();
     "ok"
 }
