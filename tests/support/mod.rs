@@ -809,6 +809,29 @@ impl TestApp {
         id
     }
 
+    /// The read cache's hits so far (fails if the cache is off).
+    pub fn cache_hits(&self) -> u64 {
+        self.layer.cache_stats().expect("the cache is on").hits
+    }
+
+    /// Reads `field` until a read is served from memory (the first load starts the read
+    /// cache's connection, and its first barrier lets the cache serve); fails after 10 s.
+    pub async fn warm(&self, sid: &str, field: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let hits = self.cache_hits();
+            self.get(&format!("/read/{field}"), Some(sid)).await;
+            if self.cache_hits() > hits {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "no read was served from memory: {:?}",
+            self.layer.cache_stats()
+        );
+    }
+
     /// The key of `user`'s index.
     pub fn index_key(&self, user: &str) -> String {
         format!("{}user:{}", self.prefix, digest(user))
