@@ -30,16 +30,6 @@ async fn gated_logout(State(gate): State<Arc<Gate>>, session: Session) -> &'stat
     "logged out"
 }
 
-async fn logout(session: Session) -> &'static str {
-    session.destroy();
-    "logged out"
-}
-
-async fn rotate(session: Session) -> &'static str {
-    session.rotate_id();
-    "ok"
-}
-
 async fn start(session: Session) -> Result<&'static str, SessionError> {
     session.insert("username", "ferris")?;
     Ok("ok")
@@ -73,13 +63,15 @@ impl App {
         .unwrap();
         let gate = Arc::new(Gate::default());
         let manager = layer.manager();
-        let router = Router::new()
-            .route("/start", post(start))
-            .route("/rotate", post(rotate))
-            .route("/gated/logout", post(gated_logout))
-            .route("/logout", post(logout))
-            .route("/tie/{user}", post(tie))
-            .with_state(Arc::clone(&gate))
+        // The shared test app's routes (`/rotate`, `/logout`, ...), and this file's own.
+        let router = crate::support::routes(Arc::clone(&gate))
+            .merge(
+                Router::new()
+                    .route("/start", post(start))
+                    .route("/gated/logout", post(gated_logout))
+                    .route("/tie/{user}", post(tie))
+                    .with_state(Arc::clone(&gate)),
+            )
             .layer(layer);
         Self {
             router,
