@@ -41,7 +41,7 @@ use std::{
 };
 
 use axum::{
-    extract::{rejection::FormRejection, Request, State},
+    extract::{rejection::FormRejection, FromRequest, FromRequestParts, Request, State},
     http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri},
     middleware::{self, Next},
     response::{Html, IntoResponse, Redirect, Response},
@@ -395,23 +395,13 @@ struct ActionForm {
 }
 
 /// `POST /counter`: adds one to the counter (an atomic `HINCRBY` in Redis).
-async fn increment(
-    session: Session,
-    headers: HeaderMap,
-    form: Result<Form<ActionForm>, FormRejection>,
-) -> Result<Response, AppError> {
-    check_action(&session, &headers, form)?;
+async fn increment(session: Session, _: Action) -> Result<Response, AppError> {
     session.increment(COUNTER, 1)?;
     Ok(Redirect::to("/").into_response())
 }
 
 /// `POST /ttl`: changes the session's idle TTL; the key's TTL in Redis follows at once.
-async fn change_ttl(
-    session: Session,
-    headers: HeaderMap,
-    form: Result<Form<ActionForm>, FormRejection>,
-) -> Result<Response, AppError> {
-    let form = check_action(&session, &headers, form)?;
+async fn change_ttl(session: Session, Action(form): Action) -> Result<Response, AppError> {
     let ttl = form
         .ttl
         .as_deref()
@@ -424,13 +414,7 @@ async fn change_ttl(
 
 /// `POST /rotate`: moves the session to a new ID; the data and TTL stay, the CSRF token
 /// is renewed (a token is good for one session ID).
-async fn rotate(
-    State(app): State<App>,
-    session: Session,
-    headers: HeaderMap,
-    form: Result<Form<ActionForm>, FormRejection>,
-) -> Result<Response, AppError> {
-    check_action(&session, &headers, form)?;
+async fn rotate(State(app): State<App>, session: Session, _: Action) -> Result<Response, AppError> {
     let from = short_handle_of(&app.manager, &session);
     // Rotation gives the session a new CSRF token too: pages made for the old ID stop
     // working.
@@ -440,13 +424,7 @@ async fn rotate(
 }
 
 /// `POST /logout`: deletes the session's key and clears the cookie.
-async fn logout(
-    State(app): State<App>,
-    session: Session,
-    headers: HeaderMap,
-    form: Result<Form<ActionForm>, FormRejection>,
-) -> Result<Response, AppError> {
-    check_action(&session, &headers, form)?;
+async fn logout(State(app): State<App>, session: Session, _: Action) -> Result<Response, AppError> {
     let from = short_handle_of(&app.manager, &session);
     session.destroy();
     Ok(logged_out_redirect(&app, &format!("logged-out:{from}")))
@@ -458,10 +436,8 @@ async fn logout(
 async fn end_session(
     State(app): State<App>,
     session: Session,
-    headers: HeaderMap,
-    form: Result<Form<ActionForm>, FormRejection>,
+    Action(form): Action,
 ) -> Result<Response, AppError> {
-    let form = check_action(&session, &headers, form)?;
     let (user_id, this) = user_of(&app.manager, &session)?;
     let handle = form
         .handle
@@ -487,10 +463,8 @@ async fn end_session(
 async fn end_other_sessions(
     State(app): State<App>,
     session: Session,
-    headers: HeaderMap,
-    form: Result<Form<ActionForm>, FormRejection>,
+    _: Action,
 ) -> Result<Response, AppError> {
-    check_action(&session, &headers, form)?;
     let (user_id, this) = user_of(&app.manager, &session)?;
     let ended = app.manager.terminate_all(&user_id, Some(&this)).await?;
     session.insert(FLASH, format!("ended-others:{ended}"))?;
@@ -502,10 +476,8 @@ async fn end_other_sessions(
 async fn end_all_sessions(
     State(app): State<App>,
     session: Session,
-    headers: HeaderMap,
-    form: Result<Form<ActionForm>, FormRejection>,
+    _: Action,
 ) -> Result<Response, AppError> {
-    check_action(&session, &headers, form)?;
     let (user_id, _) = user_of(&app.manager, &session)?;
     let ended = app.manager.terminate_all(&user_id, None).await?;
     // This session's key is gone already; destroying it clears the cookie too.
@@ -843,6 +815,26 @@ fn check_action(
         Err(AppError::Forbidden(
             "The form's CSRF token does not match this session's: the page was made for an earlier session ID (before a rotation or a new login).",
         ))
+    }
+}
+
+/// The form of an action (every POST but the login), through [`check_action`]: a handler
+/// that takes it runs only for a request from this site with the session's CSRF token.
+struct Action(ActionForm);
+
+impl<S: Send + Sync> FromRequest<S> for Action {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let session = Session::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let headers = parts.headers.clone();
+        let form = Form::from_request(Request::from_parts(parts, body), state).await;
+        check_action(&session, &headers, form)
+            .map(Action)
+            .map_err(IntoResponse::into_response)
     }
 }
 

@@ -52,7 +52,7 @@ use tower::ServiceExt as _;
 use tower_redis_session::{RedisSessionLayer, Session, SessionId, SessionManager};
 
 use crate::support::{
-    all_keys, connect_client, keys_matching, resp, RedisCluster, Target as _, Topology,
+    all_keys, connect_client, digest, keys_matching, resp, RedisCluster, Target as _, Topology,
 };
 
 /// The idle TTL of new sessions; `set_ttl` picks from `SET_TTL_SECS`. Both far above the
@@ -247,6 +247,14 @@ impl Req {
     }
     fn refused(&self) -> bool {
         self.status == 409
+    }
+    /// The argument in parentheses, if there is one.
+    fn arg_label(&self) -> String {
+        if self.arg.is_empty() {
+            String::new()
+        } else {
+            format!("({})", self.arg)
+        }
     }
     /// Outcome unknown: it may or may not have been applied.
     fn unknown(&self) -> bool {
@@ -1012,11 +1020,7 @@ impl<'a> Oracle<'a> {
                 "b{} {:?}{} sent {} at {:?}..{:?} (instance {}): {} {:?} body {:?}",
                 r.browser,
                 r.op,
-                if r.arg.is_empty() {
-                    String::new()
-                } else {
-                    format!("({})", r.arg)
-                },
+                r.arg_label(),
                 self.label(r.sent.as_deref()),
                 r.start,
                 r.end,
@@ -1404,11 +1408,7 @@ impl<'a> Oracle<'a> {
                     r.browser,
                     r.instance,
                     r.op,
-                    if r.arg.is_empty() {
-                        String::new()
-                    } else {
-                        format!("({})", r.arg)
-                    },
+                    r.arg_label(),
                     self.label(r.sent.as_deref()),
                     r.status,
                     self.change_label(&r.change),
@@ -1467,12 +1467,6 @@ impl<'a> Oracle<'a> {
         }
         out
     }
-}
-
-fn digest(s: &str) -> String {
-    use base64::Engine as _;
-    use sha2::Digest as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(s.as_bytes()))
 }
 
 // ---------------------------------------------------------------------------------------

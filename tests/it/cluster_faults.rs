@@ -24,6 +24,13 @@ const SESSIONS: usize = 200;
 /// before it gets a 503.
 const TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Three masters and no replica, for slots to move between (no failover).
+const THREE_MASTERS: ClusterOptions = ClusterOptions {
+    masters: 3,
+    replicas: 0,
+    node_timeout_ms: 5_000,
+};
+
 async fn start_cluster(options: ClusterOptions) -> Arc<RedisCluster> {
     Arc::new(
         tokio::task::spawn_blocking(move || RedisCluster::start(options))
@@ -131,15 +138,7 @@ async fn a_master_killed_under_load_fails_over_and_no_acknowledged_increment_is_
     );
     record("cluster-failover", &figures);
 
-    assert!(report.others().is_empty(), "{:?}", report.others());
-    assert!(failover.audit.impossible.is_empty(), "{:?}", failover.audit);
-    let unexplained = failover.unexplained_losses(|i| on_victim[i]);
-    assert!(unexplained.is_empty(), "{unexplained:#?}");
-    assert!(
-        report.max_latency() < TIMEOUT * 3 + Duration::from_millis(500),
-        "requests fail fast: the slowest took {:?}",
-        report.max_latency()
-    );
+    failover.assert_kept_promises(TIMEOUT, |i| on_victim[i]);
     assert!(
         failover.recovery < Duration::from_secs(15),
         "recovered {:?} after the kill",
@@ -214,12 +213,7 @@ async fn resharding_under_load_loses_nothing_and_recovers_within_seconds() {
     const RECOVERY_DEADLINE: Duration = Duration::from_secs(3);
     /// How long the load runs on after each reshard.
     const SETTLE: Duration = Duration::from_secs(5);
-    let cluster = start_cluster(ClusterOptions {
-        masters: 3,
-        replicas: 0,
-        node_timeout_ms: 5_000,
-    })
-    .await;
+    let cluster = start_cluster(THREE_MASTERS).await;
     let app = Arc::new(cluster_app(&cluster).await);
     let sessions = Arc::new(load::start_sessions(&app, SESSIONS).await);
     let masters = cluster.primaries();
@@ -304,12 +298,7 @@ async fn resharding_under_load_loses_nothing_and_recovers_within_seconds() {
 /// good (`Max attempts reached.`): every later command times out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migrating_slot_never_mixes_up_sessions_and_the_client_survives_it() {
-    let cluster = start_cluster(ClusterOptions {
-        masters: 3,
-        replicas: 0,
-        node_timeout_ms: 5_000,
-    })
-    .await;
+    let cluster = start_cluster(THREE_MASTERS).await;
     let app = Arc::new(cluster_app(&cluster).await);
     let moving = app.login().await;
     let key = app.key(&moving);

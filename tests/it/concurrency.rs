@@ -28,14 +28,9 @@ async fn concurrent_writes_to_different_fields_both_persist(topology: Topology) 
     let app = Arc::new(TestApp::new(&redis).await);
     let id = app.login().await;
     // Hold one writer between its load and its save while the other completes.
-    let held = {
-        let (app, id) = (Arc::clone(&app), id.clone());
-        tokio::spawn(async move { app.post("/gated/incr/a", Some(&id)).await })
-    };
-    app.gate.arrived.notified().await;
+    let held = app.hold("POST", "/gated/incr/a", &id).await;
     assert_eq!(app.post("/set/b/2", Some(&id)).await.status, StatusCode::OK);
-    app.gate.release.notify_one();
-    assert_eq!(held.await.unwrap().status, StatusCode::OK);
+    assert_eq!(app.release(held).await.status, StatusCode::OK);
     let hash = app.hash(&id).await;
     assert_eq!(hash["a"], "1");
     assert_eq!(hash["b"], "2");
@@ -53,14 +48,9 @@ async fn logout_racing_an_in_flight_write_never_resurrects_the_session(topology:
     let mut resurrections = 0;
     for _ in 0..1000 {
         let id = app.login().await;
-        let held = {
-            let (app, id) = (Arc::clone(&app), id.clone());
-            tokio::spawn(async move { app.post("/gated/incr/n", Some(&id)).await })
-        };
-        app.gate.arrived.notified().await;
+        let held = app.hold("POST", "/gated/incr/n", &id).await;
         assert!(app.post("/logout", Some(&id)).await.clears_cookie());
-        app.gate.release.notify_one();
-        let res = held.await.unwrap();
+        let res = app.release(held).await;
         assert_eq!(
             res.status,
             StatusCode::CONFLICT,
@@ -86,14 +76,9 @@ async fn a_write_held_across_a_rotation_is_refused_never_lost(topology: Topology
     let app = Arc::new(TestApp::new(&redis).await);
     for _ in 0..200 {
         let id = app.login().await;
-        let held = {
-            let (app, id) = (Arc::clone(&app), id.clone());
-            tokio::spawn(async move { app.post("/gated/incr/n", Some(&id)).await })
-        };
-        app.gate.arrived.notified().await;
+        let held = app.hold("POST", "/gated/incr/n", &id).await;
         let new = app.post("/rotate", Some(&id)).await.new_id().unwrap();
-        app.gate.release.notify_one();
-        let res = held.await.unwrap();
+        let res = app.release(held).await;
         let hash = app.hash(&new).await;
         match res.status {
             StatusCode::OK => assert_eq!(hash.get("n").map(String::as_str), Some("1")),
@@ -114,16 +99,11 @@ async fn a_rotation_carries_every_change_acknowledged_while_it_ran(topology: Top
     let app = Arc::new(TestApp::new(&redis).await);
     for _ in 0..100 {
         let id = app.login().await;
-        let held = {
-            let (app, id) = (Arc::clone(&app), id.clone());
-            tokio::spawn(async move { app.post("/gated/rotate", Some(&id)).await })
-        };
-        app.gate.arrived.notified().await;
+        let held = app.hold("POST", "/gated/rotate", &id).await;
         for _ in 0..3 {
             assert_eq!(app.post("/incr/n", Some(&id)).await.status, StatusCode::OK);
         }
-        app.gate.release.notify_one();
-        let res = held.await.unwrap();
+        let res = app.release(held).await;
         assert_eq!(res.status, StatusCode::OK);
         let new = res.new_id().unwrap();
         assert_eq!(
@@ -142,16 +122,11 @@ async fn two_logins_racing_from_one_browser_leave_the_winner_logged_in(topology:
     let app = Arc::new(TestApp::new(&redis).await);
     for _ in 0..100 {
         let id = app.login().await;
-        let loser = {
-            let (app, id) = (Arc::clone(&app), id.clone());
-            tokio::spawn(async move { app.post("/gated/rotate", Some(&id)).await })
-        };
-        app.gate.arrived.notified().await;
+        let loser = app.hold("POST", "/gated/rotate", &id).await;
         let winner = app.post("/login/alice", Some(&id)).await;
         assert_eq!(winner.status, StatusCode::OK);
         let new = winner.new_id().unwrap();
-        app.gate.release.notify_one();
-        let loser = loser.await.unwrap();
+        let loser = app.release(loser).await;
         assert_eq!(loser.status, StatusCode::CONFLICT);
         assert_eq!(
             loser.set_cookie(),
@@ -168,14 +143,9 @@ async fn logout_racing_a_rotation_leaves_no_session(topology: Topology) {
     let app = Arc::new(TestApp::new(&redis).await);
     for _ in 0..200 {
         let id = app.login().await;
-        let held = {
-            let (app, id) = (Arc::clone(&app), id.clone());
-            tokio::spawn(async move { app.post("/gated/rotate", Some(&id)).await })
-        };
-        app.gate.arrived.notified().await;
+        let held = app.hold("POST", "/gated/rotate", &id).await;
         app.post("/logout", Some(&id)).await;
-        app.gate.release.notify_one();
-        let res = held.await.unwrap();
+        let res = app.release(held).await;
         assert_eq!(res.status, StatusCode::CONFLICT);
         assert_eq!(res.set_cookie(), None, "{:?}", res.set_cookie());
         let keys = app.live_keys().await;
@@ -192,14 +162,9 @@ async fn a_dropped_change_is_logged_as_a_warning_without_the_raw_id(topology: To
     let logs = app.capture_logs(tracing::Level::TRACE);
     let app = Arc::new(app);
     let id = app.login().await;
-    let held = {
-        let (app, id) = (Arc::clone(&app), id.clone());
-        tokio::spawn(async move { app.post("/gated/incr/n", Some(&id)).await })
-    };
-    app.gate.arrived.notified().await;
+    let held = app.hold("POST", "/gated/incr/n", &id).await;
     app.post("/logout", Some(&id)).await;
-    app.gate.release.notify_one();
-    assert_eq!(held.await.unwrap().status, StatusCode::CONFLICT);
+    assert_eq!(app.release(held).await.status, StatusCode::CONFLICT);
     let warnings = logs.lines_at("WARN");
     let digest = tower_redis_session::SessionId::parse(&id).unwrap().digest()[..12].to_owned();
     assert!(

@@ -1,15 +1,14 @@
 //! Encryption at rest (feature `encryption`) against a real redis-server.
 use std::{collections::HashMap, sync::Arc};
 
-use crate::support::{layer, RedisServer};
+use crate::support::{layer, request, RedisServer};
 use axum::{
-    body::Body,
     extract::Path,
     routing::{get, post},
     Router,
 };
 use fred::prelude::*;
-use http::{header, Request, StatusCode};
+use http::{header, StatusCode};
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 use tower_redis_session::{DecryptFailure, KeyRing, Session, SessionError, SessionId};
@@ -61,14 +60,10 @@ impl App {
         path: &str,
         sid: Option<&str>,
     ) -> (StatusCode, String, Option<String>) {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(sid) = sid {
-            req = req.header(header::COOKIE, format!("sid={sid}"));
-        }
         let res = self
             .router
             .clone()
-            .oneshot(req.body(Body::empty()).unwrap())
+            .oneshot(request(method, path, sid))
             .await
             .unwrap();
         let status = res.status();

@@ -209,6 +209,21 @@ fn acked(samples: &[Sample], n: usize, pick: impl Fn(&Sample) -> bool) -> Vec<i6
     counts
 }
 
+/// Fails if an acknowledged increment is not stored; how many were stored without an
+/// acknowledgement.
+fn none_lost(redis: &RedisServer, ids: &[String], samples: &[Sample]) -> i64 {
+    let n = ids.len();
+    let stored = stored_counts(redis, ids);
+    let all = acked(samples, n, |_| true);
+    for i in 0..n {
+        assert!(
+            stored[i] >= all[i],
+            "session {i}: acknowledged increments lost"
+        );
+    }
+    (0..n).map(|i| stored[i] - all[i]).sum()
+}
+
 /// Every key under the prefix is a session hash with its internal fields and a TTL, a
 /// marker an ended session left (one `ended` field, a TTL), or (with `indexes`) a user
 /// index. Returns how many are live sessions.
@@ -383,15 +398,7 @@ async fn sigstop_longer_than_the_timeout_gives_bounded_503s_then_recovers() {
 
     // Nothing acknowledged is lost; timed-out writes may have landed after all.
     let n = ids.len();
-    let stored = stored_counts(&redis, &ids);
-    let all = acked(&samples, n, |_| true);
-    for i in 0..n {
-        assert!(
-            stored[i] >= all[i],
-            "session {i}: acknowledged increments lost"
-        );
-    }
-    let extra: i64 = (0..n).map(|i| stored[i] - all[i]).sum();
+    let extra = none_lost(&redis, &ids, &samples);
     println!(
         "SIGSTOP {PAUSE:?} (timeout {TIMEOUT:?}): {} requests, {ok} acknowledged, none lost, \
          {extra} timed out but applied anyway, {unavailable} answered 503 (of {during} in flight \
@@ -510,15 +517,7 @@ async fn connection_churn_gives_bounded_errors_and_loses_nothing_acknowledged() 
         samples.len()
     );
     let n = ids.len();
-    let stored = stored_counts(&redis, &ids);
-    let all = acked(&samples, n, |_| true);
-    for i in 0..n {
-        assert!(
-            stored[i] >= all[i],
-            "session {i}: acknowledged increments lost"
-        );
-    }
-    let extra: i64 = (0..n).map(|i| stored[i] - all[i]).sum();
+    let extra = none_lost(&redis, &ids, &samples);
     println!(
         "connection churn (CLIENT KILL TYPE normal every 500 ms for 10 s, {killed} connections \
          killed): {} requests, {ok} acknowledged, none lost, {extra} applied without an \

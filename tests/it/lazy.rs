@@ -3,7 +3,7 @@
 //! alone; one that asks pays the round trips of the crate's per-request table and gets
 //! the responses of the default mode.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{convert::Infallible, time::Duration};
 
 use axum::{
     extract::{Path, Request},
@@ -22,15 +22,9 @@ type Configure = fn(RedisSessionLayerBuilder) -> RedisSessionLayerBuilder;
 
 /// The test app in lazy mode, with the routes below besides the usual ones.
 async fn lazy_app(target: &impl Target, configure: Configure) -> TestApp {
-    let mut app = TestApp::with(target, |b| configure(b).lazy_load(true)).await;
-    let layer = configure(support::layer(app.client.clone()).key_prefix(&app.prefix))
-        .lazy_load(true)
-        .build()
-        .unwrap();
-    app.router = support::routes(Arc::clone(&app.gate))
-        .merge(lazy_routes())
-        .layer(layer);
-    app
+    TestApp::with(target, |b| configure(b).lazy_load(true))
+        .await
+        .with_routes(|_| lazy_routes())
 }
 
 fn lazy_routes() -> Router {

@@ -102,7 +102,7 @@ async fn expired_sessions_vanish_from_the_listing_and_old_dead_entries_from_the_
     // The expired session's entry is younger than the grace, so it stays for now (it
     // could be a session being created right now). Make it a minute and a half old:
     // then it goes.
-    let index = format!("{}user:{}", app.prefix, digest("carol"));
+    let index = app.index_key("carol");
     let old_score = (std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -140,7 +140,7 @@ async fn a_listing_during_a_login_never_unindexes_the_session(topology: Topology
     let redis = topology.start().await;
     let app = TestApp::new(&redis).await;
     let id = tower_redis_session::SessionId::generate();
-    let index = format!("{}user:{}", app.prefix, digest("gina"));
+    let index = app.index_key("gina");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -165,7 +165,7 @@ async fn every_tie_reindexes_the_session(topology: Topology) {
     let redis = topology.start().await;
     let app = TestApp::with(&redis, |b| b.rotate_on_user_change(false)).await;
     let id = app.login_as("hana").await;
-    let index = format!("{}user:{}", app.prefix, digest("hana"));
+    let index = app.index_key("hana");
     let _: i64 = app.client.del(&index).await.unwrap();
     assert!(app.manager.list("hana").await.unwrap().is_empty());
     let res = app.post("/login/hana", Some(&id)).await;
@@ -174,12 +174,6 @@ async fn every_tie_reindexes_the_session(topology: Topology) {
     let list = app.manager.list("hana").await.unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].handle, handle(&app, &id));
-}
-
-fn digest(s: &str) -> String {
-    use base64::Engine as _;
-    use sha2::Digest as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(s.as_bytes()))
 }
 
 async fn rotation_and_destroy_keep_the_index_right(topology: Topology) {
@@ -203,14 +197,9 @@ async fn a_session_terminated_while_a_request_is_in_flight_stays_terminated(topo
     let app = Arc::new(TestApp::new(&redis).await);
     for _ in 0..100 {
         let id = app.login_as("erin").await;
-        let held = {
-            let (app, id) = (Arc::clone(&app), id.clone());
-            tokio::spawn(async move { app.post("/gated/incr/n", Some(&id)).await })
-        };
-        app.gate.arrived.notified().await;
+        let held = app.hold("POST", "/gated/incr/n", &id).await;
         assert_eq!(app.manager.terminate_all("erin", None).await.unwrap(), 1);
-        app.gate.release.notify_one();
-        let res = held.await.unwrap();
+        let res = app.release(held).await;
         assert_eq!(
             res.status,
             StatusCode::CONFLICT,
@@ -244,12 +233,9 @@ async fn terminate_all_by_scan_ends_sessions_the_index_lost(topology: Topology) 
     let b = app.login_as("grace").await;
     let other = app.login_as("heidi").await;
     // The index is lost (e.g. evicted under an allkeys-* policy).
-    let _: () = fred::interfaces::KeysInterface::del(
-        &app.client,
-        format!("{}user:{}", app.prefix, digest("grace")),
-    )
-    .await
-    .unwrap();
+    let _: () = fred::interfaces::KeysInterface::del(&app.client, app.index_key("grace"))
+        .await
+        .unwrap();
     assert_eq!(app.manager.terminate_all("grace", None).await.unwrap(), 0);
     assert_eq!(app.manager.terminate_all_by_scan("grace").await.unwrap(), 2);
     assert_eq!(app.get("/read/username", Some(&a)).await.body, "");
@@ -284,12 +270,10 @@ async fn volatile_lru_evicts_sessions_but_never_the_index() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap();
     assert!(evicted > 0, "the test must actually cause eviction");
-    let index_exists: bool = fred::interfaces::KeysInterface::exists(
-        &app.client,
-        format!("{}user:{}", app.prefix, digest("ivan")),
-    )
-    .await
-    .unwrap();
+    let index_exists: bool =
+        fred::interfaces::KeysInterface::exists(&app.client, app.index_key("ivan"))
+            .await
+            .unwrap();
     assert!(index_exists, "the index survived eviction");
     // Stop evicting, so that nothing vanishes between the listing and the termination.
     fred::interfaces::ClientLike::custom::<(), _>(

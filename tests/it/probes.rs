@@ -18,11 +18,10 @@ use axum::{
 };
 use fred::prelude::*;
 use http::{header, Request, StatusCode};
-use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 use tower_redis_session::{RedisSessionLayerBuilder, Session, SessionError, SessionManager};
 
-use crate::support::{self, Gate, Logs, TestResponse, Topology};
+use crate::support::{self, assert_none, Gate, Logs, TestApp, Topology};
 
 /// Cache-Control values an app may put on a page: each marks it storable by shared
 /// caches (`public`), whatever else it says.
@@ -49,8 +48,7 @@ async fn verify(session: Session, Path(token): Path<String>) -> String {
 /// Reads only, after the gate: a page whose load happened before what the test does
 /// while it waits.
 async fn gated_read(State(gate): State<Arc<Gate>>, session: Session) -> String {
-    gate.arrived.notify_one();
-    gate.release.notified().await;
+    gate.pass().await;
     session.get("username").unwrap_or_default()
 }
 
@@ -59,8 +57,7 @@ async fn gated_incr_rotate(
     session: Session,
     Path(field): Path<String>,
 ) -> Result<String, SessionError> {
-    gate.arrived.notify_one();
-    gate.release.notified().await;
+    gate.pass().await;
     let n = session.increment(&field, 1)?;
     session.rotate_id();
     Ok(n.to_string())
@@ -70,8 +67,7 @@ async fn gated_csrf(
     State(gate): State<Arc<Gate>>,
     session: Session,
 ) -> Result<String, SessionError> {
-    gate.arrived.notify_one();
-    gate.release.notified().await;
+    gate.pass().await;
     session.csrf_token()
 }
 
@@ -87,136 +83,34 @@ async fn cached_write(session: Session, Path(n): Path<usize>) -> Response {
     ([(header::CACHE_CONTROL, PUBLIC_CACHE_CONTROL[n])], "ok").into_response()
 }
 
-/// An app of this file's own, on a `redis-server` of the test's own.
-struct App {
-    router: Router,
+/// The shared test app on `client`, with this file's routes as well.
+async fn probe_app(
     client: Client,
-    prefix: String,
-    gate: Arc<Gate>,
-    manager: SessionManager,
+    configure: impl FnOnce(RedisSessionLayerBuilder) -> RedisSessionLayerBuilder,
+) -> TestApp {
+    TestApp::with_client(client, true, configure)
+        .await
+        .with_routes(|gate| {
+            Router::new()
+                .route("/tie/{user}", post(tie))
+                .route("/csrf", get(csrf))
+                .route("/verify/{token}", post(verify))
+                .route("/gated/read", get(gated_read))
+                .route("/gated/incr_rotate/{field}", post(gated_incr_rotate))
+                .route("/gated/csrf", get(gated_csrf))
+                .route("/cached/read/{n}", get(cached_read))
+                .route("/cached/write/{n}", post(cached_write))
+                .with_state(gate)
+        })
 }
 
-impl App {
-    async fn new(
-        client: Client,
-        configure: impl FnOnce(RedisSessionLayerBuilder) -> RedisSessionLayerBuilder,
-    ) -> Self {
-        let prefix = support::fresh_prefix();
-        let layer = configure(support::layer(client.clone()).key_prefix(&prefix))
-            .build()
-            .unwrap();
-        layer.load_scripts().await.unwrap();
-        let gate = Arc::new(Gate::default());
-        let manager = layer.manager();
-        // The shared test app's routes (`/set`, `/read`, `/whoami`, `/ttl`, `/rotate`,
-        // `/login` (tie and rotate), `/logout`, `/gated/rotate`), and this file's own.
-        let router = support::routes(Arc::clone(&gate))
-            .merge(
-                Router::new()
-                    .route("/tie/{user}", post(tie))
-                    .route("/csrf", get(csrf))
-                    .route("/verify/{token}", post(verify))
-                    .route("/gated/read", get(gated_read))
-                    .route("/gated/incr_rotate/{field}", post(gated_incr_rotate))
-                    .route("/gated/csrf", get(gated_csrf))
-                    .route("/cached/read/{n}", get(cached_read))
-                    .route("/cached/write/{n}", post(cached_write))
-                    .with_state(Arc::clone(&gate)),
-            )
-            .layer(layer);
-        Self {
-            router,
-            client,
-            prefix,
-            gate,
-            manager,
-        }
+/// Runs one of the layer's scripts by hand; the status of its result.
+async fn script(app: &TestApp, file: &str, key: String, args: Vec<String>) -> i64 {
+    let reply: Vec<Value> = app.eval_script(file, key, args).await.convert().unwrap();
+    match &reply[0] {
+        Value::Array(items) => items[0].as_i64().unwrap(),
+        other => other.as_i64().unwrap(),
     }
-
-    async fn send(&self, method: &str, path: &str, sid: Option<&str>) -> TestResponse {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(sid) = sid {
-            req = req.header(header::COOKIE, format!("sid={sid}"));
-        }
-        let res = self
-            .router
-            .clone()
-            .oneshot(req.body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let (parts, body) = res.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
-        TestResponse {
-            error: parts
-                .extensions
-                .get::<tower_redis_session::Error>()
-                .map(ToString::to_string),
-            status: parts.status,
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
-    }
-
-    /// Sends a request to a gated route and waits until its handler is at the gate
-    /// (its session loaded); the response, once the gate is released.
-    async fn hold(
-        self: &Arc<Self>,
-        method: &'static str,
-        path: &'static str,
-        sid: &str,
-    ) -> tokio::task::JoinHandle<TestResponse> {
-        let (app, sid) = (Arc::clone(self), sid.to_owned());
-        let held = tokio::spawn(async move { app.send(method, path, Some(&sid)).await });
-        self.gate.arrived.notified().await;
-        held
-    }
-
-    async fn get(&self, path: &str, sid: Option<&str>) -> TestResponse {
-        self.send("GET", path, sid).await
-    }
-
-    async fn post(&self, path: &str, sid: Option<&str>) -> TestResponse {
-        self.send("POST", path, sid).await
-    }
-
-    /// A new session with `username`; its ID.
-    async fn start(&self) -> String {
-        let res = self.post("/set/username/ferris", None).await;
-        assert_eq!(res.status, StatusCode::OK, "{}", res.body);
-        res.new_id().expect("a new session sets a cookie")
-    }
-
-    fn key(&self, id: &str) -> String {
-        let id = tower_redis_session::SessionId::parse(id).unwrap();
-        format!("{}{}", self.prefix, id.digest())
-    }
-
-    fn index_key(&self, user: &str) -> String {
-        format!("{}user:{}", self.prefix, digest(user))
-    }
-
-    async fn loaded(&self, id: &str) -> bool {
-        self.get("/whoami", Some(id))
-            .await
-            .body
-            .starts_with("loaded=true")
-    }
-
-    /// Runs one of the layer's scripts by hand; the status of its result.
-    async fn script(&self, file: &str, key: String, args: Vec<String>) -> i64 {
-        let source = tower_redis_session::__private::script_source(file).unwrap();
-        let reply: Vec<Value> = self.client.eval(source, vec![key], args).await.unwrap();
-        match &reply[0] {
-            Value::Array(items) => items[0].as_i64().unwrap(),
-            other => other.as_i64().unwrap(),
-        }
-    }
-}
-
-fn digest(s: &str) -> String {
-    use base64::Engine as _;
-    use sha2::Digest as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(s.as_bytes()))
 }
 
 /// `Max-Age` of a `Set-Cookie`, in seconds.
@@ -225,10 +119,6 @@ fn max_age(cookie: &str) -> Option<u64> {
         .split(';')
         .find_map(|part| part.trim().strip_prefix("Max-Age="))
         .and_then(|v| v.parse().ok())
-}
-
-fn assert_none(problems: &[String]) {
-    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -244,16 +134,15 @@ fn assert_none(problems: &[String]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_read_never_puts_a_rotated_or_logged_out_id_back_in_the_browser() {
     let redis = Topology::Single.start().await;
-    let app = Arc::new(App::new(redis.client().await, |b| b.persistent_cookie(true)).await);
+    let app = Arc::new(probe_app(redis.client().await, |b| b.persistent_cookie(true)).await);
     let mut problems = Vec::new();
     for ending in ["/rotate", "/logout"] {
-        let old = app.start().await;
+        let old = app.login().await;
         let late = app.hold("GET", "/gated/read", &old).await;
         let ended = app.post(ending, Some(&old)).await;
         assert_eq!(ended.status, StatusCode::OK, "{}", ended.body);
         let browser_now = ended.set_cookie().unwrap();
-        app.gate.release.notify_one();
-        let late = late.await.unwrap();
+        let late = app.release(late).await;
         assert_eq!(late.status, StatusCode::OK);
         assert!(!app.loaded(&old).await, "the old ID is dead after {ending}");
         if let Some(cookie) = late.set_cookie() {
@@ -274,15 +163,14 @@ async fn a_late_read_never_puts_a_rotated_or_logged_out_id_back_in_the_browser()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_read_never_sends_a_max_age_short_of_the_key_ttl() {
     let redis = Topology::Single.start().await;
-    let app = Arc::new(App::new(redis.client().await, |b| b.persistent_cookie(true)).await);
-    let id = app.start().await;
+    let app = Arc::new(probe_app(redis.client().await, |b| b.persistent_cookie(true)).await);
+    let id = app.login().await;
     assert_eq!(app.post("/ttl/60", Some(&id)).await.status, StatusCode::OK);
     let late = app.hold("GET", "/gated/read", &id).await;
     let raised = app.post("/ttl/3600", Some(&id)).await;
     assert_eq!(raised.status, StatusCode::OK);
     assert_eq!(max_age(&raised.set_cookie().unwrap()), Some(3600));
-    app.gate.release.notify_one();
-    let late = late.await.unwrap();
+    let late = app.release(late).await;
     let pttl: i64 = app.client.pttl(app.key(&id)).await.unwrap();
     if let Some(cookie) = late.set_cookie() {
         let secs = max_age(&cookie).unwrap();
@@ -305,8 +193,8 @@ async fn a_late_read_never_sends_a_max_age_short_of_the_key_ttl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_marked_public_never_carries_the_session_cookie_whatever_else_it_says() {
     let redis = Topology::Single.start().await;
-    let app = App::new(redis.client().await, |b| b.persistent_cookie(true)).await;
-    let id = app.start().await;
+    let app = probe_app(redis.client().await, |b| b.persistent_cookie(true)).await;
+    let id = app.login().await;
     let mut problems = Vec::new();
     for (n, cc) in PUBLIC_CACHE_CONTROL.iter().enumerate() {
         for (what, res) in [
@@ -349,8 +237,8 @@ async fn a_response_marked_public_never_carries_the_session_cookie_whatever_else
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_out_everywhere_ends_a_session_that_rotates_while_it_runs() {
     let redis = Topology::Single.start().await;
-    let app = Arc::new(App::new(redis.client().await, |b| b).await);
-    let first = app.start().await;
+    let app = Arc::new(probe_app(redis.client().await, |b| b).await);
+    let first = app.login().await;
     let alice = app
         .post("/login/alice", Some(&first))
         .await
@@ -406,15 +294,16 @@ async fn log_out_everywhere_ends_a_session_that_rotates_while_it_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_out_everywhere_never_drops_the_index_entry_of_a_tie_in_flight() {
     let redis = Topology::Single.start().await;
-    let app = App::new(redis.client().await, |b| b.rotate_on_user_change(false)).await;
-    let id = app.start().await;
+    let app = probe_app(redis.client().await, |b| b.rotate_on_user_change(false)).await;
+    let id = app.login().await;
     let member = tower_redis_session::SessionId::parse(&id)
         .unwrap()
         .digest()
         .to_owned();
 
     // The login's first step (the layer's own script): the index entry.
-    app.script(
+    script(
+        &app,
         "lua/index_add.lua",
         app.index_key("alice"),
         vec![member.clone()],
@@ -424,15 +313,15 @@ async fn log_out_everywhere_never_drops_the_index_entry_of_a_tie_in_flight() {
     let ended = app.manager.terminate_all("alice", None).await.unwrap();
     assert_eq!(ended, 0, "the session was not tied yet: nothing to end");
     // The login's second step: the save that ties the session.
-    let saved = app
-        .script(
-            "lua/save.lua",
-            app.key(&id),
-            ["", "43200000", "s", "user_id", "alice"]
-                .map(String::from)
-                .to_vec(),
-        )
-        .await;
+    let saved = script(
+        &app,
+        "lua/save.lua",
+        app.key(&id),
+        ["", "43200000", "s", "user_id", "alice"]
+            .map(String::from)
+            .to_vec(),
+    )
+    .await;
     assert_eq!(saved, 1, "the tie was applied");
 
     let listed = app.manager.list("alice").await.unwrap();
@@ -454,9 +343,9 @@ async fn log_out_everywhere_never_drops_the_index_entry_of_a_tie_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_meeting_a_counter_turned_to_text_is_a_conflict_and_leaves_the_session_usable() {
     let redis = Topology::Single.start().await;
-    let app = Arc::new(App::new(redis.client().await, |b| b).await);
+    let app = Arc::new(probe_app(redis.client().await, |b| b).await);
     let logs = Logs::capture(tracing::Level::WARN);
-    let id = app.start().await;
+    let id = app.login().await;
     assert_eq!(app.post("/set/n/5", Some(&id)).await.status, StatusCode::OK);
     let rotating = {
         let (app, id, logs) = (Arc::clone(&app), id.clone(), logs.clone());
@@ -470,8 +359,7 @@ async fn a_rotation_meeting_a_counter_turned_to_text_is_a_conflict_and_leaves_th
         app.post("/set/n/abc", Some(&id)).await.status,
         StatusCode::OK
     );
-    app.gate.release.notify_one();
-    let res = rotating.await.unwrap();
+    let res = app.release(rotating).await;
     let next = logs.during(app.post("/set/x/1", Some(&id))).await;
 
     let mut problems = Vec::new();
@@ -506,12 +394,11 @@ async fn a_rotation_meeting_a_counter_turned_to_text_is_a_conflict_and_leaves_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_pages_asking_for_the_csrf_token_at_once_both_verify() {
     let redis = Topology::Single.start().await;
-    let app = Arc::new(App::new(redis.client().await, |b| b).await);
-    let id = app.start().await;
+    let app = Arc::new(probe_app(redis.client().await, |b| b).await);
+    let id = app.login().await;
     let first = app.hold("GET", "/gated/csrf", &id).await;
     let second = app.get("/csrf", Some(&id)).await;
-    app.gate.release.notify_one();
-    let first = first.await.unwrap();
+    let first = app.release(first).await;
     assert_eq!(
         (first.status, second.status),
         (StatusCode::OK, StatusCode::OK)
@@ -533,14 +420,13 @@ async fn two_pages_asking_for_the_csrf_token_at_once_both_verify() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_csrf_token_made_while_a_rotation_ran_does_not_survive_it() {
     let redis = Topology::Single.start().await;
-    let app = Arc::new(App::new(redis.client().await, |b| b).await);
-    let id = app.start().await;
+    let app = Arc::new(probe_app(redis.client().await, |b| b).await);
+    let id = app.login().await;
     let _: i64 = app.client.hdel(app.key(&id), "csrf_token").await.unwrap();
     let rotating = app.hold("POST", "/gated/rotate", &id).await;
     let token = app.get("/csrf", Some(&id)).await;
     assert_eq!(token.status, StatusCode::OK);
-    app.gate.release.notify_one();
-    let rotated = rotating.await.unwrap();
+    let rotated = app.release(rotating).await;
     assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
     let new = rotated.new_id().unwrap();
     let verdict = app
@@ -559,7 +445,7 @@ async fn a_csrf_token_made_while_a_rotation_ran_does_not_survive_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csrf_tokens_are_kept_with_the_session_and_replaced_at_rotation() {
     let redis = Topology::Single.start().await;
-    let app = App::new(redis.client().await, |b| b).await;
+    let app = probe_app(redis.client().await, |b| b).await;
     let res = app.get("/csrf", None).await;
     assert_eq!(res.status, StatusCode::OK);
     let id = res.new_id().expect("first use stores the session");
@@ -598,32 +484,28 @@ async fn csrf_tokens_are_kept_with_the_session_and_replaced_at_rotation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trips_of_tied_sessions_match_the_table() {
     let redis = Topology::Single.start().await;
-    let app = App::new(redis.client().await, |b| b).await;
+    let app = probe_app(redis.client().await, |b| b).await;
     let mut problems = Vec::new();
     // Each row: what the table says, and the request; each request carries the ID the
     // one before it set.
     let rows = [
-        ("login (tie + rotation)", 4 + 1, "/login/alice"),
-        ("rotate_id of a tied session", 4 + 1 + 1, "/rotate"),
-        ("re-login of the same user", 4 + 1 + 1, "/login/alice"),
-        ("logout of a tied session", 2 + 1, "/logout"),
+        ("login (tie + rotation)", 4 + 1, "POST", "/login/alice"),
+        ("rotate_id of a tied session", 4 + 1 + 1, "POST", "/rotate"),
+        (
+            "re-login of the same user",
+            4 + 1 + 1,
+            "POST",
+            "/login/alice",
+        ),
+        ("logout of a tied session", 2 + 1, "POST", "/logout"),
     ];
-    let mut id = app.start().await;
-    for (row, table, path) in rows {
-        support::reset_stats(&app.client).await;
-        let res = app.post(path, Some(&id)).await;
-        let observed = support::round_trips(&app.client).await;
-        assert_eq!(res.status, StatusCode::OK, "{row}");
-        if observed != table {
-            problems.push(format!("{row}: table {table}, observed {observed}"));
-        }
-        id = res.new_id().unwrap_or(id);
-    }
+    app.count_round_trips(app.login().await, &rows, &mut problems)
+        .await;
 
     // The guide's manager table: terminate_all is one read of the index, one round trip
     // per session, one to drop their entries.
     for _ in 0..3 {
-        let first = app.start().await;
+        let first = app.login().await;
         app.post("/login/carol", Some(&first))
             .await
             .new_id()
@@ -649,12 +531,12 @@ async fn round_trips_of_tied_sessions_match_the_table() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_last_access_stamped_in_the_future_does_not_stop_the_sliding_refresh() {
     let redis = Topology::Single.start().await;
-    let app = App::new(redis.client().await, |b| {
+    let app = probe_app(redis.client().await, |b| {
         b.idle_ttl(Duration::from_secs(3))
             .touch_interval(Duration::from_secs(2))
     })
     .await;
-    let id = app.start().await;
+    let id = app.login().await;
     let _: i64 = app
         .client
         .hset(
@@ -681,7 +563,7 @@ async fn a_last_access_stamped_in_the_future_does_not_stop_the_sliding_refresh()
 async fn planted_hashes_never_grant_a_session_nor_panic() {
     let redis = Topology::Single.start().await;
     // No absolute lifetime: the planted sessions were created long ago.
-    let app = App::new(redis.client().await, |b| b.absolute_lifetime(None)).await;
+    let app = probe_app(redis.client().await, |b| b.absolute_lifetime(None)).await;
     let now = "2026-01-01T00:00:00+00:00";
     let cases: Vec<(&str, Vec<(&str, String)>)> = vec![
         (
@@ -788,9 +670,9 @@ async fn planted_hashes_never_grant_a_session_nor_panic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_in_flight_across_every_ending_are_refused_and_resurrect_nothing() {
     let redis = Topology::Single.start().await;
-    let app = Arc::new(App::new(redis.client().await, |b| b).await);
+    let app = Arc::new(probe_app(redis.client().await, |b| b).await);
     for ending in ["logout", "terminate", "rotate"] {
-        let first = app.start().await;
+        let first = app.login().await;
         let id = app.post("/login/bob", Some(&first)).await.new_id().unwrap();
         let held = app.hold("POST", "/gated/incr_rotate/n", &id).await;
         match ending {
@@ -798,8 +680,7 @@ async fn writes_in_flight_across_every_ending_are_refused_and_resurrect_nothing(
             "terminate" => assert_eq!(app.manager.terminate_all("bob", None).await.unwrap(), 1),
             _ => assert!(app.post("/rotate", Some(&id)).await.new_id().is_some()),
         }
-        app.gate.release.notify_one();
-        let res = held.await.unwrap();
+        let res = app.release(held).await;
         assert_eq!(res.status, StatusCode::CONFLICT, "{ending}: {}", res.body);
         assert_eq!(res.set_cookie(), None, "{ending}");
         let hash: std::collections::HashMap<String, String> =
@@ -828,9 +709,9 @@ async fn writes_in_flight_across_every_ending_are_refused_and_resurrect_nothing(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_cookies_mean_no_session_and_no_removal_whatever_the_handler_does() {
     let redis = Topology::Single.start().await;
-    let app = App::new(redis.client().await, |b| b).await;
-    let ours = app.start().await;
-    let planted = app.start().await;
+    let app = probe_app(redis.client().await, |b| b).await;
+    let ours = app.login().await;
+    let planted = app.login().await;
     for (method, path) in [
         ("GET", "/whoami"),
         ("POST", "/logout"),
@@ -902,7 +783,7 @@ async fn the_guides_password_change_recipe_keeps_this_device_and_ends_the_others
 
     let redis = Topology::Single.start().await;
     let client = redis.client().await;
-    let app = App::new(client.clone(), |b| b).await;
+    let app = probe_app(client.clone(), |b| b).await;
     let layer = support::layer(client)
         .key_prefix(&app.prefix)
         .build()
@@ -914,12 +795,12 @@ async fn the_guides_password_change_recipe_keeps_this_device_and_ends_the_others
         .layer(layer);
 
     let here = app
-        .post("/login/dora", Some(&app.start().await))
+        .post("/login/dora", Some(&app.login().await))
         .await
         .new_id()
         .unwrap();
     let elsewhere = app
-        .post("/login/dora", Some(&app.start().await))
+        .post("/login/dora", Some(&app.login().await))
         .await
         .new_id()
         .unwrap();
@@ -960,12 +841,12 @@ async fn the_guides_password_change_recipe_keeps_this_device_and_ends_the_others
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_near_the_deadline_carries_it_into_the_ttl_and_max_age() {
     let redis = Topology::Single.start().await;
-    let app = App::new(redis.client().await, |b| {
+    let app = probe_app(redis.client().await, |b| {
         b.persistent_cookie(true)
             .absolute_lifetime(Duration::from_millis(4500))
     })
     .await;
-    let id = app.start().await;
+    let id = app.login().await;
     let deadline: String = app
         .client
         .hget(app.key(&id), "absolute_expires_at")
@@ -998,8 +879,8 @@ async fn a_rotation_near_the_deadline_carries_it_into_the_ttl_and_max_age() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_index_entry_never_ends_another_users_session() {
     let redis = Topology::Single.start().await;
-    let app = App::new(redis.client().await, |b| b.rotate_on_user_change(false)).await;
-    let id = app.start().await;
+    let app = probe_app(redis.client().await, |b| b.rotate_on_user_change(false)).await;
+    let id = app.login().await;
     assert_eq!(
         app.post("/tie/alice", Some(&id)).await.status,
         StatusCode::OK
@@ -1010,7 +891,8 @@ async fn a_stale_index_entry_never_ends_another_users_session() {
         .digest()
         .to_owned();
     // An entry in alice's index that the re-tie failed to remove.
-    app.script(
+    script(
+        &app,
         "lua/index_add.lua",
         app.index_key("alice"),
         vec![member.clone()],

@@ -19,11 +19,10 @@ use fred::prelude::*;
 use http::{HeaderName, HeaderValue, StatusCode};
 use tower_redis_session::{
     functions_library_name, RedisSessionLayerBuilder, ScriptMode, Session, SessionError, SessionId,
-    SessionManager,
 };
 
 use crate::support::{
-    self, hardening, monitor::Monitor, resp::Reply, Gate, Logs, RedisServer, TestResponse,
+    self, assert_none, hardening, monitor::Monitor, resp::Reply, Logs, RedisServer, TestApp,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -124,137 +123,50 @@ async fn verify(session: Session, Path(token): Path<String>) -> String {
     session.verify_csrf_token(&token).to_string()
 }
 
-/// An app of this file's own, in a given script mode.
-struct App {
-    router: Router,
+/// The shared test app on `client` in script `mode`, with this file's routes as well.
+async fn probe_app(
     client: Client,
-    prefix: String,
-    manager: SessionManager,
+    mode: ScriptMode,
+    configure: impl FnOnce(RedisSessionLayerBuilder) -> RedisSessionLayerBuilder,
+) -> TestApp {
+    with_prefix(client, mode, &support::fresh_prefix(), configure).await
 }
 
-impl App {
-    async fn new(
-        client: Client,
-        mode: ScriptMode,
-        configure: impl FnOnce(RedisSessionLayerBuilder) -> RedisSessionLayerBuilder,
-    ) -> Self {
-        Self::with_prefix(client, mode, &support::fresh_prefix(), configure).await
-    }
-
-    /// The app on `prefix`. In Functions mode the library is loaded through `client`
-    /// unless it is there already.
-    async fn with_prefix(
-        client: Client,
-        mode: ScriptMode,
-        prefix: &str,
-        configure: impl FnOnce(RedisSessionLayerBuilder) -> RedisSessionLayerBuilder,
-    ) -> Self {
-        let prefix = prefix.to_owned();
-        let layer = configure(
-            support::layer(client.clone())
-                .key_prefix(&prefix)
-                .script_mode(mode),
-        )
-        .build()
-        .unwrap();
-        if layer.load_scripts().await.is_err() {
-            assert_eq!(mode, ScriptMode::Functions);
-            tower_redis_session::load_functions(client.clone())
-                .await
-                .unwrap();
-            layer.load_scripts().await.unwrap();
-        }
-        let gate = Arc::new(Gate::default());
-        let manager = layer.manager();
-        let router = support::routes(Arc::clone(&gate))
-            .merge(
-                Router::new()
-                    .route("/headers/read/{n}", get(headers_read))
-                    .route("/headers/write/{n}", post(headers_write))
-                    .route("/csrf", get(csrf))
-                    .route("/verify/{token}", post(verify)),
-            )
-            .layer(layer);
-        Self {
-            router,
-            client,
-            prefix,
-            manager,
-        }
-    }
-
-    async fn send(&self, method: &str, path: &str, sid: Option<&str>) -> TestResponse {
-        let res = hardening::send(&self.router, method, path, sid).await;
-        TestResponse {
-            status: res.status,
-            headers: res.headers,
-            body: res.body,
-            error: None,
-        }
-    }
-
-    /// A new session with `username`; its ID.
-    async fn start(&self) -> String {
-        let res = self.send("POST", "/set/username/ferris", None).await;
-        assert_eq!(res.status, StatusCode::OK, "{}", res.body);
-        res.new_id().expect("a new session sets a cookie")
-    }
-
-    /// A session tied to `user` (a first request, then a login that rotates).
-    async fn login_as(&self, user: &str) -> String {
-        let first = self.start().await;
-        let res = self
-            .send("POST", &format!("/login/{user}"), Some(&first))
-            .await;
-        assert_eq!(res.status, StatusCode::OK, "{}", res.body);
-        res.new_id().expect("login rotates the ID")
-    }
-
-    fn key(&self, id: &str) -> String {
-        format!("{}{}", self.prefix, SessionId::parse(id).unwrap().digest())
-    }
-
-    fn index_key(&self, user: &str) -> String {
-        use base64::Engine as _;
-        use sha2::Digest as _;
-        let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(sha2::Sha256::digest(user.as_bytes()));
-        format!("{}user:{digest}", self.prefix)
-    }
-
-    async fn loaded(&self, id: &str) -> bool {
-        self.send("GET", "/whoami", Some(id))
-            .await
-            .body
-            .starts_with("loaded=true")
-    }
-
-    /// Every live session (a hash with `session_ttl`) under the prefix tied to `user`.
-    async fn live_sessions_of(&self, user: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        for key in support::keys_matching(&self.client, &format!("{}*", self.prefix)).await {
-            if key.contains(":user:") {
-                continue;
-            }
-            let hash: HashMap<String, String> = self.client.hgetall(&key).await.unwrap_or_default();
-            if hash.contains_key("session_ttl")
-                && hash.get("user_id").map(String::as_str) == Some(user)
-            {
-                out.push(key);
-            }
-        }
-        out
-    }
-
-    /// Runs one of the layer's scripts by hand with `EVAL`; its raw result.
-    async fn eval(&self, file: &str, key: String, args: Vec<String>) -> Value {
-        let source = tower_redis_session::__private::script_source(file).unwrap();
-        self.client.eval(source, vec![key], args).await.unwrap()
-    }
+/// [`probe_app`] on `prefix`. In Functions mode the library is loaded through `client`
+/// unless it is there already.
+async fn with_prefix(
+    client: Client,
+    mode: ScriptMode,
+    prefix: &str,
+    configure: impl FnOnce(RedisSessionLayerBuilder) -> RedisSessionLayerBuilder,
+) -> TestApp {
+    TestApp::with_client_and_prefix(client, true, prefix.to_owned(), |b| {
+        configure(b.script_mode(mode))
+    })
+    .await
+    .with_routes(|_| {
+        Router::new()
+            .route("/headers/read/{n}", get(headers_read))
+            .route("/headers/write/{n}", post(headers_write))
+            .route("/csrf", get(csrf))
+            .route("/verify/{token}", post(verify))
+    })
 }
 
-fn assert_none(problems: &[String]) {
-    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+/// Every live session (a hash with `session_ttl`) under the app's prefix tied to `user`.
+async fn live_sessions_of(app: &TestApp, user: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for key in support::keys_matching(&app.client, &format!("{}*", app.prefix)).await {
+        if key.contains(":user:") {
+            continue;
+        }
+        let hash: HashMap<String, String> = app.client.hgetall(&key).await.unwrap_or_default();
+        if hash.contains_key("session_ttl") && hash.get("user_id").map(String::as_str) == Some(user)
+        {
+            out.push(key);
+        }
+    }
+    out
 }
 
 /// The directives of a `Cache-Control` value, split on commas outside quoted strings,
@@ -323,11 +235,11 @@ fn shared_cache_may_store(headers: &http::HeaderMap) -> Option<&'static str> {
 /// must not be storable by a shared cache.
 async fn cookie_on_storable_responses(cases: std::ops::Range<usize>) -> Vec<String> {
     let redis = RedisServer::start();
-    let app = App::new(redis.client().await, ScriptMode::Evalsha, |b| {
+    let app = probe_app(redis.client().await, ScriptMode::Evalsha, |b| {
         b.persistent_cookie(true)
     })
     .await;
-    let id = app.start().await;
+    let id = app.login().await;
     let mut problems = Vec::new();
     for n in cases {
         for (what, res) in [
@@ -409,13 +321,13 @@ async fn cache_control_variants_of_case_spacing_and_repetition_are_read_right() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persistent_cookie_keeps_up_with_reads_of_pages_not_marked_public() {
     let redis = RedisServer::start();
-    let app = App::new(redis.client().await, ScriptMode::Evalsha, |b| {
+    let app = probe_app(redis.client().await, ScriptMode::Evalsha, |b| {
         b.persistent_cookie(true).idle_ttl(Duration::from_secs(100))
     })
     .await;
     let mut problems = Vec::new();
     for n in [8, 17, 18, 19] {
-        let id = app.start().await;
+        let id = app.login().await;
         let _: bool = app
             .client
             .pexpire(app.key(&id), 50_000, None)
@@ -443,24 +355,24 @@ async fn a_persistent_cookie_keeps_up_with_reads_of_pages_not_marked_public() {
 /// What each request got out of memory (noeviction), by what it did.
 async fn out_of_memory_answers(mode: ScriptMode) -> Vec<(&'static str, String)> {
     let redis = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]);
-    let app = App::new(redis.client().await, mode, |b| {
+    let app = probe_app(redis.client().await, mode, |b| {
         b.persistent_cookie(true)
             .command_timeout(Duration::from_secs(1))
     })
     .await;
-    let a = app.start().await;
+    let a = app.login().await;
     assert_eq!(
         app.send("POST", "/set/x/1", Some(&a)).await.status,
         StatusCode::OK
     );
-    let b = app.start().await;
+    let b = app.login().await;
     // A mark a rotation that died left (lapsed long ago): the next save clears it.
     let _: i64 = app
         .client
         .hset(app.key(&b), ("rotating", "1:dead"))
         .await
         .unwrap();
-    let c = app.start().await;
+    let c = app.login().await;
     assert_eq!(
         app.send("POST", "/set/x/1", Some(&c)).await.status,
         StatusCode::OK
@@ -514,12 +426,12 @@ async fn out_of_memory_removals_answer_the_same_in_both_script_modes() {
 async fn a_library_lost_mid_traffic_is_a_clear_error_loses_nothing_and_never_evals() {
     let mut redis = RedisServer::start_with(&["--appendonly", "yes"]);
     let client = redis.client().await;
-    let app = App::new(client.clone(), ScriptMode::Functions, |b| {
+    let app = probe_app(client.clone(), ScriptMode::Functions, |b| {
         b.command_timeout(Duration::from_secs(1))
     })
     .await;
     let lib = functions_library_name();
-    let s1 = app.start().await;
+    let s1 = app.login().await;
     assert_eq!(
         app.send("POST", "/set/a/1", Some(&s1)).await.status,
         StatusCode::OK
@@ -623,14 +535,14 @@ async fn the_documented_app_user_can_do_nothing_beyond_the_crates_functions() {
     let deploy_url = redis.create_documented_acl_user_named("sessions-deploy", "deploy-pw");
     let deploy = hardening::pool(&deploy_url).await;
     tower_redis_session::load_functions(deploy).await.unwrap();
-    let app = App::with_prefix(
+    let app = with_prefix(
         support::connect_client(&app_url).await,
         ScriptMode::Functions,
         "session:",
         |b| b,
     )
     .await;
-    let id = app.start().await;
+    let id = app.login().await;
     let key = app.key(&id);
     assert!(key.starts_with("session:"), "{key}");
     let lib = functions_library_name();
@@ -766,7 +678,7 @@ async fn the_documented_app_user_can_do_nothing_beyond_the_crates_functions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_out_everywhere_but_here_keeps_here_when_it_rotates_meanwhile() {
     let redis = RedisServer::start();
-    let app = Arc::new(App::new(redis.client().await, ScriptMode::Evalsha, |b| b).await);
+    let app = Arc::new(probe_app(redis.client().await, ScriptMode::Evalsha, |b| b).await);
     let here = app.login_as("alice").await;
     let elsewhere = app.login_as("alice").await;
     let index = app.index_key("alice");
@@ -837,7 +749,7 @@ async fn log_out_everywhere_but_here_keeps_here_when_it_rotates_meanwhile() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_out_everywhere_catches_a_session_rotating_in_a_loop() {
     let redis = RedisServer::start();
-    let app = Arc::new(App::new(redis.client().await, ScriptMode::Evalsha, |b| b).await);
+    let app = Arc::new(probe_app(redis.client().await, ScriptMode::Evalsha, |b| b).await);
     let mut problems = Vec::new();
     for round in 0..8 {
         let user = format!("mallory{round}");
@@ -855,7 +767,7 @@ async fn log_out_everywhere_catches_a_session_rotating_in_a_loop() {
         let attacker = rotate_in_a_loop(&app, stolen, 400, stop, tx);
         rx.recv().await;
         let ended = app.manager.terminate_all(&user, None).await.unwrap();
-        let alive_after_call = app.live_sessions_of(&user).await;
+        let alive_after_call = live_sessions_of(&app, &user).await;
         let (last, rotations, status) = attacker.await.unwrap();
         println!(
             "round {round}: terminate_all ended {ended}; the loop made {rotations} rotations, \
@@ -886,9 +798,9 @@ async fn abandoning_a_rotation_never_lifts_another_rotations_mark() {
     tower_redis_session::load_functions(client.clone())
         .await
         .unwrap();
-    let app = App::new(client.clone(), ScriptMode::Evalsha, |b| b).await;
+    let app = probe_app(client.clone(), ScriptMode::Evalsha, |b| b).await;
     let lib = functions_library_name();
-    let id = app.start().await;
+    let id = app.login().await;
     let key = app.key(&id);
     let until = redis.cmd(&["TIME"]).items()[0]
         .text()
@@ -907,7 +819,7 @@ async fn abandoning_a_rotation_never_lifts_another_rotations_mark() {
         let (app, client, key) = (&app, client.clone(), key.clone());
         async move {
             let by_eval = app
-                .eval("lua/abandon_rotate.lua", key.clone(), vec![t.clone()])
+                .eval_script("lua/abandon_rotate.lua", key.clone(), vec![t.clone()])
                 .await;
             let by_fcall: Value = client
                 .fcall(format!("{lib}_abandon_rotate"), vec![key], vec![t])
@@ -945,14 +857,14 @@ async fn abandoning_a_rotation_never_lifts_another_rotations_mark() {
         StatusCode::OK
     );
     // A marker and a missing key stay as they are.
-    let gone = app.start().await;
+    let gone = app.login().await;
     assert!(app
         .send("POST", "/logout", Some(&gone))
         .await
         .clears_cookie());
     let before: HashMap<String, String> = client.hgetall(app.key(&gone)).await.unwrap();
     let _ = app
-        .eval(
+        .eval_script(
             "lua/abandon_rotate.lua",
             app.key(&gone),
             vec![String::new()],
@@ -962,7 +874,7 @@ async fn abandoning_a_rotation_never_lifts_another_rotations_mark() {
     assert_eq!(before, after);
     let missing = app.key(SessionId::generate().as_str());
     let _ = app
-        .eval(
+        .eval_script(
             "lua/abandon_rotate.lua",
             missing.clone(),
             vec![token.to_owned()],
@@ -977,14 +889,14 @@ async fn abandoning_a_rotation_never_lifts_another_rotations_mark() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persistent_read_during_a_rotation_in_progress_sends_no_cookie() {
     let redis = RedisServer::start();
-    let app = App::new(redis.client().await, ScriptMode::Evalsha, |b| {
+    let app = probe_app(redis.client().await, ScriptMode::Evalsha, |b| {
         b.persistent_cookie(true)
     })
     .await;
-    let id = app.start().await;
+    let id = app.login().await;
     let key = app.key(&id);
     let began = app
-        .eval(
+        .eval_script(
             "lua/begin_rotate.lua",
             key.clone(),
             ["272", "263168", "43200000", "30000", "tok123"]
@@ -1008,7 +920,7 @@ async fn a_persistent_read_during_a_rotation_in_progress_sends_no_cookie() {
         "a cookie during a rotation in progress"
     );
     let _ = app
-        .eval("lua/abandon_rotate.lua", key, vec!["tok123".to_owned()])
+        .eval_script("lua/abandon_rotate.lua", key, vec!["tok123".to_owned()])
         .await;
     let res = app.send("GET", "/read/username", Some(&id)).await;
     let cookie = res.set_cookie().expect("the cookie again");
@@ -1025,13 +937,13 @@ async fn a_persistent_read_during_a_rotation_in_progress_sends_no_cookie() {
 async fn a_future_last_access_never_stops_the_sliding_refresh_in_either_mode() {
     for mode in [ScriptMode::Evalsha, ScriptMode::Functions] {
         let redis = RedisServer::start();
-        let app = App::new(redis.client().await, mode, |b| {
+        let app = probe_app(redis.client().await, mode, |b| {
             b.persistent_cookie(true)
                 .idle_ttl(Duration::from_secs(100))
                 .touch_interval(Duration::from_secs(30))
         })
         .await;
-        let id = app.start().await;
+        let id = app.login().await;
         let key = app.key(&id);
         // Far in the future, with a fraction and an offset.
         let future = "2099-01-01T01:00:00.5+01:00";
@@ -1056,8 +968,8 @@ async fn a_future_last_access_never_stops_the_sliding_refresh_in_either_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csrf_tokens_in_functions_mode_are_made_with_the_session_and_replaced_at_rotation() {
     let redis = RedisServer::start();
-    let app = App::new(redis.client().await, ScriptMode::Functions, |b| b).await;
-    let id = app.start().await;
+    let app = probe_app(redis.client().await, ScriptMode::Functions, |b| b).await;
+    let id = app.login().await;
     let stored: Option<String> = app.client.hget(app.key(&id), "csrf_token").await.unwrap();
     let stored = stored.expect("created with its token");
     let (a, b) = tokio::join!(
@@ -1109,12 +1021,11 @@ async fn csrf_tokens_in_functions_mode_are_made_with_the_session_and_replaced_at
 async fn round_trips_in_functions_mode_match_the_table() {
     support::in_script_mode(ScriptMode::Functions, async {
         let redis = RedisServer::start();
-        let app = App::new(redis.client().await, ScriptMode::Functions, |b| {
+        let app = probe_app(redis.client().await, ScriptMode::Functions, |b| {
             b.persistent_cookie(true)
         })
         .await;
         let mut problems = Vec::new();
-        let mut id = app.start().await;
         let rows = [
             ("persistent read", 2, "GET", "/read/username"),
             ("login (tie + rotation)", 5, "POST", "/login/alice"),
@@ -1122,16 +1033,8 @@ async fn round_trips_in_functions_mode_match_the_table() {
             ("re-login of the same user", 6, "POST", "/login/alice"),
             ("logout of a tied session", 3, "POST", "/logout"),
         ];
-        for (row, table, method, path) in rows {
-            support::reset_stats(&app.client).await;
-            let res = app.send(method, path, Some(&id)).await;
-            let observed = support::round_trips(&app.client).await;
-            assert_eq!(res.status, StatusCode::OK, "{row}");
-            if observed != table {
-                problems.push(format!("{row}: table {table}, observed {observed}"));
-            }
-            id = res.new_id().unwrap_or(id);
-        }
+        app.count_round_trips(app.login().await, &rows, &mut problems)
+            .await;
         for _ in 0..3 {
             app.login_as("carol").await;
         }
@@ -1142,12 +1045,12 @@ async fn round_trips_in_functions_mode_match_the_table() {
             problems.push(format!("terminate_all of 3: guide 5, observed {observed}"));
         }
 
-        let touch = App::new(redis.client().await, ScriptMode::Functions, |b| {
+        let touch = probe_app(redis.client().await, ScriptMode::Functions, |b| {
             b.persistent_cookie(true)
                 .touch_interval(Duration::from_secs(30))
         })
         .await;
-        let id = touch.start().await;
+        let id = touch.login().await;
         support::reset_stats(&touch.client).await;
         let res = touch.send("GET", "/read/username", Some(&id)).await;
         let observed = support::round_trips(&touch.client).await;
@@ -1176,7 +1079,7 @@ async fn round_trips_in_functions_mode_match_the_table() {
 async fn log_out_everywhere_never_reports_success_while_a_followed_session_lives_on() {
     let redis = RedisServer::start();
     let app = Arc::new(
-        App::new(redis.client().await, ScriptMode::Evalsha, |b| {
+        probe_app(redis.client().await, ScriptMode::Evalsha, |b| {
             b.command_timeout(Duration::from_secs(10))
         })
         .await,
@@ -1199,7 +1102,7 @@ async fn log_out_everywhere_never_reports_success_while_a_followed_session_lives
 /// One attempt of the probe above: `Some` with what happened if the session escaped.
 async fn outrun_log_out_everywhere(
     redis: &RedisServer,
-    app: &Arc<App>,
+    app: &Arc<TestApp>,
     user: &str,
     n: u32,
 ) -> Option<String> {
@@ -1235,7 +1138,7 @@ async fn outrun_log_out_everywhere(
         .into_iter()
         .find(|(name, _)| name == "zrange")
         .map_or(0, |(_, calls)| calls);
-    let alive_after_call = app.live_sessions_of(user).await;
+    let alive_after_call = live_sessions_of(app, user).await;
     stop.store(true, Ordering::Relaxed);
     let (last, rotations, status) = attacker.await.unwrap();
     let last_alive = app.loaded(&last).await;
@@ -1253,7 +1156,7 @@ async fn outrun_log_out_everywhere(
 /// rotation is refused (or finds no session), `stop` is set, or `max` rotations; says on
 /// `started` after 3. Its last ID, how many rotations it made, and the last status.
 fn rotate_in_a_loop(
-    app: &Arc<App>,
+    app: &Arc<TestApp>,
     stolen: String,
     max: u32,
     stop: Arc<std::sync::atomic::AtomicBool>,

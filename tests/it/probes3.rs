@@ -22,32 +22,11 @@ fn cached(b: RedisSessionLayerBuilder) -> RedisSessionLayerBuilder {
     b.touch_interval(TOUCH).read_cache(ReadCache::new())
 }
 
-fn hits(app: &TestApp) -> u64 {
-    app.layer.cache_stats().expect("the cache is on").hits
-}
-
-/// Reads `field` until a read is served from memory (the first load starts the cache's
-/// connection, and its first barrier lets the cache serve).
-async fn warm(app: &TestApp, sid: &str, field: &str) {
-    for _ in 0..150 {
-        let before = hits(app);
-        app.get(&format!("/read/{field}"), Some(sid)).await;
-        if hits(app) > before {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "no read was served from memory: {:?}",
-        app.layer.cache_stats()
-    );
-}
-
 /// A read of `field`: the body, and whether it was served from memory.
 async fn read(app: &TestApp, sid: &str, field: &str) -> (String, bool) {
-    let before = hits(app);
+    let before = app.cache_hits();
     let res = app.get(&format!("/read/{field}"), Some(sid)).await;
-    (res.body, hits(app) > before)
+    (res.body, app.cache_hits() > before)
 }
 
 async fn other_program(server: &RedisServer) -> Client {
@@ -77,7 +56,7 @@ async fn a_session_past_its_absolute_deadline_is_never_served_from_memory() {
             .idle_ttl(Duration::from_secs(600))
     })
     .await;
-    warm(&b, &sid, "username").await;
+    b.warm(&sid, "username").await;
     assert!(a.pttl(&sid).await > 60_000, "the key outlives the deadline");
     // created_at is whole seconds: the deadline is at most 4 s after creation.
     tokio::time::sleep(Duration::from_millis(5_500)).await;
@@ -99,7 +78,7 @@ async fn swapdb_ends_what_the_cache_serves() {
     let server = RedisServer::start();
     let app = TestApp::with(&server, cached).await;
     let sid = app.login().await;
-    warm(&app, &sid, "username").await;
+    app.warm(&sid, "username").await;
     server.cmd(&["SWAPDB", "0", "1"]);
     let exists: i64 = app.client.exists(app.key(&sid)).await.unwrap();
     assert_eq!(exists, 0, "database 0 no longer holds the session");
@@ -114,7 +93,7 @@ async fn flushdb_and_flushall_end_what_the_cache_serves() {
     let app = TestApp::with(&server, cached).await;
     for flush in ["FLUSHDB", "FLUSHALL"] {
         let sid = app.login().await;
-        warm(&app, &sid, "username").await;
+        app.warm(&sid, "username").await;
         server.cmd(&[flush]);
         tokio::time::sleep(Duration::from_millis(30)).await;
         let (body, hit) = read(&app, &sid, "username").await;
@@ -141,7 +120,7 @@ async fn logout_terminate_rotation_del_rename_and_expire_by_others_end_what_the_
     ];
     for case in cases {
         let sid = app.login_as("alice").await;
-        warm(&app, &sid, "username").await;
+        app.warm(&sid, "username").await;
         let key = app.key(&sid);
         match case {
             "logout" => assert_eq!(peer.post("/logout", Some(&sid)).await.status, 200),
@@ -179,7 +158,7 @@ async fn an_evicted_session_is_not_served_from_memory() {
         RedisServer::start_with(&["--maxmemory", "4mb", "--maxmemory-policy", "volatile-ttl"]);
     let app = TestApp::with(&server, cached).await;
     let sid = app.login().await;
-    warm(&app, &sid, "username").await;
+    app.warm(&sid, "username").await;
     let other = other_program(&server).await;
     // Keys without a TTL are never evicted under volatile-ttl: the session key (the only
     // volatile one) goes first.
@@ -213,7 +192,7 @@ async fn a_session_past_its_idle_ttl_is_not_served_from_memory() {
     .await;
     let sid = app.login().await;
     assert_eq!(app.post("/ttl/2", Some(&sid)).await.status, 200);
-    warm(&app, &sid, "username").await;
+    app.warm(&sid, "username").await;
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     let (body, hit) = read(&app, &sid, "username").await;
     assert_eq!((body.as_str(), hit), ("", false));
@@ -235,7 +214,7 @@ async fn a_killed_tracking_connection_stops_the_cache_within_max_staleness() {
     let mut stale_at_once = 0;
     for round in 0..5 {
         let sid = app.login().await;
-        warm(&app, &sid, "username").await;
+        app.warm(&sid, "username").await;
         server.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]);
         let _: () = other
             .hset(app.key(&sid), ("username", format!("bob{round}")))
@@ -265,16 +244,20 @@ async fn a_stalled_redis_stops_the_cache_within_max_staleness() {
     })
     .await;
     let sid = app.login().await;
-    warm(&app, &sid, "username").await;
+    app.warm(&sid, "username").await;
     server.pause();
     tokio::time::sleep(STALENESS + Duration::from_millis(20)).await;
-    let before = hits(&app);
+    let before = app.cache_hits();
     let res = app.get("/read/username", Some(&sid)).await;
     server.resume();
-    assert_eq!(hits(&app), before, "served from memory while Redis hung");
+    assert_eq!(
+        app.cache_hits(),
+        before,
+        "served from memory while Redis hung"
+    );
     assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
     // And it comes back by itself.
-    warm(&app, &sid, "username").await;
+    app.warm(&sid, "username").await;
 }
 
 /// `CLIENT PAUSE ... ALL` holds the barrier's `PING`: nothing is served from memory once
@@ -287,7 +270,7 @@ async fn client_pause_all_stops_the_cache_within_max_staleness() {
     })
     .await;
     let sid = app.login().await;
-    warm(&app, &sid, "username").await;
+    app.warm(&sid, "username").await;
     server.cmd(&["CLIENT", "PAUSE", "1500", "ALL"]);
     tokio::time::sleep(STALENESS + Duration::from_millis(20)).await;
     let (_, hit) = read(&app, &sid, "username").await;
@@ -305,7 +288,7 @@ async fn a_restarted_redis_is_not_hidden_by_the_cache_past_max_staleness() {
     let mut server = RedisServer::start();
     let app = TestApp::with(&server, cached).await;
     let sid = app.login().await;
-    warm(&app, &sid, "username").await;
+    app.warm(&sid, "username").await;
     let killed = std::time::Instant::now();
     server.restart();
     if let Some(rest) = (STALENESS + Duration::from_millis(20)).checked_sub(killed.elapsed()) {
@@ -322,7 +305,7 @@ async fn a_flood_of_invalidations_never_leaves_a_changed_session_in_memory() {
     let server = RedisServer::start();
     let app = TestApp::with(&server, cached).await;
     let sid = app.login().await;
-    warm(&app, &sid, "username").await;
+    app.warm(&sid, "username").await;
     let other = other_program(&server).await;
     for batch in 0..5 {
         let pipeline = other.pipeline();
@@ -347,7 +330,7 @@ async fn a_flood_of_invalidations_never_leaves_a_changed_session_in_memory() {
     tokio::time::sleep(STALENESS * 2).await;
     let (body, _) = read(&app, &sid, "username").await;
     assert_eq!(body, "bob");
-    warm(&app, &sid, "username").await;
+    app.warm(&sid, "username").await;
 }
 
 /// The app's Redis user may run the scripts but not `CLIENT` or `SUBSCRIBE`: the cache
@@ -401,7 +384,7 @@ async fn a_write_acknowledged_through_another_layer_of_the_app_is_seen_at_once()
     let prefix = a.prefix.clone();
     let b = TestApp::with(&server, |builder| cached(builder.key_prefix(prefix))).await;
     let sid = a.login().await;
-    warm(&b, &sid, "username").await;
+    b.warm(&sid, "username").await;
     let mut stale = 0;
     for i in 0..300 {
         // B loads (and caches) the session again after each invalidation.
@@ -434,7 +417,7 @@ async fn the_cache_stays_within_its_bounds_and_each_session_reads_its_own() {
         let res = app.post(&format!("/set/mine/{i}"), None).await;
         sids.push(res.new_id().unwrap());
     }
-    warm(&app, &sids[0], "mine").await;
+    app.warm(&sids[0], "mine").await;
     for _ in 0..3 {
         for (i, sid) in sids.iter().enumerate() {
             let (body, _) = read(&app, sid, "mine").await;
@@ -455,7 +438,7 @@ async fn dropping_the_layer_closes_its_tracking_connection_even_while_redis_is_d
     let mut server = RedisServer::start();
     let app = TestApp::with(&server, cached).await;
     let sid = app.login().await;
-    warm(&app, &sid, "username").await;
+    app.warm(&sid, "username").await;
     assert_eq!(tracking_connections(&server).await, 1);
     drop(app);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -468,7 +451,7 @@ async fn dropping_the_layer_closes_its_tracking_connection_even_while_redis_is_d
     // Again, with Redis down when the layer goes: no connection comes back after.
     let app = TestApp::with(&server, cached).await;
     let sid = app.login().await;
-    warm(&app, &sid, "username").await;
+    app.warm(&sid, "username").await;
     server.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(app);
@@ -486,7 +469,7 @@ async fn a_resp3_client_keeps_the_cache_coherent() {
     client.init().await.unwrap();
     let app = TestApp::with_client(client, true, cached).await;
     let sid = app.login().await;
-    warm(&app, &sid, "username").await;
+    app.warm(&sid, "username").await;
     let other = other_program(&server).await;
     let _: () = other
         .hset(app.key(&sid), ("username", "bob"))
@@ -494,7 +477,7 @@ async fn a_resp3_client_keeps_the_cache_coherent() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(30)).await;
     assert_eq!(read(&app, &sid, "username").await.0, "bob");
-    warm(&app, &sid, "username").await;
+    app.warm(&sid, "username").await;
 }
 
 /// The layer caches a session tied to `alice`; the app ends it through
@@ -510,7 +493,7 @@ async fn a_session_terminated_through_a_manager_on_another_connection_is_gone_at
     let mut served = 0;
     for _ in 0..30 {
         let sid = app.login_as("alice").await;
-        warm(&app, &sid, "username").await;
+        app.warm(&sid, "username").await;
         let id = tower_redis_session::SessionId::parse(&sid).unwrap();
         assert!(ops.terminate("alice", &ops.handle(&id)).await.unwrap());
         if !read(&app, &sid, "username").await.0.is_empty() {

@@ -33,24 +33,6 @@ fn cached(b: RedisSessionLayerBuilder) -> RedisSessionLayerBuilder {
         .read_cache(ReadCache::new().max_staleness(STALENESS))
 }
 
-/// Reads until a read is served from memory (the first load starts the cache's
-/// connection, and its first barrier lets the cache serve).
-async fn warm(app: &TestApp, sid: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        let hits = app.layer.cache_stats().unwrap().hits;
-        app.get("/read/username", Some(sid)).await;
-        if app.layer.cache_stats().unwrap().hits > hits {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "no read was served from memory: {:?}",
-        app.layer.cache_stats()
-    );
-}
-
 /// Reads `/read/username` on `app` until it answers `expected`; fails if a read sent
 /// `bound` or more after `since` still answers otherwise. Returns how long it took.
 async fn seen_within(
@@ -82,7 +64,7 @@ async fn seen_within(
 async fn warmed(server: &RedisServer) -> (TestApp, String) {
     let app = TestApp::with(server, cached).await;
     let sid = app.login_as("alice").await;
-    warm(&app, &sid).await;
+    app.warm(&sid, "username").await;
     (app, sid)
 }
 
@@ -118,7 +100,7 @@ async fn a_read_within_the_touch_interval_is_served_from_memory_with_no_round_tr
     })
     .await;
     let sid = app.login().await;
-    warm(&app, &sid).await;
+    app.warm(&sid, "username").await;
     let before = app.layer.cache_stats().unwrap();
     let pttl = app.pttl(&sid).await;
     reset_stats(&app.client).await;
@@ -190,7 +172,7 @@ async fn a_save_on_another_instance_is_seen_within_max_staleness() {
     let (app, sid) = warmed(&server).await;
     let other = app.another_instance(&server, cached).await;
     for i in 0..10 {
-        warm(&app, &sid).await;
+        app.warm(&sid, "username").await;
         let value = format!("bob{i}");
         let res = other
             .post(&format!("/set/username/{value}"), Some(&sid))
@@ -227,7 +209,7 @@ async fn terminate_all_on_another_instance_is_seen_within_max_staleness() {
     let app = TestApp::with(&server, cached).await;
     let sids = [app.login_as("alice").await, app.login_as("alice").await];
     for sid in &sids {
-        warm(&app, sid).await;
+        app.warm(sid, "username").await;
     }
     let other = app.another_instance(&server, cached).await;
     assert_eq!(other.manager.terminate_all("alice", None).await.unwrap(), 2);
@@ -250,7 +232,7 @@ async fn an_hset_by_another_program_is_seen_within_max_staleness() {
     let server = RedisServer::start();
     let (app, sid) = warmed(&server).await;
     for i in 0..10 {
-        warm(&app, &sid).await;
+        app.warm(&sid, "username").await;
         let value = format!("carol{i}");
         program(&server, &["HSET", &app.key(&sid), "username", &value]);
         seen_within(&app, &sid, &value, Instant::now(), STALENESS).await;
@@ -265,7 +247,7 @@ async fn a_flushall_is_seen_within_max_staleness() {
     seen_within(&app, &sid, "", Instant::now(), STALENESS).await;
     // And the cache serves again afterwards.
     let sid = app.login().await;
-    warm(&app, &sid).await;
+    app.warm(&sid, "username").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,7 +271,7 @@ async fn after_the_tracking_connection_is_killed_a_change_is_seen_within_max_sta
     let server = RedisServer::start();
     let (app, sid) = warmed(&server).await;
     for round in 0..3 {
-        warm(&app, &sid).await;
+        app.warm(&sid, "username").await;
         let id = tracking_connection(server.port()).expect("a connection with tracking on");
         assert_eq!(
             program(&server, &["CLIENT", "KILL", "ID", &id]),
@@ -301,7 +283,7 @@ async fn after_the_tracking_connection_is_killed_a_change_is_seen_within_max_sta
         let took = seen_within(&app, &sid, &value, Instant::now(), STALENESS).await;
         eprintln!("round {round}: change made with tracking down seen after {took:?}");
         // The cache comes back on a new connection, and serves again.
-        warm(&app, &sid).await;
+        app.warm(&sid, "username").await;
         let new = tracking_connection(server.port()).expect("tracking back on");
         assert_ne!(new, id);
     }
@@ -319,7 +301,7 @@ async fn a_dropped_tracking_connection_flushes_the_cache_before_it_serves_again(
     })
     .await;
     let sid = app.login_as("alice").await;
-    warm(&app, &sid).await;
+    app.warm(&sid, "username").await;
     let id = tracking_connection(server.port()).expect("a connection with tracking on");
     program(&server, &["CLIENT", "KILL", "ID", &id]);
     let killed = Instant::now();
@@ -339,15 +321,15 @@ async fn when_redis_stops_answering_nothing_is_served_from_memory_after_max_stal
         cached(b).command_timeout(Duration::from_millis(300))
     })
     .await;
-    warm(&app, &sid).await;
+    app.warm(&sid, "username").await;
     server.pause();
     let paused = Instant::now();
     let mut last_hit = None;
     loop {
         let sent = Instant::now();
-        let hits = app.layer.cache_stats().unwrap().hits;
+        let hits = app.cache_hits();
         let res = app.get("/read/username", Some(&sid)).await;
-        if app.layer.cache_stats().unwrap().hits > hits {
+        if app.cache_hits() > hits {
             assert_eq!(res.body, "alice");
             last_hit = Some(sent.duration_since(paused));
         } else {
@@ -361,7 +343,7 @@ async fn when_redis_stops_answering_nothing_is_served_from_memory_after_max_stal
     }
     server.resume();
     eprintln!("last read from memory {last_hit:?} after Redis hung");
-    warm(&app, &sid).await;
+    app.warm(&sid, "username").await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -378,19 +360,15 @@ async fn a_save_on_a_session_deleted_elsewhere_while_cached_is_refused_and_nothi
             sid.clone()
         } else {
             let sid = app.login_as("alice").await;
-            warm(&app, &sid).await;
+            app.warm(&sid, "username").await;
             sid
         };
         let key = app.key(&sid);
-        let hits = app.layer.cache_stats().unwrap().hits;
+        let hits = app.cache_hits();
         // Loaded from memory, then held before its change.
-        let held = {
-            let (app, sid) = (Arc::clone(&app), sid.clone());
-            tokio::spawn(async move { app.post("/gated/incr/n", Some(&sid)).await })
-        };
-        app.gate.arrived.notified().await;
+        let held = app.hold("POST", "/gated/incr/n", &sid).await;
         assert!(
-            app.layer.cache_stats().unwrap().hits > hits,
+            app.cache_hits() > hits,
             "the held request was served from memory"
         );
         if round % 2 == 0 {
@@ -401,8 +379,7 @@ async fn a_save_on_a_session_deleted_elsewhere_while_cached_is_refused_and_nothi
                 .post("/logout", Some(&sid))
                 .await;
         }
-        app.gate.release.notify_one();
-        let res = held.await.unwrap();
+        let res = app.release(held).await;
         assert_eq!(res.status, StatusCode::CONFLICT, "{}", res.body);
         assert_eq!(
             res.set_cookie(),
@@ -420,7 +397,7 @@ async fn a_save_on_a_session_deleted_elsewhere_while_cached_is_refused_and_nothi
     // (and starts a new one) or is refused; the old key never comes back.
     for _ in 0..20 {
         let sid = app.login_as("alice").await;
-        warm(&app, &sid).await;
+        app.warm(&sid, "username").await;
         program(&server, &["DEL", &app.key(&sid)]);
         let res = app.post("/incr/n", Some(&sid)).await;
         match res.status {
@@ -454,7 +431,7 @@ async fn the_absolute_lifetime_is_honoured_from_memory() {
     let mut served_from_memory = 0;
     let mut last_served = None;
     while Instant::now() < deadline + Duration::from_millis(500) {
-        let hits = app.layer.cache_stats().unwrap().hits;
+        let hits = app.cache_hits();
         let sent = Instant::now();
         let res = app.get("/read/username", Some(&sid)).await;
         if res.body == "ferris" {
@@ -464,7 +441,7 @@ async fn the_absolute_lifetime_is_honoured_from_memory() {
                 sent - deadline
             );
             last_served = Some(deadline.saturating_duration_since(sent));
-            served_from_memory += app.layer.cache_stats().unwrap().hits - hits;
+            served_from_memory += app.cache_hits() - hits;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -486,21 +463,21 @@ async fn the_idle_expiry_is_honoured_from_memory() {
     })
     .await;
     let sid = app.login().await;
-    warm(&app, &sid).await;
+    app.warm(&sid, "username").await;
     // Reads from memory renew nothing, but one a touch interval reaches Redis and
     // renews the idle TTL: a session read all along stays.
     let until = Instant::now() + Duration::from_secs(4);
     let mut hits = 0;
     while Instant::now() < until {
-        let before = app.layer.cache_stats().unwrap().hits;
+        let before = app.cache_hits();
         assert_eq!(app.get("/read/username", Some(&sid)).await.body, "ferris");
-        hits += app.layer.cache_stats().unwrap().hits - before;
+        hits += app.cache_hits() - before;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(hits > 20, "{hits} reads from memory");
     // Reads stopped: a read after the TTL ran out finds no session, key gone or not.
     let sid = app.login().await;
-    warm(&app, &sid).await;
+    app.warm(&sid, "username").await;
     let pttl = u64::try_from(app.pttl(&sid).await).unwrap();
     tokio::time::sleep(Duration::from_millis(pttl)).await;
     let res = app.get("/read/username", Some(&sid)).await;
@@ -536,7 +513,7 @@ async fn the_cache_never_holds_more_entries_or_bytes_than_its_limits() {
         }
         v
     };
-    warm(&app, &sids[0]).await;
+    app.warm(&sids[0], "username").await;
     for _ in 0..3 {
         for sid in &sids {
             assert_eq!(app.get("/read/username", Some(sid)).await.body, "ferris");
@@ -547,11 +524,11 @@ async fn the_cache_never_holds_more_entries_or_bytes_than_its_limits() {
         }
     }
     // The three newest are held, and served.
-    let hits = app.layer.cache_stats().unwrap().hits;
+    let hits = app.cache_hits();
     for sid in &sids[5..] {
         app.get("/read/username", Some(sid)).await;
     }
-    assert_eq!(app.layer.cache_stats().unwrap().hits, hits + 3);
+    assert_eq!(app.cache_hits(), hits + 3);
 
     // A byte limit: room for about two sessions of this size.
     let app = TestApp::with(&server, |b| {
@@ -565,7 +542,7 @@ async fn the_cache_never_holds_more_entries_or_bytes_than_its_limits() {
         let res = app.post(&format!("/set/username/{big}"), None).await;
         sids.push(res.new_id().unwrap());
     }
-    warm(&app, &sids[0]).await;
+    app.warm(&sids[0], "username").await;
     for _ in 0..3 {
         for sid in &sids {
             assert_eq!(app.get("/read/username", Some(sid)).await.body, big);
@@ -602,7 +579,7 @@ async fn through_sentinel_reads_are_served_from_memory_and_a_failover_flushes_th
     })
     .await;
     let sid = app.login_as("alice").await;
-    warm(&app, &sid).await;
+    app.warm(&sid, "username").await;
     let [primary, replica] = group.servers()[..] else {
         unreachable!()
     };
@@ -641,7 +618,7 @@ async fn through_sentinel_reads_are_served_from_memory_and_a_failover_flushes_th
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // And the cache serves again, kept coherent on the new primary.
-    warm(&app, &sid).await;
+    app.warm(&sid, "username").await;
     resp::must(replica, &["HSET", &key, "username", "frank"]);
     seen_within(&app, &sid, "frank", Instant::now(), STALENESS).await;
 }
@@ -662,13 +639,13 @@ async fn the_read_cache_works_as_the_documented_acl_user() {
     let client = connect_client(&url).await;
     let app = TestApp::with_client_and_prefix(client, true, "session:".to_owned(), cached).await;
     let sid = app.login_as("alice").await;
-    warm(&app, &sid).await;
+    app.warm(&sid, "username").await;
     program(&server, &["HSET", &app.key(&sid), "username", "grace"]);
     seen_within(&app, &sid, "grace", Instant::now(), STALENESS).await;
     // The tracking connection comes back after a kill, under the same user.
     let id = tracking_connection(server.port()).expect("tracking on");
     program(&server, &["CLIENT", "KILL", "ID", &id]);
-    warm(&app, &sid).await;
+    app.warm(&sid, "username").await;
     let refusals = hardening::acl_log(&server);
     assert!(refusals.is_empty(), "ACL LOG: {refusals:#?}");
 }
@@ -694,7 +671,7 @@ async fn on_a_cluster_every_shard_is_tracked() {
     }
     assert_eq!(primaries.len(), 3, "sessions on every primary");
     for (i, sid) in sids.iter().enumerate() {
-        warm(&app, sid).await;
+        app.warm(sid, "username").await;
         let value = format!("bob{i}");
         let _: () = other
             .hset(app.key(sid), ("username", value.as_str()))
@@ -721,7 +698,7 @@ async fn on_a_cluster_a_failover_sets_the_tracking_up_again_on_the_new_primary()
     })
     .await;
     let sid = app.login_as("alice").await;
-    warm(&app, &sid).await;
+    app.warm(&sid, "username").await;
     let primary = cluster.primary_for_slot(slot(&app.key(&sid)));
     let replica = cluster.replicas_of(primary)[0];
     let c = Arc::clone(&cluster);
@@ -747,12 +724,12 @@ async fn on_a_cluster_a_failover_sets_the_tracking_up_again_on_the_new_primary()
         .unwrap();
     let deadline = killed + Duration::from_secs(20);
     loop {
-        let hits = app.layer.cache_stats().unwrap().hits;
+        let hits = app.cache_hits();
         let res = app.get("/read/username", Some(&sid)).await;
-        if app.layer.cache_stats().unwrap().hits > hits {
+        if app.cache_hits() > hits {
             assert_eq!(res.body, "heidi", "a read from memory after the change");
         }
-        if res.body == "heidi" && app.layer.cache_stats().unwrap().hits > hits {
+        if res.body == "heidi" && app.cache_hits() > hits {
             break;
         }
         assert!(

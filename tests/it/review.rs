@@ -25,20 +25,9 @@ struct App {
 }
 
 async fn gated_logout(State(gate): State<Arc<Gate>>, session: Session) -> &'static str {
-    gate.arrived.notify_one();
-    gate.release.notified().await;
+    gate.pass().await;
     session.destroy();
     "logged out"
-}
-
-async fn logout(session: Session) -> &'static str {
-    session.destroy();
-    "logged out"
-}
-
-async fn rotate(session: Session) -> &'static str {
-    session.rotate_id();
-    "ok"
 }
 
 async fn start(session: Session) -> Result<&'static str, SessionError> {
@@ -74,13 +63,15 @@ impl App {
         .unwrap();
         let gate = Arc::new(Gate::default());
         let manager = layer.manager();
-        let router = Router::new()
-            .route("/start", post(start))
-            .route("/rotate", post(rotate))
-            .route("/gated/logout", post(gated_logout))
-            .route("/logout", post(logout))
-            .route("/tie/{user}", post(tie))
-            .with_state(Arc::clone(&gate))
+        // The shared test app's routes (`/rotate`, `/logout`, ...), and this file's own.
+        let router = crate::support::routes(Arc::clone(&gate))
+            .merge(
+                Router::new()
+                    .route("/start", post(start))
+                    .route("/gated/logout", post(gated_logout))
+                    .route("/tie/{user}", post(tie))
+                    .with_state(Arc::clone(&gate)),
+            )
             .layer(layer);
         Self {
             router,
@@ -91,14 +82,10 @@ impl App {
     }
 
     async fn post(&self, path: &str, sid: Option<&str>) -> (StatusCode, Vec<String>) {
-        let mut req = Request::builder().method("POST").uri(path);
-        if let Some(sid) = sid {
-            req = req.header(header::COOKIE, format!("sid={sid}"));
-        }
         let res = self
             .router
             .clone()
-            .oneshot(req.body(Body::empty()).unwrap())
+            .oneshot(crate::support::request("POST", path, sid))
             .await
             .unwrap();
         let cookies = res

@@ -147,34 +147,23 @@ impl RedisCluster {
 
     fn spawn(&self, i: usize) {
         let node = &self.nodes[i];
-        let dir = self.dir.display().to_string();
-        let args: Vec<String> = [
-            "--port",
-            &node.port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--cluster-enabled",
-            "yes",
-            "--cluster-port",
-            &node.bus_port.to_string(),
-            "--cluster-config-file",
-            &format!("nodes-{}.conf", node.port),
-            "--cluster-node-timeout",
-            &self.options.node_timeout_ms.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--repl-diskless-sync-delay",
-            "0",
-            "--dir",
-            &dir,
-            "--logfile",
-            &format!("{dir}/node-{}.log", node.port),
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+        let args = super::server::server_args(
+            node.port,
+            &self.dir,
+            &format!("node-{}.log", node.port),
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &node.bus_port.to_string(),
+                "--cluster-config-file",
+                &format!("nodes-{}.conf", node.port),
+                "--cluster-node-timeout",
+                &self.options.node_timeout_ms.to_string(),
+                "--repl-diskless-sync-delay",
+                "0",
+            ],
+        );
         *node.daemon.lock().unwrap() = Some(Daemon::spawn("redis-server", &args));
     }
 

@@ -20,7 +20,7 @@ use tower::ServiceExt as _;
 use tower_redis_session::{fred::prelude::*, Session, SessionError, SessionManager};
 
 pub use super::Gate;
-use super::{resp::Reply, RedisServer};
+use super::{login_as, read, resp::Reply, set, RedisServer};
 
 // ---------------------------------------------------------------------------------------
 // The ACL user of the production checklist
@@ -235,31 +235,11 @@ async fn incr(session: Session) -> Result<String, SessionError> {
     Ok(session.increment("n", 1)?.to_string())
 }
 
-async fn read(session: Session, Path(field): Path<String>) -> String {
-    session.get(&field).unwrap_or_default()
-}
-
-async fn set(
-    session: Session,
-    Path((field, value)): Path<(String, String)>,
-) -> Result<&'static str, SessionError> {
-    session.insert(&field, value)?;
-    Ok("ok")
-}
-
-async fn login(session: Session, Path(user): Path<String>) -> Result<&'static str, SessionError> {
-    session.insert("username", &user)?;
-    session.set_user_id(user)?;
-    session.rotate_id();
-    Ok("ok")
-}
-
 async fn gated_incr(
     State(gate): State<Arc<Gate>>,
     session: Session,
 ) -> Result<String, SessionError> {
-    gate.arrived.notify_one();
-    gate.release.notified().await;
+    gate.pass().await;
     Ok(session.increment("n", 1)?.to_string())
 }
 
@@ -277,7 +257,7 @@ pub fn routes(gate: Arc<Gate>) -> Router {
                 s.remove(&field).map(Option::unwrap_or_default)
             }),
         )
-        .route("/login/{user}", post(login))
+        .route("/login/{user}", post(login_as))
         .route(
             "/rotate",
             post(|s: Session| async move {
@@ -343,11 +323,7 @@ pub async fn send_request(app: &Router, req: Request<Body>) -> Res {
 
 /// Sends `method path` with an optional `sid` cookie.
 pub async fn send(app: &Router, method: &str, path: &str, sid: Option<&str>) -> Res {
-    let mut req = Request::builder().method(method).uri(path);
-    if let Some(sid) = sid {
-        req = req.header(header::COOKIE, format!("sid={sid}"));
-    }
-    send_request(app, req.body(Body::empty()).unwrap()).await
+    send_request(app, super::request(method, path, sid)).await
 }
 
 /// The Redis key of a session ID under `prefix` (digest form, the default).

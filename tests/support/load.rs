@@ -415,6 +415,23 @@ impl Failover {
         }
         out
     }
+
+    /// The checks of every failover: no answer but 200 and 5xx, nothing impossible in
+    /// Redis, no loss [`unexplained_losses`](Self::unexplained_losses) does not explain,
+    /// and no request took longer than three command timeouts (`timeout`) and a half
+    /// second.
+    pub fn assert_kept_promises(&self, timeout: Duration, on_victim: impl Fn(usize) -> bool) {
+        let report = &self.report;
+        assert!(report.others().is_empty(), "{:?}", report.others());
+        assert!(self.audit.impossible.is_empty(), "{:?}", self.audit);
+        let unexplained = self.unexplained_losses(on_victim);
+        assert!(unexplained.is_empty(), "{unexplained:#?}");
+        assert!(
+            report.max_latency() < timeout * 3 + Duration::from_millis(500),
+            "requests fail fast: the slowest took {:?}",
+            report.max_latency()
+        );
+    }
 }
 
 /// 2,000 increments over 5 s (400 a second) across `sessions`; 1 s in, `kill` runs (on a

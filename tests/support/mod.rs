@@ -327,6 +327,18 @@ fn is_test_prefixed(key: &str) -> bool {
         .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// The digest the layer names a user's index by (URL-safe base64 of SHA-256).
+pub fn digest(s: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+/// Fails with every problem found, one a line.
+pub fn assert_none(problems: &[String]) {
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
 /// A key prefix no other test of the binary uses (`test<n>:session:`).
 pub fn fresh_prefix() -> String {
     let n = PREFIX_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -459,11 +471,28 @@ impl TestResponse {
     }
 }
 
+/// A request with no body and an optional `sid` cookie.
+pub fn request(method: &str, path: &str, sid: Option<&str>) -> Request<Body> {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(sid) = sid {
+        req = req.header(header::COOKIE, format!("sid={sid}"));
+    }
+    req.body(Body::empty()).unwrap()
+}
+
 /// Lets a test hold a request between its load and its save.
 #[derive(Default)]
 pub struct Gate {
     pub arrived: Notify,
     pub release: Notify,
+}
+
+impl Gate {
+    /// In a handler: says it is at the gate, then waits until the test opens it.
+    pub async fn pass(&self) {
+        self.arrived.notify_one();
+        self.release.notified().await;
+    }
 }
 
 /// An axum app behind the layer, driven in-process, with the server it talks to.
@@ -557,14 +586,12 @@ async fn gated_incr(
     session: Session,
     Path(field): Path<String>,
 ) -> Result<String, SessionError> {
-    gate.arrived.notify_one();
-    gate.release.notified().await;
+    gate.pass().await;
     Ok(session.increment(&field, 1)?.to_string())
 }
 
 async fn gated_rotate(State(gate): State<Arc<Gate>>, session: Session) -> &'static str {
-    gate.arrived.notify_one();
-    gate.release.notified().await;
+    gate.pass().await;
     session.rotate_id();
     "ok"
 }
@@ -626,7 +653,8 @@ impl TestApp {
             .await
     }
 
-    /// The test app on `client`, with the key prefix `prefix`.
+    /// The test app on `client`, with the key prefix `prefix`. In Functions mode the
+    /// library is loaded through `client` unless it is there already.
     pub async fn with_client_and_prefix(
         client: Client,
         owns_keyspace: bool,
@@ -636,7 +664,13 @@ impl TestApp {
         let layer = configure(layer(client.clone()).key_prefix(&prefix))
             .build()
             .unwrap();
-        layer.load_scripts().await.unwrap();
+        if let Err(e) = layer.load_scripts().await {
+            // In Functions mode, on a server without the library: load it, then retry.
+            tower_redis_session::load_functions(client.clone())
+                .await
+                .unwrap_or_else(|_| panic!("load the scripts: {e:?}"));
+            layer.load_scripts().await.unwrap();
+        }
         let gate = Arc::new(Gate::default());
         let manager = layer.manager();
         Self {
@@ -650,6 +684,35 @@ impl TestApp {
             issued: std::sync::Mutex::new(Vec::new()),
             logs: None,
         }
+    }
+
+    /// This app with `extra` routes (built on its gate) beside the shared ones, behind the
+    /// same layer.
+    pub fn with_routes(mut self, extra: impl FnOnce(Arc<Gate>) -> Router) -> Self {
+        self.router = routes(Arc::clone(&self.gate))
+            .merge(extra(Arc::clone(&self.gate)))
+            .layer(self.layer.clone());
+        self
+    }
+
+    /// Sends a request to a gated route and waits until its handler is at the gate (its
+    /// session loaded); [`release`](Self::release) lets it go on.
+    pub async fn hold(
+        self: &Arc<Self>,
+        method: &'static str,
+        path: &str,
+        sid: &str,
+    ) -> tokio::task::JoinHandle<TestResponse> {
+        let (app, path, sid) = (Arc::clone(self), path.to_owned(), sid.to_owned());
+        let held = tokio::spawn(async move { app.send(method, &path, Some(&sid)).await });
+        self.gate.arrived.notified().await;
+        held
+    }
+
+    /// Opens the gate for the request [`hold`](Self::hold) holds; its response.
+    pub async fn release(&self, held: tokio::task::JoinHandle<TestResponse>) -> TestResponse {
+        self.gate.release.notify_one();
+        held.await.unwrap()
     }
 
     /// Captures the `tracing` output of every request sent through this app from now on
@@ -667,11 +730,7 @@ impl TestApp {
 
     /// Sends a request with an optional `sid` cookie.
     pub async fn send(&self, method: &str, path: &str, sid: Option<&str>) -> TestResponse {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(sid) = sid {
-            req = req.header(header::COOKIE, format!("sid={sid}"));
-        }
-        self.send_request(req.body(Body::empty()).unwrap()).await
+        self.send_request(request(method, path, sid)).await
     }
 
     pub async fn get(&self, path: &str, sid: Option<&str>) -> TestResponse {
@@ -726,6 +785,70 @@ impl TestApp {
     pub fn key(&self, id: &str) -> String {
         let id = tower_redis_session::SessionId::parse(id).unwrap();
         format!("{}{}", self.prefix, id.digest())
+    }
+
+    /// Sends the request of each row `(row, table, method, path)` in turn, each with the
+    /// ID the one before it set (the first with `id`), and counts its round trips: a line
+    /// in `problems` for each row whose count is not `table`. The ID the last one left.
+    pub async fn count_round_trips(
+        &self,
+        mut id: String,
+        rows: &[(&str, u64, &str, &str)],
+        problems: &mut Vec<String>,
+    ) -> String {
+        for &(row, table, method, path) in rows {
+            reset_stats(&self.client).await;
+            let res = self.send(method, path, Some(&id)).await;
+            let observed = round_trips(&self.client).await;
+            assert_eq!(res.status, StatusCode::OK, "{row}");
+            if observed != table {
+                problems.push(format!("{row}: table {table}, observed {observed}"));
+            }
+            id = res.new_id().unwrap_or(id);
+        }
+        id
+    }
+
+    /// The read cache's hits so far (fails if the cache is off).
+    pub fn cache_hits(&self) -> u64 {
+        self.layer.cache_stats().expect("the cache is on").hits
+    }
+
+    /// Reads `field` until a read is served from memory (the first load starts the read
+    /// cache's connection, and its first barrier lets the cache serve); fails after 10 s.
+    pub async fn warm(&self, sid: &str, field: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let hits = self.cache_hits();
+            self.get(&format!("/read/{field}"), Some(sid)).await;
+            if self.cache_hits() > hits {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "no read was served from memory: {:?}",
+            self.layer.cache_stats()
+        );
+    }
+
+    /// The key of `user`'s index.
+    pub fn index_key(&self, user: &str) -> String {
+        format!("{}user:{}", self.prefix, digest(user))
+    }
+
+    /// `true` if a request with this ID finds its session.
+    pub async fn loaded(&self, id: &str) -> bool {
+        self.get("/whoami", Some(id))
+            .await
+            .body
+            .starts_with("loaded=true")
+    }
+
+    /// Runs one of the layer's scripts by hand with `EVAL`; its raw result.
+    pub async fn eval_script(&self, file: &str, key: String, args: Vec<String>) -> Value {
+        let source = tower_redis_session::__private::script_source(file).unwrap();
+        self.client.eval(source, vec![key], args).await.unwrap()
     }
 
     pub async fn hash(&self, id: &str) -> HashMap<String, String> {

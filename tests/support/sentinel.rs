@@ -93,26 +93,12 @@ impl SentinelGroup {
     }
 
     fn spawn_server(&self, port: u16, replica_of: Option<u16>) {
-        let dir = self.dir.display().to_string();
-        let mut args: Vec<String> = [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--repl-diskless-sync-delay",
-            "0",
-            "--dir",
-            &dir,
-            "--logfile",
-            &format!("{dir}/redis-{port}.log"),
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+        let mut args = super::server::server_args(
+            port,
+            &self.dir,
+            &format!("redis-{port}.log"),
+            &["--repl-diskless-sync-delay", "0"],
+        );
         if let Some(primary) = replica_of {
             args.extend([
                 "--replicaof".into(),

@@ -91,26 +91,12 @@ impl RedisServer {
 
     fn try_spawn(&mut self) -> Result<(), NotReady> {
         assert!(self.daemon.is_none(), "the server is running");
-        let dir = self.dir.display().to_string();
-        let mut args: Vec<String> = [
-            "--port",
-            &self.port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "yes",
-            "--dir",
-            &dir,
-            "--logfile",
-            &format!("{dir}/redis.log"),
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+        let mut args = server_args(
+            self.port,
+            &self.dir,
+            "redis.log",
+            &["--protected-mode", "yes"],
+        );
         args.extend(self.args.iter().cloned());
         let daemon = Daemon::spawn("redis-server", &args);
         let pid = daemon.pid().expect("just started");
@@ -227,4 +213,26 @@ impl Drop for RedisServer {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The arguments of a test's `redis-server`: on `port` at 127.0.0.1, nothing saved to
+/// disk, working in `dir` and logging to `log` there; then `extra`.
+pub fn server_args(port: u16, dir: &std::path::Path, log: &str, extra: &[&str]) -> Vec<String> {
+    let (port, dir) = (port.to_string(), dir.display().to_string());
+    let logfile = format!("{dir}/{log}");
+    let base = [
+        "--port",
+        &port,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        &dir,
+        "--logfile",
+        &logfile,
+    ];
+    base.iter().chain(extra).map(|s| (*s).to_owned()).collect()
 }
