@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_service::Service;
+use tracing::instrument::{Instrument as _, WithSubscriber as _};
 
 use crate::{
     body::ResponseBody,
@@ -188,7 +189,12 @@ where
                         // A rotation marks the old key (saves to it are refused) until it
                         // finishes or is abandoned: it runs to its end even if the
                         // response is dropped (the client went away).
-                        let task = tokio::spawn(async move { shared.store.write_back(plan).await });
+                        // Logged as the request would be: in its span, to its subscriber.
+                        let task = tokio::spawn(
+                            async move { shared.store.write_back(plan).await }
+                                .in_current_span()
+                                .with_current_subscriber(),
+                        );
                         Box::pin(async move {
                             task.await.unwrap_or_else(|_| {
                                 Err(Error::protocol("the rotation task failed"))
