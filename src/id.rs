@@ -1,6 +1,6 @@
 //! Session IDs: generated from a CSPRNG, parsed strictly from cookies.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -146,11 +146,19 @@ pub(crate) fn parse_incoming(s: &str, format: Option<IdFormat>) -> Option<Sessio
 /// }
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SessionId {
+pub struct SessionId(Arc<Parts>);
+
+/// An ID's text and digest, shared by its clones (a request's session holds its ID more
+/// than once).
+#[derive(PartialEq, Eq, Hash)]
+struct Parts {
     text: Box<str>,
     /// Computed once, with the ID: every ID the layer holds names a key.
-    digest: Box<str>,
+    digest: [u8; DIGEST_LEN],
 }
+
+/// Length of a digest: 32 bytes of SHA-256 as URL-safe base64 without padding.
+const DIGEST_LEN: usize = 43;
 
 /// 32 random bytes as URL-safe base64: the text of a new ID, or of a CSRF token.
 pub(crate) fn random_text() -> String {
@@ -198,21 +206,25 @@ impl SessionId {
     }
 
     fn new(text: Box<str>) -> Self {
-        let digest = digest(&text).into();
-        Self { text, digest }
+        let mut digest = [0u8; DIGEST_LEN];
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(Sha256::digest(text.as_bytes()), &mut digest)
+            .expect("a SHA-256 digest fits in 43 base64 characters");
+        debug_assert_eq!(written, DIGEST_LEN);
+        Self(Arc::new(Parts { text, digest }))
     }
 
     /// The ID's text form, as sent in the cookie.
     #[must_use]
     pub fn as_str(&self) -> &str {
-        &self.text
+        &self.0.text
     }
 
     /// The SHA-256 digest of the ID's text form, as URL-safe base64 without padding:
     /// what goes into the Redis key by default, and what logs may show.
     #[must_use]
     pub fn digest(&self) -> &str {
-        &self.digest
+        std::str::from_utf8(&self.0.digest).expect("base64 is ASCII")
     }
 }
 
@@ -266,7 +278,7 @@ impl fmt::Debug for SessionId {
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        f.write_str(&self.0.text)
     }
 }
 
