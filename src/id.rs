@@ -148,13 +148,12 @@ pub(crate) fn parse_incoming(s: &str, format: Option<IdFormat>) -> Option<Sessio
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct SessionId(Arc<Parts>);
 
-/// An ID's text and digest, shared by its clones (a request's session holds its ID more
-/// than once).
+/// An ID's text followed by its digest (computed once, with the ID: every ID the layer
+/// holds names a key), shared by its clones: a request's session holds its ID more than
+/// once.
 #[derive(PartialEq, Eq, Hash)]
 struct Parts {
-    text: Box<str>,
-    /// Computed once, with the ID: every ID the layer holds names a key.
-    digest: [u8; DIGEST_LEN],
+    both: Box<str>,
 }
 
 /// Length of a digest: 32 bytes of SHA-256 as URL-safe base64 without padding.
@@ -176,7 +175,13 @@ impl SessionId {
         if let Some(id) = planted::next() {
             return id;
         }
-        Self::new(random_text().into_boxed_str())
+        let mut bytes = [0u8; ID_BYTES];
+        rand::rng().fill_bytes(&mut bytes);
+        let mut text = [0u8; ID_LEN];
+        URL_SAFE_NO_PAD
+            .encode_slice(bytes, &mut text)
+            .expect("32 bytes are 43 base64 characters");
+        Self::new(std::str::from_utf8(&text).expect("base64 is ASCII"))
     }
 
     /// Parses the text form of an ID, as found in a cookie.
@@ -192,7 +197,7 @@ impl SessionId {
         // The decoder rejects characters outside the alphabet and non-canonical
         // trailing bits, so exactly one text form exists per ID.
         match URL_SAFE_NO_PAD.decode_slice(s, &mut bytes) {
-            Ok(ID_BYTES) => Some(Self::new(s.into())),
+            Ok(ID_BYTES) => Some(Self::new(s)),
             _ => None,
         }
     }
@@ -202,29 +207,31 @@ impl SessionId {
     #[must_use]
     pub fn parse_as(s: &str, format: IdFormat) -> Option<Self> {
         let in_bounds = (IdFormat::MIN_BYTES..=IdFormat::MAX_BYTES).contains(&format.bytes());
-        (in_bounds && format.accepts(s)).then(|| Self::new(s.into()))
+        (in_bounds && format.accepts(s)).then(|| Self::new(s))
     }
 
-    fn new(text: Box<str>) -> Self {
-        let mut digest = [0u8; DIGEST_LEN];
-        let written = URL_SAFE_NO_PAD
-            .encode_slice(Sha256::digest(text.as_bytes()), &mut digest)
-            .expect("a SHA-256 digest fits in 43 base64 characters");
-        debug_assert_eq!(written, DIGEST_LEN);
-        Self(Arc::new(Parts { text, digest }))
+    fn new(text: &str) -> Self {
+        let mut both = String::with_capacity(text.len() + DIGEST_LEN);
+        both.push_str(text);
+        URL_SAFE_NO_PAD.encode_string(Sha256::digest(text.as_bytes()), &mut both);
+        Self(Arc::new(Parts {
+            both: both.into_boxed_str(),
+        }))
     }
 
     /// The ID's text form, as sent in the cookie.
     #[must_use]
     pub fn as_str(&self) -> &str {
-        &self.0.text
+        let both = &self.0.both;
+        &both[..both.len() - DIGEST_LEN]
     }
 
     /// The SHA-256 digest of the ID's text form, as URL-safe base64 without padding:
     /// what goes into the Redis key by default, and what logs may show.
     #[must_use]
     pub fn digest(&self) -> &str {
-        std::str::from_utf8(&self.0.digest).expect("base64 is ASCII")
+        let both = &self.0.both;
+        &both[both.len() - DIGEST_LEN..]
     }
 }
 
@@ -278,7 +285,7 @@ impl fmt::Debug for SessionId {
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.text)
+        f.write_str(self.as_str())
     }
 }
 
