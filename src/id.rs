@@ -1,6 +1,6 @@
 //! Session IDs: generated from a CSPRNG, parsed strictly from cookies.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -146,11 +146,18 @@ pub(crate) fn parse_incoming(s: &str, format: Option<IdFormat>) -> Option<Sessio
 /// }
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SessionId {
-    text: Box<str>,
-    /// Computed once, with the ID: every ID the layer holds names a key.
-    digest: Box<str>,
+pub struct SessionId(Arc<Parts>);
+
+/// An ID's text followed by its digest (computed once, with the ID: every ID the layer
+/// holds names a key), shared by its clones: a request's session holds its ID more than
+/// once.
+#[derive(PartialEq, Eq, Hash)]
+struct Parts {
+    both: Box<str>,
 }
+
+/// Length of a digest: 32 bytes of SHA-256 as URL-safe base64 without padding.
+const DIGEST_LEN: usize = 43;
 
 /// 32 random bytes as URL-safe base64: the text of a new ID, or of a CSRF token.
 pub(crate) fn random_text() -> String {
@@ -168,7 +175,13 @@ impl SessionId {
         if let Some(id) = planted::next() {
             return id;
         }
-        Self::new(random_text().into_boxed_str())
+        let mut bytes = [0u8; ID_BYTES];
+        rand::rng().fill_bytes(&mut bytes);
+        let mut text = [0u8; ID_LEN];
+        URL_SAFE_NO_PAD
+            .encode_slice(bytes, &mut text)
+            .expect("32 bytes are 43 base64 characters");
+        Self::new(std::str::from_utf8(&text).expect("base64 is ASCII"))
     }
 
     /// Parses the text form of an ID, as found in a cookie.
@@ -184,7 +197,7 @@ impl SessionId {
         // The decoder rejects characters outside the alphabet and non-canonical
         // trailing bits, so exactly one text form exists per ID.
         match URL_SAFE_NO_PAD.decode_slice(s, &mut bytes) {
-            Ok(ID_BYTES) => Some(Self::new(s.into())),
+            Ok(ID_BYTES) => Some(Self::new(s)),
             _ => None,
         }
     }
@@ -194,25 +207,31 @@ impl SessionId {
     #[must_use]
     pub fn parse_as(s: &str, format: IdFormat) -> Option<Self> {
         let in_bounds = (IdFormat::MIN_BYTES..=IdFormat::MAX_BYTES).contains(&format.bytes());
-        (in_bounds && format.accepts(s)).then(|| Self::new(s.into()))
+        (in_bounds && format.accepts(s)).then(|| Self::new(s))
     }
 
-    fn new(text: Box<str>) -> Self {
-        let digest = digest(&text).into();
-        Self { text, digest }
+    fn new(text: &str) -> Self {
+        let mut both = String::with_capacity(text.len() + DIGEST_LEN);
+        both.push_str(text);
+        URL_SAFE_NO_PAD.encode_string(Sha256::digest(text.as_bytes()), &mut both);
+        Self(Arc::new(Parts {
+            both: both.into_boxed_str(),
+        }))
     }
 
     /// The ID's text form, as sent in the cookie.
     #[must_use]
     pub fn as_str(&self) -> &str {
-        &self.text
+        let both = &self.0.both;
+        &both[..both.len() - DIGEST_LEN]
     }
 
     /// The SHA-256 digest of the ID's text form, as URL-safe base64 without padding:
     /// what goes into the Redis key by default, and what logs may show.
     #[must_use]
     pub fn digest(&self) -> &str {
-        &self.digest
+        let both = &self.0.both;
+        &both[both.len() - DIGEST_LEN..]
     }
 }
 
@@ -266,7 +285,7 @@ impl fmt::Debug for SessionId {
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        f.write_str(self.as_str())
     }
 }
 

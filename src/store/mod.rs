@@ -878,7 +878,7 @@ fn is_redirection(err: &fred::error::Error) -> bool {
 
 pub(crate) fn into_string(value: Value) -> String {
     match value {
-        Value::String(s) => s.to_string(),
+        Value::String(s) => String::from(&*s),
         Value::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
         other => other.as_string().unwrap_or_default(),
     }
