@@ -423,9 +423,10 @@ async fn the_absolute_lifetime_is_honoured_from_memory() {
             .read_cache(ReadCache::new().max_staleness(Duration::from_secs(5)))
     })
     .await;
-    let created = Instant::now();
     let sid = app.login().await;
-    let deadline = created + lifetime;
+    // The session was created (on Redis's clock) before the login's response came back,
+    // so its deadline is no later than this.
+    let deadline = Instant::now() + lifetime;
     // Reads in a tight loop until well past the deadline: none sent after it finds the
     // session.
     let mut served_from_memory = 0;
@@ -478,8 +479,9 @@ async fn the_idle_expiry_is_honoured_from_memory() {
     // Reads stopped: a read after the TTL ran out finds no session, key gone or not.
     let sid = app.login().await;
     app.warm(&sid, "username").await;
+    // PTTL is whole ms, rounded down: a few ms more is past the TTL for certain.
     let pttl = u64::try_from(app.pttl(&sid).await).unwrap();
-    tokio::time::sleep(Duration::from_millis(pttl)).await;
+    tokio::time::sleep(Duration::from_millis(pttl + 5)).await;
     let res = app.get("/read/username", Some(&sid)).await;
     assert_eq!(res.body, "", "served after its idle TTL ran out");
 }
