@@ -268,12 +268,12 @@ impl Store {
     async fn run(
         &self,
         script: &scripts::Lua,
-        key: String,
+        key: impl Into<bytes::Bytes>,
         args: impl AsRef<[Value]>,
     ) -> Result<Value, Error> {
         let _timer = crate::metrics::ScriptTimer::start(script.name());
         // As bytes, the key is shared (not copied) by each attempt and the check below.
-        let key = bytes::Bytes::from(key);
+        let key: bytes::Bytes = key.into();
         // A script that may change the key drops its cached copies (in every read cache
         // of this process) before it is sent and again once answered, whatever the
         // answer: no later load of this app is served an older session than this write
@@ -349,9 +349,10 @@ impl Store {
 
     /// One round trip: read the session and refresh its sliding expiry.
     pub(crate) async fn load(&self, id: &SessionId) -> Result<LoadOutcome, Error> {
-        let key = self.key(id);
+        // As bytes, shared (not copied) by the call and a fill of the read cache.
+        let key = bytes::Bytes::from(self.key(id));
         let ticket = match self.cache() {
-            Some(cache) => match cache.lookup(key.as_bytes()) {
+            Some(cache) => match cache.lookup(&key) {
                 Ok(hit) => return Ok(LoadOutcome::Found(hit)),
                 Err(ticket) => Some((cache, ticket, key.clone())),
             },
@@ -392,7 +393,7 @@ impl Store {
         };
         if let (Some((cache, ticket, key)), Some(fresh)) = (ticket, fresh) {
             let fresh = Duration::from_millis(u64::try_from(fresh).unwrap_or(0));
-            cache.fill(key.into(), ticket, &loaded, fresh, expires_in);
+            cache.fill(key, ticket, &loaded, fresh, expires_in);
         }
         Ok(LoadOutcome::Found(loaded))
     }
