@@ -727,7 +727,11 @@ window.scrollTo(0, 0);
 // it would fit on a line of its own.
 const cells = document.querySelectorAll("td, dd, #notice, h2, p");
 cells.forEach((cell) => {
-  const width = cell.getBoundingClientRect().width;
+  // The room for text: the cell's box less its padding and borders.
+  const style = getComputedStyle(cell);
+  const width = cell.getBoundingClientRect().width
+    - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight)
+    - parseFloat(style.borderLeftWidth) - parseFloat(style.borderRightWidth);
   const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
     const re = /\S+/g;
