@@ -22,7 +22,7 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use fred::{clients::Pool, interfaces::ClientLike as _, types::scripts::Script, types::Value};
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
-use tower_redis_session::{ReadCache, RedisSessionLayer, Session, SessionError};
+use tower_redis_session::{ReadCache, RedisSessionLayer, ScriptMode, Session, SessionError};
 
 /// Idle TTL of every contender's sessions.
 pub const IDLE_TTL_SECS: u64 = 30 * 60;
@@ -58,6 +58,9 @@ pub enum Contender {
     /// This crate with the same touch interval and no cache (`read`, diagnostic): splits
     /// what the cache saves from what the touch interval alone saves.
     OursTouch,
+    /// This crate with `ScriptMode::Functions` (`read`, `incr`, `login`): the same scripts
+    /// as one Redis Functions library, called with `FCALL`.
+    OursFunctions,
 }
 
 /// The touch interval of the cached contender and its no-cache twin.
@@ -67,7 +70,7 @@ pub const TOUCH_INTERVAL: Duration = Duration::from_secs(5);
 pub const CACHED_PREFIX: &str = "cached:";
 
 impl Contender {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Ours,
         Self::TowerSessions,
         Self::Floor,
@@ -77,6 +80,7 @@ impl Contender {
         Self::OursLazy,
         Self::OursCached,
         Self::OursTouch,
+        Self::OursFunctions,
     ];
 
     pub fn name(self) -> &'static str {
@@ -90,6 +94,7 @@ impl Contender {
             Self::OursLazy => "tower-redis-session lazy",
             Self::OursCached => "tower-redis-session + read cache",
             Self::OursTouch => "tower-redis-session touch 5 s",
+            Self::OursFunctions => "tower-redis-session Functions",
         }
     }
 
@@ -104,6 +109,7 @@ impl Contender {
             Self::OursLazy => "lazy",
             Self::OursCached => "cache",
             Self::OursTouch => "touch",
+            Self::OursFunctions => "functions",
         }
     }
 
@@ -172,6 +178,7 @@ enum Variant {
     Lazy,
     Touch,
     Cached,
+    Functions,
 }
 
 /// Starts every contender on its own 127.0.0.1 port; each gets its own fred pool of
@@ -185,6 +192,11 @@ pub async fn start(url: &str, pool_size: usize) -> Result<Apps, Box<dyn std::err
             Contender::Ours => ours(pool(url, pool_size).await?, Variant::Default).await?.0,
             Contender::OursLazy => ours(pool(url, pool_size).await?, Variant::Lazy).await?.0,
             Contender::OursTouch => ours(pool(url, pool_size).await?, Variant::Touch).await?.0,
+            Contender::OursFunctions => {
+                let pool = pool(url, pool_size).await?;
+                tower_redis_session::load_functions(pool.clone()).await?;
+                ours(pool, Variant::Functions).await?.0
+            }
             Contender::OursCached => {
                 let (router, layer) = ours(pool(url, pool_size).await?, Variant::Cached).await?;
                 cached = Some(layer);
@@ -232,6 +244,9 @@ async fn ours(
         .lazy_load(variant == Variant::Lazy);
     if matches!(variant, Variant::Touch | Variant::Cached) {
         builder = builder.touch_interval(TOUCH_INTERVAL);
+    }
+    if variant == Variant::Functions {
+        builder = builder.script_mode(ScriptMode::Functions);
     }
     if variant == Variant::Cached {
         builder = builder
@@ -408,7 +423,8 @@ return 1"
 });
 
 // The crate's own scripts, exactly the text the layer sends (same SHA1), with the
-// layer's arguments: every reply is `{result, KEYS[1]}`, as the layer receives it.
+// layer's arguments: every reply is the result's array with KEYS[1] appended, as the
+// layer receives it.
 fn crate_script(name: &str) -> Script {
     Script::from_lua(
         tower_redis_session::__private::script_source(name).expect("a script of the crate"),
@@ -420,23 +436,19 @@ static CRATE_CREATE: LazyLock<Script> = LazyLock::new(|| crate_script("lua/creat
 /// The layer's default absolute lifetime (12 h), in ms, as its scripts get it.
 const CRATE_LIFETIME_MS: i64 = 12 * 3600 * 1000;
 
-/// The result of a crate script's `{result, key}` reply, if the key is `key`.
-fn crate_result(reply: Value, key: &str) -> Option<Value> {
+/// The result array of a crate script's `[result.., key]` reply, if the key is `key`.
+fn crate_result(reply: Value, key: &str) -> Option<Vec<Value>> {
     let Value::Array(mut items) = reply else {
         return None;
     };
-    if items.len() != 2 || items.pop()?.as_str().as_deref() != Some(key) {
-        return None;
-    }
-    items.pop()
+    (items.pop()?.as_str().as_deref() == Some(key)).then_some(items)
 }
 
-/// The status of a crate script's `{{status, ...}, key}` reply (0 if unreadable).
+/// The status of a crate script's `[status, .., key]` reply (0 if unreadable).
 fn crate_status(reply: Value, key: &str) -> i64 {
-    match crate_result(reply, key) {
-        Some(Value::Array(items)) => items.first().and_then(Value::as_i64).unwrap_or(0),
-        _ => 0,
-    }
+    crate_result(reply, key)
+        .and_then(|items| items.first().and_then(Value::as_i64))
+        .unwrap_or(0)
 }
 
 #[derive(Clone)]
@@ -513,7 +525,7 @@ impl Floor {
                 .evalsha_with_reload(self.pool.next(), key.as_str(), args)
                 .await?;
             // The load replies `{name, value, .., ttl, status}` (status last).
-            let Some(Value::Array(mut flat)) = crate_result(reply, &key) else {
+            let Some(mut flat) = crate_result(reply, &key) else {
                 return Ok(None);
             };
             if flat.pop().and_then(|v| v.as_i64()) != Some(1) || flat.pop().is_none() {

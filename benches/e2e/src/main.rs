@@ -57,7 +57,7 @@ usage: e2e-bench [options]
   --memory-sessions N   sessions per contender measured with MEMORY USAGE (default 10000; quick 1000)
   --size-sessions N     sessions per contender and size for the fields curve (default 256; quick 64)
   --phases LIST         of main,sizes,memory,scale (default all)
-  --contenders LIST     of ours,ts,floor,cratelua,none,tsalways,lazy,cache,touch (default all)
+  --contenders LIST     of ours,ts,floor,cratelua,none,tsalways,lazy,cache,touch,functions (default all)
   --scenarios LIST      of anon,read,incr,login,untouched, for the main table (default all)
   --out FILE            also write the report (Markdown) to FILE";
 
@@ -432,6 +432,7 @@ fn contenders_for(args: &Args, scenario: Scenario) -> Vec<Contender> {
             Contender::OursLazy,
             Contender::OursTouch,
             Contender::OursCached,
+            Contender::OursFunctions,
         ],
         Scenario::Incr => &[
             Contender::Ours,
@@ -439,6 +440,7 @@ fn contenders_for(args: &Args, scenario: Scenario) -> Vec<Contender> {
             Contender::Floor,
             Contender::CrateLua,
             Contender::OursCached,
+            Contender::OursFunctions,
         ],
         // A request with a live session's cookie whose handler never uses it.
         Scenario::Untouched => &[
@@ -447,11 +449,12 @@ fn contenders_for(args: &Args, scenario: Scenario) -> Vec<Contender> {
             Contender::TowerSessions,
             Contender::NoSession,
         ],
-        _ => &[
+        Scenario::Login => &[
             Contender::Ours,
             Contender::TowerSessions,
             Contender::Floor,
             Contender::CrateLua,
+            Contender::OursFunctions,
         ],
     };
     wanted.iter().copied().filter(|c| args.has(*c)).collect()
