@@ -262,8 +262,7 @@ impl Store {
         }
     }
 
-    /// Runs a script on `key` and returns its result as an array (a result that is not
-    /// one is its one element), checked to be for `key`: by
+    /// Runs a script on `key` and returns its result, checked to be for `key`: by
     /// `EVALSHA` (loading it on `NOSCRIPT`), or by `FCALL` of its function with
     /// [`ScriptMode::Functions`] (never falling back to `EVALSHA`).
     async fn run(
@@ -271,7 +270,7 @@ impl Store {
         script: &scripts::Lua,
         key: impl Into<bytes::Bytes>,
         args: impl AsRef<[Value]>,
-    ) -> Result<Vec<Value>, Error> {
+    ) -> Result<Value, Error> {
         let _timer = crate::metrics::ScriptTimer::start(script.name());
         // As bytes, the key is shared (not copied) by each attempt and the check below.
         let key: bytes::Bytes = key.into();
@@ -298,22 +297,21 @@ impl Store {
                 .await?
             }
         };
-        // Every script replies its result with `KEYS[1]` appended (see `scripts`). A
-        // reply for another key means the client handed this command another command's
-        // reply (as fred 10.1.0 does after an ASK): never act on it, and never show
-        // another session's data.
-        let Value::Array(mut items) = reply else {
-            return Err(Error::protocol("script reply without its key"));
-        };
-        match items.pop() {
-            Some(echoed) if echoed.as_bytes() == Some(&key[..]) => Ok(items),
-            Some(_) => {
-                tracing::error!(
-                    "the Redis client returned a reply meant for another command; discarded"
-                );
-                Err(Error::protocol("script reply for another key"))
+        // Every script replies `{result, KEYS[1]}`. A reply for another key means the
+        // client handed this command another command's reply (as fred 10.1.0 does after
+        // an ASK): never act on it, and never show another session's data.
+        match reply {
+            Value::Array(mut items) if items.len() == 2 => {
+                if items.pop().as_ref().and_then(Value::as_bytes) == Some(&key[..]) {
+                    Ok(items.pop().unwrap_or(Value::Null))
+                } else {
+                    tracing::error!(
+                        "the Redis client returned a reply meant for another command; discarded"
+                    );
+                    Err(Error::protocol("script reply for another key"))
+                }
             }
-            None => Err(Error::protocol("script reply without its key")),
+            _ => Err(Error::protocol("script reply without its key")),
         }
     }
 
@@ -324,10 +322,15 @@ impl Store {
         key: String,
         args: Vec<Value>,
     ) -> Result<(i64, Vec<Value>), Error> {
-        let mut items = self.run(script, key, args).await?.into_iter();
-        match items.next().and_then(|v| v.as_i64()) {
-            Some(status) => Ok((status, items.collect())),
-            None => Err(Error::protocol("script reply without a status")),
+        match self.run(script, key, args).await? {
+            Value::Array(items) => {
+                let mut items = items.into_iter();
+                match items.next().and_then(|v| v.as_i64()) {
+                    Some(status) => Ok((status, items.collect())),
+                    None => Err(Error::protocol("script reply without a status")),
+                }
+            }
+            _ => Err(Error::protocol("script reply is not an array")),
         }
     }
 
@@ -358,7 +361,10 @@ impl Store {
         // The load's reply carries its status last (see load.lua): `{fields.., ttl, 1}`,
         // or `{fields.., ttl, fresh, 3}` for a load within the touch interval, which
         // renewed nothing and would answer the same for `fresh` ms.
-        let mut flat = self.run(&scripts::LOAD, key, &self.load_args).await?;
+        let reply = self.run(&scripts::LOAD, key, &self.load_args).await?;
+        let Value::Array(mut flat) = reply else {
+            return Err(Error::protocol("load: reply is not an array"));
+        };
         let mut fresh = None;
         let renewed = match flat.pop().and_then(|v| v.as_i64()) {
             Some(1) => true,
@@ -399,7 +405,7 @@ impl Store {
         let ttl = self
             .run(&scripts::LIVE_TTL, self.key(id), Vec::new())
             .await?;
-        Ok(ttl_of(ttl.first()))
+        Ok(ttl_of(Some(&ttl)))
     }
 
     /// Writes what a request planned, and says what its response does.
@@ -679,7 +685,7 @@ impl Store {
         let finished = self
             .run(&scripts::FINISH_ROTATE, self.key(old), args)
             .await?;
-        if finished.first().and_then(Value::as_i64) != Some(1) {
+        if finished.as_i64() != Some(1) {
             // The session ended or took changes meanwhile: the copy must not live on.
             let _: i64 = self
                 .timed(|| del(self.redis.client(), self.key(&new)))

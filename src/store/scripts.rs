@@ -1,19 +1,17 @@
 //! The Lua scripts, assembled: the shared helpers (`lua/common.lua`) the script uses,
-//! then its body run as a function whose result is replied with `KEYS[1]` appended:
+//! then its body run as a function whose result is replied together with `KEYS[1]`:
 //!
 //! ```text
 //! <the helpers of common.lua that the body calls, directly or through another helper>
 //! local function main()
 //!   <body>
 //! end
-//! local r = main()
-//! <REPLY: the result as an array, KEYS[1] appended>
+//! return {main(), KEYS[1]}
 //! ```
 //!
-//! On the wire every reply is therefore one flat array, `[result.., key]`: a result that
-//! is an array is extended in place (the load's hash is not copied, and no nested array
-//! is sent), anything else is its one element. [`Store::run`](super::Store) checks the
-//! key before it reads the result (see `client_builder` for why). Each body's header comment states its contract: the one
+//! On the wire every reply is therefore a two-element array, `[result, key]`, and
+//! [`Store::run`](super::Store) checks the key before it reads the result (see
+//! `client_builder` for why). Each body's header comment states its contract: the one
 //! key it touches, its ARGV and its result.
 //!
 //! The same helpers and bodies also make one Redis Functions library, for
@@ -38,18 +36,10 @@ use crate::{client::Redis, error::Error};
 
 const COMMON: &str = include_str!("lua/common.lua");
 
-/// How a script replies its result `r`: as an array with the key appended. A table is
-/// extended in place; a number, a string or an error becomes the array's one element.
-/// (Every nested array of a reply costs Redis and the client; copying the load's fields
-/// into a new table would cost more.)
-const REPLY: &str = "if type(r) ~= 'table' or r.err then r = {r} end\nr[#r + 1] = ";
-
 /// The full text of a script, as sent to Redis.
 fn assemble(body: &str) -> String {
     let helpers = helpers_for(body);
-    format!(
-        "{helpers}\nlocal function main()\n{body}\nend\nlocal r = main()\n{REPLY}KEYS[1]\nreturn r\n"
-    )
+    format!("{helpers}\nlocal function main()\n{body}\nend\nreturn {{main(), KEYS[1]}}\n")
 }
 
 /// The name a block of `common.lua` defines (`None` for a comment-only block).
@@ -228,8 +218,7 @@ static LIBRARY: LazyLock<Library> = LazyLock::new(|| {
         "-- tower-redis-session: the session scripts as Redis Functions, generated from the\n\
          -- crate's Lua files. Load with FUNCTION LOAD REPLACE on every primary. The name\n\
          -- changes with the code, so an app only ever calls the functions it was built with.\n\
-         -- Each function takes one key and replies its result with KEYS[1] appended, as\n\
-         -- under EVALSHA.\n\n",
+         -- Each function takes one key and replies {result, KEYS[1]}, as under EVALSHA.\n\n",
     );
     code.push_str(&helpers_for(&bodies.join("\n")));
     for script in scripts {
@@ -246,11 +235,7 @@ static LIBRARY: LazyLock<Library> = LazyLock::new(|| {
          local function register(name, body, flags)\n  \
            redis.register_function{{\n    \
              function_name = lib .. '_' .. name,\n    \
-             callback = function(keys, args)\n      \
-               local r = body(keys, args)\n      \
-               {REPLY}keys[1]\n      \
-               return r\n    \
-             end,\n    \
+             callback = function(keys, args) return {{body(keys, args), keys[1]}} end,\n    \
              flags = flags,\n  \
            }}\n\
          end\n"

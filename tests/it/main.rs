@@ -70,6 +70,7 @@ mod probes2;
 mod probes3;
 mod probes4;
 mod probes5;
+mod probes6;
 mod read_cache;
 mod review;
 mod rotation;

@@ -238,7 +238,10 @@ async fn creation_never_overwrites_a_key_that_is_taken(topology: Topology) {
                 )
                 .await
                 .unwrap();
-            reply[0].as_i64().unwrap()
+            match &reply[0] {
+                Value::Array(items) => items[0].as_i64().unwrap(),
+                other => panic!("create replied {other:?}"),
+            }
         }
     };
     assert_eq!(create(app.key(&id)).await, 0, "a taken key is reported");

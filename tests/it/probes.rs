@@ -107,7 +107,10 @@ async fn probe_app(
 /// Runs one of the layer's scripts by hand; the status of its result.
 async fn script(app: &TestApp, file: &str, key: String, args: Vec<String>) -> i64 {
     let reply: Vec<Value> = app.eval_script(file, key, args).await.convert().unwrap();
-    reply[0].as_i64().unwrap()
+    match &reply[0] {
+        Value::Array(items) => items[0].as_i64().unwrap(),
+        other => other.as_i64().unwrap(),
+    }
 }
 
 /// `Max-Age` of a `Set-Cookie`, in seconds.

@@ -905,7 +905,10 @@ async fn a_persistent_read_during_a_rotation_in_progress_sends_no_cookie() {
         )
         .await;
     let status = match &began {
-        Value::Array(reply) => reply[0].as_i64(),
+        Value::Array(reply) => match &reply[0] {
+            Value::Array(result) => result[0].as_i64(),
+            _ => None,
+        },
         _ => None,
     };
     assert_eq!(status, Some(1), "{began:?}");

@@ -228,7 +228,10 @@ async fn create_by_hand(client: &Client, key: &str, user: &str) -> i64 {
         )
         .await
         .unwrap();
-    reply[0].as_i64().unwrap()
+    match &reply[0] {
+        Value::Array(items) => items[0].as_i64().unwrap(),
+        other => panic!("create replied {other:?}"),
+    }
 }
 
 /// The key of `user`'s index, found through a login of that user.

@@ -423,8 +423,7 @@ return 1"
 });
 
 // The crate's own scripts, exactly the text the layer sends (same SHA1), with the
-// layer's arguments: every reply is the result's array with KEYS[1] appended, as the
-// layer receives it.
+// layer's arguments: every reply is `{result, KEYS[1]}`, as the layer receives it.
 fn crate_script(name: &str) -> Script {
     Script::from_lua(
         tower_redis_session::__private::script_source(name).expect("a script of the crate"),
@@ -436,19 +435,23 @@ static CRATE_CREATE: LazyLock<Script> = LazyLock::new(|| crate_script("lua/creat
 /// The layer's default absolute lifetime (12 h), in ms, as its scripts get it.
 const CRATE_LIFETIME_MS: i64 = 12 * 3600 * 1000;
 
-/// The result array of a crate script's `[result.., key]` reply, if the key is `key`.
-fn crate_result(reply: Value, key: &str) -> Option<Vec<Value>> {
+/// The result of a crate script's `{result, key}` reply, if the key is `key`.
+fn crate_result(reply: Value, key: &str) -> Option<Value> {
     let Value::Array(mut items) = reply else {
         return None;
     };
-    (items.pop()?.as_str().as_deref() == Some(key)).then_some(items)
+    if items.len() != 2 || items.pop()?.as_str().as_deref() != Some(key) {
+        return None;
+    }
+    items.pop()
 }
 
-/// The status of a crate script's `[status, .., key]` reply (0 if unreadable).
+/// The status of a crate script's `{{status, ...}, key}` reply (0 if unreadable).
 fn crate_status(reply: Value, key: &str) -> i64 {
-    crate_result(reply, key)
-        .and_then(|items| items.first().and_then(Value::as_i64))
-        .unwrap_or(0)
+    match crate_result(reply, key) {
+        Some(Value::Array(items)) => items.first().and_then(Value::as_i64).unwrap_or(0),
+        _ => 0,
+    }
 }
 
 #[derive(Clone)]
@@ -525,7 +528,7 @@ impl Floor {
                 .evalsha_with_reload(self.pool.next(), key.as_str(), args)
                 .await?;
             // The load replies `{name, value, .., ttl, status}` (status last).
-            let Some(mut flat) = crate_result(reply, &key) else {
+            let Some(Value::Array(mut flat)) = crate_result(reply, &key) else {
                 return Ok(None);
             };
             if flat.pop().and_then(|v| v.as_i64()) != Some(1) || flat.pop().is_none() {
