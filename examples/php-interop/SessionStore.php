@@ -208,15 +208,26 @@ final class RedisSessionStore
         if (isset($hash['ended']) || !$ttlOk || $created === null) {
             return null; // a marker, or not a session of this data model
         }
+        $now = microtime(true);
+        if ($created > $now + 300) {
+            // More than 5 minutes ahead: it would stretch the absolute lifetime by as
+            // much, so the Rust side does not use such a session either.
+            return null;
+        }
+        $deadline = null;
         if (isset($hash['absolute_expires_at'])) {
             $deadline = self::parseTime($hash['absolute_expires_at']);
             if ($deadline === null) {
                 return null;
             }
-        } else {
-            $deadline = $this->absoluteLifetime === null ? null : $created + $this->absoluteLifetime;
         }
-        if ($deadline !== null && microtime(true) >= $deadline) {
+        if ($this->absoluteLifetime !== null) {
+            // Never later than created_at + the lifetime, whatever absolute_expires_at
+            // says (created_at is whole seconds: its lost fraction is allowed).
+            $cap = $created + $this->absoluteLifetime;
+            $deadline = $deadline === null ? $cap : min($deadline, $cap + 0.999);
+        }
+        if ($deadline !== null && $now >= $deadline) {
             return null; // over, however active (the Rust side deletes it at its next load)
         }
         $fields = array_diff_key($hash, array_flip(self::RESERVED));

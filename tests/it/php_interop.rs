@@ -298,28 +298,43 @@ const STAMP: &str = "function stamp(int $offset, string $zone): string {
     return $t->setTimezone(new DateTimeZone($zone))->format('Y-m-d\\TH:i:s.uP');
 }";
 
+/// PHP code for another program writing a session hash at `KEY`, field by field (Predis
+/// 1.1's HSET takes one field), with timestamps as PHP's DateTime writes them
+/// (`2026-04-02T12:34:56.123456+00:00`): `created_at` `CREATED` seconds from now in zone
+/// `ZONE`, and `absolute_expires_at` `DEADLINE` seconds from now if that is set.
+fn other_writer() -> String {
+    format!(
+        "{STAMP}
+        $key = getenv('KEY');
+        $r->hset($key, 'created_at', stamp((int) getenv('CREATED'), getenv('ZONE')));
+        $r->hset($key, 'last_accessed_at', stamp(0, '+02:00'));
+        if (getenv('DEADLINE') !== false) {{
+            $r->hset($key, 'absolute_expires_at', stamp((int) getenv('DEADLINE'), '+00:00'));
+        }}
+        $r->hset($key, 'session_ttl', '600');
+        $r->hset($key, 'username', 'ferris');
+        $r->expire($key, 600);"
+    )
+}
+
+/// A sharing app with an absolute lifetime of 12 h, the PHP store for it, and
+/// [`other_writer`].
+async fn twelve_hour_app(redis: &RedisServer) -> (TestApp, Php, String) {
+    let app = sharing_app(redis, |b| {
+        b.absolute_lifetime(Duration::from_secs(12 * 3600))
+    })
+    .await;
+    let php = Php::new(redis, &app);
+    (app, php, other_writer())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn php_hash_with_fractional_seconds_and_offsets_is_a_session() {
     if php_missing() {
         return;
     }
     let redis = RedisServer::start();
-    let app = sharing_app(&redis, |b| {
-        b.absolute_lifetime(Duration::from_secs(12 * 3600))
-    })
-    .await;
-    let php = Php::new(&redis, &app);
-    // Another PHP writer, field by field (Predis 1.1's HSET takes one field), with
-    // timestamps as PHP's DateTime writes them: `2026-04-02T12:34:56.123456+00:00`.
-    let write = format!(
-        "{STAMP}
-        $key = getenv('KEY');
-        $r->hset($key, 'created_at', stamp((int) getenv('CREATED'), getenv('ZONE')));
-        $r->hset($key, 'last_accessed_at', stamp(0, '+02:00'));
-        $r->hset($key, 'session_ttl', '600');
-        $r->hset($key, 'username', 'ferris');
-        $r->expire($key, 600);"
-    );
+    let (app, php, write) = twelve_hour_app(&redis).await;
     let fresh = "00112233445566778899aabbccddeeff";
     let key = format!("{}{fresh}", app.prefix);
     let env = [
@@ -361,6 +376,41 @@ async fn php_hash_with_fractional_seconds_and_offsets_is_a_session() {
         "a session created more than the absolute lifetime ago is over"
     );
     check_keys(&app, &[old]).await;
+}
+
+/// The PHP store and the layer agree on when another writer's session is over: a
+/// `created_at` more than 5 minutes ahead is no session for either, and an
+/// `absolute_expires_at` later than `created_at` + the lifetime does not stretch it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_and_the_layer_agree_that_a_stretched_lifetime_is_over() {
+    if php_missing() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let (app, php, write) = twelve_hour_app(&redis).await;
+    let cases = [
+        // (id, created_at from now, absolute_expires_at from now, a session?)
+        ("0123456789abcdef0123456789abcdef", "-60", "3600", true),
+        ("1123456789abcdef0123456789abcdef", "3600", "7200", false),
+        ("2123456789abcdef0123456789abcdef", "-45000", "3600", false),
+    ];
+    for (id, created, deadline, live) in cases {
+        let key = format!("{}{id}", app.prefix);
+        let env = [
+            ("KEY", key.as_str()),
+            ("CREATED", created),
+            ("ZONE", "+00:00"),
+            ("DEADLINE", deadline),
+        ];
+        php.raw(&write, &env).await;
+        let by_php = php.load(id).await.is_some();
+        let by_rust = app.get("/read/username", Some(id)).await.body == "ferris";
+        assert_eq!(
+            (by_php, by_rust),
+            (live, live),
+            "created_at {created} s and absolute_expires_at {deadline} s from now: (PHP, layer)"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
