@@ -74,8 +74,8 @@ impl Default for Config {
 /// [`RedisSessionLayerBuilder::script_mode`](crate::RedisSessionLayerBuilder::script_mode).
 ///
 /// Both modes run the same Lua (generated from the same files), with the same replies,
-/// round trips and behaviour; they differ in what the Redis user must be allowed, and in
-/// who loads the code. The ACL users for each, and what each costs in Redis CPU, are in
+/// round trips and behaviour (out of memory aside, as the operations guide says); they
+/// differ in what the Redis user must be allowed, and in who loads the code. The ACL users for each, and what each costs in Redis CPU, are in
 /// the operations guide (`docs/operations.md`, "a Redis user with only the commands the
 /// crate needs").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

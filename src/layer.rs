@@ -300,7 +300,8 @@ impl RedisSessionLayerBuilder {
     /// [`ScriptMode::Functions`] calls a Redis Functions library instead (Redis 7.0 or
     /// later), loaded once per deployment with [`load_functions`](crate::load_functions),
     /// so the app's Redis user needs `FCALL` and cannot load or run Lua of its own.
-    /// Replies, round trips and behaviour are the same.
+    /// Replies, round trips and behaviour are the same, out of memory aside (the
+    /// operations guide has the two differences).
     ///
     /// ```no_run
     /// use tower_redis_session::{load_functions, RedisSessionLayer, ScriptMode};

@@ -151,7 +151,8 @@
 //! ([`RedisSessionLayerBuilder::script_mode`]) calls the same Lua as a Redis Functions
 //! library ([`functions_library`]), loaded once per deployment by a more privileged user
 //! with [`load_functions`]: the app's user then needs `FCALL`, and can neither load nor
-//! run Lua of its own. Replies, round trips and behaviour are the same in both modes; a
+//! run Lua of its own. Replies, round trips and behaviour are the same in both modes (out
+//! of memory aside: [operations] has the two differences); a
 //! missing library is an error saying what to run, never a fallback to `EVALSHA`. The
 //! ACL users of each mode, and what each costs, are in [operations].
 //!
