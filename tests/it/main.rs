@@ -71,6 +71,8 @@ mod probes3;
 mod probes4;
 mod probes5;
 mod probes6;
+#[cfg(feature = "encryption")]
+mod probes7;
 mod read_cache;
 mod review;
 mod rotation;

@@ -1,0 +1,148 @@
+//! Probes, seventh round: encryption at rest where a counter or a rotation meets it, CSRF
+//! tokens stored by another program, and the cookie and cache headers of the layer's
+//! own answers. Each probe runs against a `redis-server` of its own.
+//!
+//! A probe that shows a broken promise is `#[ignore]`d with what it shows; run it with
+//! `--ignored`.
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    extract::Query,
+    routing::{get, post},
+    Router,
+};
+use fred::prelude::*;
+use http::StatusCode;
+use tower_redis_session::{KeyRing, Session, SessionError};
+
+use crate::support::{assert_none, TestApp, Topology};
+
+const K1: &str = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE";
+
+/// The shared test app, encrypting under `K1`.
+async fn encrypted_app(client: Client) -> TestApp {
+    TestApp::with_client(client, true, |b| b.encryption(KeyRing::parse(K1).unwrap())).await
+}
+
+// ---------------------------------------------------------------------------------------
+// Encryption at rest and counters
+
+/// "Counter fields stay plaintext integers so HINCRBY keeps working" and "fields written
+/// by `increment` are plaintext integers": a counter a session starts with (the quick
+/// start's page-view counter), and every counter a login carries to the new ID, must
+/// be stored as a plaintext integer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "shows: with encryption, a counter written by a session's first request or carried by a rotation is stored encrypted (create seals every user field)"]
+async fn with_encryption_every_counter_is_stored_as_a_plaintext_integer() {
+    let redis = Topology::Single.start().await;
+    let app = encrypted_app(redis.client().await).await;
+    let mut problems = Vec::new();
+
+    let res = app.post("/incr/views", None).await;
+    assert_eq!((res.status, res.body.as_str()), (StatusCode::OK, "1"));
+    let id = res.new_id().unwrap();
+    let stored = app.hash(&id).await["views"].clone();
+    if stored != "1" {
+        problems.push(format!("a new session's counter is stored as {stored:?}"));
+    }
+    app.post("/incr/views", Some(&id)).await;
+    let res = app.post("/login/ferris", Some(&id)).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let new = res.new_id().unwrap();
+    let stored = app.hash(&new).await["views"].clone();
+    if stored != "2" {
+        problems.push(format!(
+            "a counter carried by a login is stored as {stored:?}"
+        ));
+    }
+    assert_none(&problems);
+}
+
+/// "N concurrent increments add exactly N" holds with encryption too, the guide says
+/// counters stay plaintext for that. Two increments of one session, the first loaded
+/// before the second saves: on a session just started by an increment, and right after
+/// a login, both must count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "shows: with encryption, two concurrent increments right after a session's creation or a login add 1, not 2 (the encrypted counter is rewritten with HSET)"]
+async fn with_encryption_concurrent_increments_after_creation_or_login_all_count() {
+    let redis = Topology::Single.start().await;
+    let app = Arc::new(encrypted_app(redis.client().await).await);
+    let mut problems = Vec::new();
+
+    let id = app.post("/incr/n", None).await.new_id().unwrap();
+    let held = app.hold("POST", "/gated/incr/n", &id).await;
+    assert_eq!(app.post("/incr/n", Some(&id)).await.status, StatusCode::OK);
+    assert_eq!(app.release(held).await.status, StatusCode::OK);
+    let n = app.get("/read/n", Some(&id)).await.body;
+    if n != "3" {
+        problems.push(format!(
+            "after creation: 1 + two concurrent increments reads {n}"
+        ));
+    }
+
+    let res = app.post("/login/ferris", Some(&id)).await;
+    let id = res.new_id().unwrap();
+    let before: i64 = app.get("/read/n", Some(&id)).await.body.parse().unwrap();
+    let held = app.hold("POST", "/gated/incr/n", &id).await;
+    assert_eq!(app.post("/incr/n", Some(&id)).await.status, StatusCode::OK);
+    assert_eq!(app.release(held).await.status, StatusCode::OK);
+    let after: i64 = app.get("/read/n", Some(&id)).await.body.parse().unwrap();
+    if after != before + 2 {
+        problems.push(format!(
+            "after a login: {before} + two concurrent increments reads {after}"
+        ));
+    }
+    assert_none(&problems);
+}
+
+// ---------------------------------------------------------------------------------------
+// CSRF tokens
+
+async fn csrf(session: Session) -> Result<String, SessionError> {
+    session.csrf_token()
+}
+
+async fn verify(session: Session, Query(q): Query<HashMap<String, String>>) -> String {
+    let token = q.get("csrf").map_or("", String::as_str);
+    session.verify_csrf_token(token).to_string()
+}
+
+async fn csrf_app(client: Client) -> TestApp {
+    TestApp::with_client(client, true, |b| b)
+        .await
+        .with_routes(|_| {
+            Router::new()
+                .route("/csrf", get(csrf))
+                .route("/verify", post(verify))
+        })
+}
+
+/// `verify_csrf_token` is "`false` for a session without one", and the stored token is
+/// "43 characters of URL-safe base64". A session whose `csrf_token` another program
+/// left empty has no token: a form posted without one (or with an empty one) must not
+/// verify, and the page must be given a real token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "shows: a csrf_token stored empty by another program verifies an empty or missing form token, and csrf_token() hands out the empty string"]
+async fn an_empty_stored_csrf_token_never_verifies_a_missing_one() {
+    let redis = Topology::Single.start().await;
+    let app = csrf_app(redis.client().await).await;
+    let id = app.login().await;
+    let _: () = app
+        .client
+        .hset(app.key(&id), ("csrf_token", ""))
+        .await
+        .unwrap();
+    let mut problems = Vec::new();
+    for path in ["/verify", "/verify?csrf="] {
+        let verdict = app.post(path, Some(&id)).await.body;
+        if verdict != "false" {
+            problems.push(format!("{path} verifies: {verdict}"));
+        }
+    }
+    let token = app.get("/csrf", Some(&id)).await.body;
+    if token.len() != 43 {
+        problems.push(format!("the page is given the token {token:?}"));
+    }
+    assert_none(&problems);
+}
