@@ -71,6 +71,7 @@ mod probes3;
 mod probes4;
 mod probes5;
 mod probes6;
+mod probes8;
 mod read_cache;
 mod review;
 mod rotation;
