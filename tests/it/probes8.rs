@@ -247,3 +247,82 @@ async fn log_out_everywhere_counts_a_session_caught_mid_rotation_once() {
         "one browser, one session: terminate_all reported {ended} (a listing just before showed {listed})"
     );
 }
+
+/// A route that ties the session to a user and does nothing else (with
+/// `rotate_on_user_change(false)`, no rotation).
+fn tie_routes(_: Arc<support::Gate>) -> axum::Router {
+    async fn tie(
+        session: tower_redis_session::Session,
+        axum::extract::Path(user): axum::extract::Path<String>,
+    ) -> Result<&'static str, tower_redis_session::SessionError> {
+        session.set_user_id(user)?;
+        Ok("ok")
+    }
+    axum::Router::new().route("/tie/{user}", axum::routing::post(tie))
+}
+
+/// Promise ("a tied session missing from its user's index is a session that 'log out
+/// everywhere' cannot end"; every tie re-adds the session to the index): with
+/// `rotate_on_user_change(false)`, two requests that re-tie one session (alice → bob,
+/// then bob → alice) never leave it tied to alice and missing from alice's index.
+///
+/// Steps: a session tied to alice. Request A ties it to bob: it adds the session to
+/// bob's index, saves `user_id = bob`, then drops the entry from alice's index (the
+/// previous user as A loaded it); that last `ZREM` is held (a slow network, or a command
+/// that timed out and lands late). Request B ties it back to alice: alice's index gets
+/// it, `user_id = alice`, bob's entry goes. A's `ZREM` lands: alice's entry goes. The
+/// session is tied to alice and in no index of alice's; `terminate_all("alice")` ends
+/// nothing and the session lives on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "shows: a late ZREM of a re-tie (previous user as loaded) drops the entry of a session tied back to that user; log out everywhere misses it"]
+async fn a_session_tied_back_to_its_user_stays_in_that_users_index() {
+    let redis = RedisServer::start();
+    let direct = TestApp::with(&redis, |b| b.rotate_on_user_change(false))
+        .await
+        .with_routes(tie_routes);
+    let id = direct.login().await;
+    assert_eq!(
+        direct.post("/tie/alice", Some(&id)).await.status,
+        StatusCode::OK
+    );
+    let release = Arc::new(Notify::new());
+    let (port, seen) = holding_proxy(
+        redis.port(),
+        b"$4\r\nZREM\r\n".to_vec(),
+        1,
+        Some(Arc::clone(&release)),
+    )
+    .await;
+    let client = support::connect_client(&format!("redis://127.0.0.1:{port}")).await;
+    let proxied = TestApp::with_client_and_prefix(client, true, direct.prefix.clone(), |b| {
+        b.rotate_on_user_change(false)
+            .command_timeout(Duration::from_secs(5))
+    })
+    .await
+    .with_routes(tie_routes);
+    let proxied = Arc::new(proxied);
+    let a = {
+        let (proxied, id) = (Arc::clone(&proxied), id.clone());
+        tokio::spawn(async move { proxied.post("/tie/bob", Some(&id)).await })
+    };
+    tokio::time::timeout(Duration::from_secs(5), seen.notified())
+        .await
+        .expect("request A reached its ZREM");
+    let b = direct.post("/tie/alice", Some(&id)).await;
+    assert_eq!(b.status, StatusCode::OK);
+    release.notify_one();
+    let a = a.await.unwrap();
+    let owner: Option<String> = direct
+        .client
+        .hget(direct.key(&id), "user_id")
+        .await
+        .unwrap();
+    assert_eq!(owner.as_deref(), Some("alice"), "A answered {}", a.status);
+    let ended = direct.manager.terminate_all("alice", None).await.unwrap();
+    assert!(
+        !direct.is_live(&id).await,
+        "the session is tied to alice, yet log out everywhere ended {ended} and it lives on \
+         (alice's index: {:?})",
+        direct.manager.list("alice").await.unwrap().len()
+    );
+}
