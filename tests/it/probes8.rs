@@ -326,3 +326,104 @@ async fn a_session_tied_back_to_its_user_stays_in_that_users_index() {
         direct.manager.list("alice").await.unwrap().len()
     );
 }
+
+/// Live sessions tied to `user` whose member is missing from the user's index.
+async fn unindexed(app: &TestApp, user: &str) -> (usize, usize) {
+    let members: Vec<String> = app
+        .client
+        .zrange(app.index_key(user), 0, -1, None, false, None, false)
+        .await
+        .unwrap();
+    let (mut live, mut missing) = (0, 0);
+    for key in app.live_keys().await {
+        let Some(member) = key.strip_prefix(&app.prefix) else {
+            continue;
+        };
+        if member.contains(':') {
+            continue;
+        }
+        let owner: Option<String> = app.client.hget(&key, "user_id").await.unwrap_or(None);
+        if owner.as_deref() == Some(user) {
+            live += 1;
+            missing += usize::from(!members.iter().any(|m| m == member));
+        }
+    }
+    (live, missing)
+}
+
+/// Promise (the user index never loses a live session; "log out everywhere" leaves none
+/// alive): four browsers of one user logging in, writing, rotating and logging out in a
+/// loop while "log out everywhere" runs in a loop beside them, for three seconds. Once
+/// all of it stops, every live session of the user is in the index, and one more "log
+/// out everywhere" leaves none alive; no session key lacks a TTL.
+async fn logins_rotations_and_logouts_racing_log_out_everywhere_leave_the_index_whole(
+    topology: support::Topology,
+) {
+    let redis = topology.start().await;
+    let app = Arc::new(TestApp::new(&redis).await);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for browser in 0..4u32 {
+        let (app, stop) = (Arc::clone(&app), Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            let mut round = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                round += 1;
+                let first = app.post("/set/visited/1", None).await.new_id().unwrap();
+                let login = app.post("/login/gus", Some(&first)).await;
+                let Some(mut id) = login.new_id() else {
+                    continue;
+                };
+                for step in 0..4 {
+                    let res = match (step + browser + round) % 4 {
+                        0 => app.post("/rotate", Some(&id)).await,
+                        _ => app.post("/incr/n", Some(&id)).await,
+                    };
+                    id = res.new_id().unwrap_or(id);
+                }
+                if round % 2 == 0 {
+                    app.post("/logout", Some(&id)).await;
+                }
+            }
+        }));
+    }
+    {
+        let (app, stop) = (Arc::clone(&app), Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = app.manager.terminate_all("gus", None).await;
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let (live, missing) = unindexed(&app, "gus").await;
+    assert_eq!(
+        missing, 0,
+        "{missing} of {live} live sessions of the user are not in the index"
+    );
+    app.manager.terminate_all("gus", None).await.unwrap();
+    let (live, _) = unindexed(&app, "gus").await;
+    assert_eq!(live, 0, "sessions alive after log out everywhere");
+    app.check_keyspace_with_indexes().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_out_everywhere_racing_logins_rotations_and_logouts_single() {
+    logins_rotations_and_logouts_racing_log_out_everywhere_leave_the_index_whole(
+        support::Topology::Single,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_out_everywhere_racing_logins_rotations_and_logouts_cluster() {
+    logins_rotations_and_logouts_racing_log_out_everywhere_leave_the_index_whole(
+        support::Topology::Cluster,
+    )
+    .await;
+}
