@@ -73,6 +73,7 @@ mod probes5;
 mod probes6;
 #[cfg(feature = "encryption")]
 mod probes7;
+mod probes8;
 mod read_cache;
 mod review;
 mod rotation;
