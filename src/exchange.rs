@@ -79,6 +79,9 @@ pub(crate) enum Plan {
         id: SessionId,
         ttl: Duration,
         fields: Vec<(String, String)>,
+        /// The fields this request incremented: counters, stored in plaintext even with
+        /// encryption at rest, so that later increments are `HINCRBY`.
+        counters: HashSet<String>,
         user: Option<String>,
     },
     /// Apply field-level changes to the loaded session.
@@ -128,6 +131,11 @@ pub(crate) enum Change {
 }
 
 impl Change {
+    /// Whether the field ends up an integer counter (stored in plaintext).
+    pub(crate) fn is_counter(&self) -> bool {
+        matches!(self, Self::Increment(_) | Self::Counter(_))
+    }
+
     /// Applies the change to a copy of the fields, as the save script would; `None` if
     /// an increment meets a value that is not a canonical 64-bit integer or overflows.
     pub(crate) fn apply(&self, field: &str, fields: &mut HashMap<String, String>) -> Option<()> {

@@ -167,6 +167,13 @@ pub(crate) fn random_text() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Whether `s` has the shape of [`random_text`]: 43 characters of URL-safe base64 that
+/// decode to 32 bytes. A stored CSRF token of any other shape (an empty one, written by
+/// another program) is not a token.
+pub(crate) fn is_random_text(s: &str) -> bool {
+    SessionId::parse(s).is_some()
+}
+
 impl SessionId {
     /// Makes a new random ID.
     #[must_use]

@@ -714,10 +714,16 @@ impl Session {
                 fields.extend(
                     (state.csrf.clone()).map(|token| (model::CSRF_TOKEN.to_owned(), token)),
                 );
+                let counters = changes
+                    .into_iter()
+                    .filter(|(_, change)| change.is_counter())
+                    .map(|(field, _)| field)
+                    .collect();
                 Plan::Create {
                     id,
                     ttl: state.ttl,
                     fields,
+                    counters,
                     user: tie,
                 }
             }
@@ -773,7 +779,9 @@ impl State {
                 }
                 model::CREATED_AT => state.created_at = crate::time::parse_rfc3339(&value),
                 model::USER_ID => state.user_id = Some(value),
-                model::CSRF_TOKEN => state.csrf = Some(value),
+                // Not of the shape the layer makes (an empty one, say): no token, so
+                // nothing verifies against it, and the first use makes one.
+                model::CSRF_TOKEN if crate::id::is_random_text(&value) => state.csrf = Some(value),
                 _ if is_reserved(&name) => {}
                 _ => {
                     state.size += name.len() + value.len();
@@ -1203,18 +1211,20 @@ mod tests {
 
     #[test]
     fn the_csrf_token_is_kept_and_replaced_at_rotation() {
-        let s = loaded(&[("csrf_token", "old-token")]);
-        assert_eq!(s.csrf_token().unwrap(), "old-token");
-        assert!(s.verify_csrf_token("old-token"));
+        let old = crate::id::random_text();
+        let old = old.as_str();
+        let s = loaded(&[("csrf_token", old)]);
+        assert_eq!(s.csrf_token().unwrap(), old);
+        assert!(s.verify_csrf_token(old));
         assert!(
             matches!(s.plan(), Plan::Nothing(_) | Plan::Refresh(_)),
             "reading it is no change"
         );
-        let s = loaded(&[("csrf_token", "old-token")]);
+        let s = loaded(&[("csrf_token", old)]);
         s.rotate_id();
         let new = s.csrf_token().unwrap();
-        assert_ne!(new, "old-token");
-        assert!(!s.verify_csrf_token("old-token"));
+        assert_ne!(new, old);
+        assert!(!s.verify_csrf_token(old));
         match s.plan() {
             Plan::Rotate { changes, .. } => {
                 assert!(changes.contains(&("csrf_token".to_owned(), Change::Set(new))));
@@ -1230,6 +1240,17 @@ mod tests {
                 assert!(changes.iter().any(|(name, _)| name == "csrf_token"));
             }
             other => panic!("unexpected plan {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stored_csrf_token_of_another_shape_is_no_token() {
+        for stored in ["", "short", &"x".repeat(44)] {
+            let s = loaded(&[("csrf_token", stored)]);
+            assert!(!s.verify_csrf_token(stored), "{stored:?} verifies");
+            assert!(!s.verify_csrf_token(""));
+            let made = s.csrf_token().unwrap();
+            assert!(crate::id::is_random_text(&made), "{made:?}");
         }
     }
 

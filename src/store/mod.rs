@@ -190,7 +190,7 @@ impl Store {
     }
 
     /// A user field's value as it goes into Redis: encrypted when encryption is on.
-    /// Internal fields stay plaintext.
+    /// Internal fields and counters (see [`Change::Counter`]) stay plaintext.
     fn seal(&self, member: &str, field: &str, value: &str) -> Value {
         #[cfg(feature = "encryption")]
         if let Some((ring, _)) = &self.crypto {
@@ -431,6 +431,7 @@ impl Store {
                 id,
                 ttl,
                 mut fields,
+                counters,
                 user,
             } => {
                 // Every session is created with its CSRF token, so that two pages asking
@@ -445,7 +446,7 @@ impl Store {
                 let mut id = id;
                 // A collision (2^-256) retries with a fresh ID, indexed first as well.
                 for _ in 0..3 {
-                    match self.create(&id, ttl, &fields).await? {
+                    match self.create(&id, ttl, &fields, &counters).await? {
                         Created::Yes(expires_in) => {
                             crate::metrics::created();
                             return Ok(Outcome::Set(id, expires_in));
@@ -605,6 +606,7 @@ impl Store {
             refused(old, "its rotation (a value failed to decrypt)");
             return Ok(None);
         };
+        let sealed = opened.sealed;
         let mut fields: HashMap<String, String> = opened.fields.into_iter().collect();
         // The user the session is tied to now (not when this request loaded it), whose
         // index entry for the old ID goes; and the one the new ID is tied to.
@@ -651,6 +653,18 @@ impl Store {
             Some(user) => fields.insert(model::USER_ID.to_owned(), user.clone()),
             None => fields.remove(model::USER_ID),
         };
+        // What was stored in plaintext stays so (counters, with encryption at rest), and
+        // so do the fields this request made counters; what it set is sealed.
+        let plain: HashSet<String> = fields
+            .keys()
+            .filter(
+                |field| match changes.iter().find(|(name, _)| name == *field) {
+                    Some((_, change)) => change.is_counter(),
+                    None => !sealed.contains(*field),
+                },
+            )
+            .cloned()
+            .collect();
         let fields: Vec<_> = fields.into_iter().collect();
 
         let mut created = Err(collisions());
@@ -658,7 +672,7 @@ impl Store {
             if let Some(user) = &user {
                 self.index_add(user, &new).await?;
             }
-            match self.create(&new, idle, &fields).await? {
+            match self.create(&new, idle, &fields, &plain).await? {
                 Created::Yes(expires_in) => {
                     created = Ok(Some(expires_in));
                     break;
@@ -719,12 +733,14 @@ impl Store {
         }
     }
 
-    /// One round trip: create a session under `id` unless the key is taken.
+    /// One round trip: create a session under `id` unless the key is taken. The
+    /// `plain` fields are counters, written in plaintext even with encryption at rest.
     async fn create(
         &self,
         id: &SessionId,
         ttl: Duration,
         fields: &[(String, String)],
+        plain: &HashSet<String>,
     ) -> Result<Created, Error> {
         let member = self.member(id);
         let mut args = Vec::with_capacity(2 + fields.len() * 2);
@@ -732,7 +748,11 @@ impl Store {
         args.push(self.lifetime_arg.clone());
         for (name, value) in fields {
             args.push(text(name.as_str()));
-            args.push(self.seal(member, name, value));
+            args.push(if plain.contains(name) {
+                text(value.as_str())
+            } else {
+                self.seal(member, name, value)
+            });
         }
         let (status, rest) = self
             .run_status(&scripts::CREATE, self.key(id), args)
