@@ -41,7 +41,8 @@ use crate::{
 /// policy an index can be evicted; then use
 /// [`terminate_all_by_scan`](Self::terminate_all_by_scan). Dead entries (expired or
 /// ended sessions) are pruned whenever an index is listed or terminated; an index emptied
-/// that way is deleted.
+/// that way is deleted. Each add to an index (a login) also drops its entries older than
+/// the absolute lifetime and the grace.
 #[derive(Clone)]
 pub struct SessionManager {
     shared: Arc<Shared>,

@@ -7,8 +7,10 @@
 //! from it) and re-added on every tie. It is pruned only when it is certainly dead:
 //! its session is gone, ended or tied to someone else, the entry is older than
 //! [`PRUNE_GRACE`] (a session being created right now is not there *yet*), and its
-//! score is still the one that was read (the `prune` script checks it). The index has
-//! no TTL, so `volatile-*` eviction never drops it.
+//! score is still the one that was read (the `prune` script checks it). Every add also
+//! drops the entries older than the absolute lifetime and the grace: their sessions
+//! have ended by then, whatever became of them. The index has no TTL, so `volatile-*`
+//! eviction never drops it.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -68,9 +70,14 @@ impl Store {
             .is_some_and(|rest| !rest.contains(':'))
     }
 
-    /// One round trip: adds (or re-adds, with a fresh score) a session to its user's index.
+    /// One round trip: adds (or re-adds, with a fresh score) a session to its user's
+    /// index, dropping the entries that are dead by the absolute lifetime.
     pub(crate) async fn index_add(&self, user_id: &str, id: &SessionId) -> Result<(), Error> {
-        let args = vec![text(self.member(id))];
+        let args = vec![
+            text(self.member(id)),
+            self.lifetime_arg.clone(),
+            int(PRUNE_GRACE.as_millis() as u64),
+        ];
         self.run(&scripts::INDEX_ADD, self.index_key(user_id), args)
             .await?;
         Ok(())

@@ -710,8 +710,17 @@ impl Store {
             refused(old, "its rotation");
             return Ok(Some(Outcome::Refused));
         }
+        // The session has moved: the browser must get its new ID whatever happens now.
+        // The old ID's index entry is only tidying (it points at a marker, and listing
+        // prunes it), so a failure to drop it is logged, not answered.
         if let Some(previous) = &previous {
-            self.index_remove(previous, self.member(old)).await?;
+            if let Err(err) = self.index_remove(previous, self.member(old)).await {
+                tracing::warn!(
+                    session = %short_digest(old),
+                    error = %err,
+                    "a rotated session's old index entry could not be dropped; listing the user's sessions prunes it"
+                );
+            }
         }
         crate::metrics::rotated();
         Ok(Some(Outcome::Set(new, expires_in)))

@@ -104,6 +104,11 @@ async fn probe_app(
         })
 }
 
+/// The layer's default absolute lifetime and the index's grace, in ms, as the layer
+/// passes them to `index_add`.
+const LIFETIME_MS: &str = "43200000";
+const GRACE_MS: &str = "60000";
+
 /// Runs one of the layer's scripts by hand; the status of its result.
 async fn script(app: &TestApp, file: &str, key: String, args: Vec<String>) -> i64 {
     let reply: Vec<Value> = app.eval_script(file, key, args).await.convert().unwrap();
@@ -306,7 +311,7 @@ async fn log_out_everywhere_never_drops_the_index_entry_of_a_tie_in_flight() {
         &app,
         "lua/index_add.lua",
         app.index_key("alice"),
-        vec![member.clone()],
+        vec![member.clone(), LIFETIME_MS.to_owned(), GRACE_MS.to_owned()],
     )
     .await;
     // Meanwhile, on another app server: "log out everywhere".
@@ -895,7 +900,7 @@ async fn a_stale_index_entry_never_ends_another_users_session() {
         &app,
         "lua/index_add.lua",
         app.index_key("alice"),
-        vec![member.clone()],
+        vec![member.clone(), LIFETIME_MS.to_owned(), GRACE_MS.to_owned()],
     )
     .await;
     let handle = app

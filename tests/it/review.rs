@@ -295,7 +295,15 @@ async fn pruning_never_drops_the_entry_of_a_login_in_flight_whatever_the_app_clo
     let source = tower_redis_session::__private::script_source("lua/index_add.lua").unwrap();
     let _: Value = app
         .client
-        .eval(source, vec![index.clone()], vec![id.digest().to_owned()])
+        .eval(
+            source,
+            vec![index.clone()],
+            vec![
+                id.digest().to_owned(),
+                "43200000".to_owned(),
+                "60000".to_owned(),
+            ],
+        )
         .await
         .unwrap();
     // Meanwhile another server lists alice's sessions (and prunes).
