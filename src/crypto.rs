@@ -43,11 +43,12 @@ const NONCE_LEN: usize = 24;
 /// # Ok::<(), tower_redis_session::ConfigError>(())
 /// ```
 ///
-/// Safe rotation: (1) deploy with `new:…,old:…` (new encrypts, old still decrypts);
-/// (2) wait until every session written under `old` has been rewritten or expired — at
-/// most the idle TTL after the last write of each field, or the absolute lifetime;
-/// (3) deploy with `new:…` alone. A field still under `old` after step 3 fails to decrypt
-/// and is handled per [`DecryptFailure`].
+/// Safe rotation: (1) deploy with `new:…,old:…` (new encrypts, old still decrypts; a
+/// field is re-encrypted when it is next written); (2) wait one absolute lifetime after
+/// step 1, so that every session that existed then has ended (a session that is only
+/// read keeps its fields under `old`, so the idle TTL is not enough; with no absolute
+/// lifetime there is no bound); (3) deploy with `new:…` alone. A field still under `old`
+/// after step 3 fails to decrypt and is handled per [`DecryptFailure`].
 pub struct KeyRing {
     keys: Vec<(String, Zeroizing<[u8; KEY_LEN]>)>,
 }
