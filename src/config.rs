@@ -166,8 +166,10 @@ impl ReadCache {
 }
 
 /// How big a session may grow. Checked where a change is made, so a handler gets a
-/// clear [`SessionError`](crate::SessionError), and again when a session is loaded, so a
-/// hash grown by someone else is refused rather than read.
+/// clear [`SessionError`](crate::SessionError); against the stored session when a save
+/// or rotation grows it, so parallel requests cannot pass them together; and when a
+/// session is loaded (with room for counters to grow), so a hash grown by someone else
+/// is refused rather than read.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     /// Most user fields.

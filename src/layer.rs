@@ -372,8 +372,11 @@ impl RedisSessionLayerBuilder {
         self
     }
 
-    /// Most bytes of user field names and values together. Default 256 KiB. A stored
-    /// session over this (written by someone else) is treated as no session.
+    /// Most bytes of user field names and values together. Default 256 KiB. Checked
+    /// where a change is made, and again against the stored session when changes that
+    /// grow it are saved (parallel requests may each fit, but not together: the later
+    /// ones answer 409). A stored session well over this (written by someone else) is
+    /// treated as no session.
     pub fn max_session_size(mut self, limit: usize) -> Self {
         self.config.limits.max_session_size = limit;
         self

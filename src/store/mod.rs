@@ -44,6 +44,10 @@ impl Drop for InvalidateOnDrop<'_> {
 /// Slack for internal fields in the scripts' size checks.
 const INTERNAL_FIELDS: usize = 16;
 const INTERNAL_BYTES: usize = 1024;
+/// The widest a counter gets (`-9223372036854775808`): the load allows every field of a
+/// session at its limits to grow by this much, since a save that only increments existing
+/// counters is not checked against what is stored (see `save.lua`).
+const COUNTER_DIGITS: usize = 20;
 
 /// Keys, limits and timeouts, shared by every request of one layer.
 #[derive(Debug)]
@@ -61,6 +65,11 @@ pub(crate) struct Store {
     /// The layer's absolute lifetime in ms (0: none), written out once, for the other
     /// scripts.
     lifetime_arg: Value,
+    /// The layer's size limits, which a rotation checks its copy against.
+    limits: crate::config::Limits,
+    /// The most user fields, and bytes of them, that a save that grows a session may
+    /// leave in its hash (ARGV[3] and ARGV[4] of `save`), written out once.
+    save_limits: [Value; 2],
     /// The read cache (its tracking task is started by the first load, from within the
     /// runtime, and again by a load after it ended with its runtime).
     cache: Option<std::sync::Arc<cache::Cache>>,
@@ -109,15 +118,18 @@ impl Store {
     pub(crate) fn new(redis: Redis, config: &Config) -> Self {
         let limits = &config.limits;
         // Encrypted values take up to 4/3 of their size plus a nonce, tag and header.
+        // The user fields' bytes as stored: encrypted values take up to 4/3 of their
+        // size plus a nonce, tag and header.
         #[cfg(feature = "encryption")]
-        let load_max_bytes = if config.encryption.is_some() {
-            limits.max_session_size / 3 * 4 + limits.max_fields * 96 + INTERNAL_BYTES
+        let user_bytes = if config.encryption.is_some() {
+            limits.max_session_size / 3 * 4 + limits.max_fields * 96
         } else {
-            limits.max_session_size + INTERNAL_BYTES
+            limits.max_session_size
         };
         #[cfg(not(feature = "encryption"))]
-        let load_max_bytes = limits.max_session_size + INTERNAL_BYTES;
+        let user_bytes = limits.max_session_size;
         let load_max_fields = limits.max_fields + INTERNAL_FIELDS;
+        let load_max_bytes = user_bytes + INTERNAL_BYTES + load_max_fields * COUNTER_DIGITS;
         let lifetime_ms = config.absolute_lifetime.map_or(0, millis);
         let touch_interval = config.touch_interval.map_or(0, |d| d.as_secs());
         Self {
@@ -133,6 +145,11 @@ impl Store {
                 decimal(lifetime_ms),
             ],
             lifetime_arg: decimal(lifetime_ms),
+            save_limits: [
+                decimal(limits.max_fields as u64),
+                decimal(user_bytes as u64),
+            ],
+            limits: *limits,
             cache: config.read_cache.map(|settings| {
                 let cache = std::sync::Arc::new(cache::Cache::new(settings));
                 cache::register(&cache);
@@ -486,6 +503,15 @@ impl Store {
                         refused(&id, "its increment (the field no longer holds an integer)");
                         return Ok(Outcome::Refused);
                     }
+                    // Other requests grew the session meanwhile: with this one's changes
+                    // it would pass the limits.
+                    -3 => {
+                        tracing::warn!(
+                            session = %short_digest(&id),
+                            "with changes other requests saved meanwhile, this request's changes would take the session past its size limits; not applied, answered 409"
+                        );
+                        return Ok(Outcome::Refused);
+                    }
                     _ => return Err(Error::protocol("save: unknown status")),
                 }
                 if let Some(tie) = &tie {
@@ -632,6 +658,21 @@ impl Store {
                 return Ok(None);
             }
         }
+        // The limits hold for what is stored: other requests may have grown the session
+        // since this one loaded it, and a copy past them would not load.
+        let (count, size) = fields
+            .iter()
+            .filter(|(name, _)| !model::is_reserved(name))
+            .fold((0, 0), |(count, size), (name, value)| {
+                (count + 1, size + name.len() + value.len())
+            });
+        if count > self.limits.max_fields || size > self.limits.max_session_size {
+            tracing::warn!(
+                session = %short_digest(old),
+                "with changes other requests saved meanwhile, this request's changes would take the session past its size limits; not rotated, answered 409"
+            );
+            return Ok(None);
+        }
         // Internal fields the new key gets from create (and the old mark) go; the
         // deadline is carried to the millisecond, unchanged.
         for name in [
@@ -775,17 +816,18 @@ impl Store {
         }
     }
 
-    /// ARGV of the save script: the TTL, the lifetime, then one op/field/value triple per
-    /// change.
+    /// ARGV of the save script: the TTL, the lifetime, the limits, then one
+    /// op/field/value triple per change.
     pub(crate) fn save_args(
         &self,
         member: &str,
         ttl: Option<Duration>,
         changes: Vec<(String, Change)>,
     ) -> Vec<Value> {
-        let mut args = Vec::with_capacity(2 + changes.len() * 3);
+        let mut args = Vec::with_capacity(4 + changes.len() * 3);
         args.push(ttl.map_or_else(|| text(""), |t| int(t.as_secs())));
         args.push(self.lifetime_arg.clone());
+        args.extend(self.save_limits.iter().cloned());
         for (field, change) in changes {
             let (op, value) = match change {
                 Change::Set(value) => ("s", self.seal(member, &field, &value)),

@@ -404,6 +404,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_size_check_skips_exactly_the_reserved_fields() {
+        let block = COMMON
+            .split("\n\n")
+            .find(|block| defines(block) == Some("fits_after"))
+            .unwrap();
+        let table = block
+            .split_once("local internal = {")
+            .and_then(|(_, rest)| rest.split_once('}'))
+            .unwrap()
+            .0;
+        let mut listed: Vec<&str> = table
+            .split(',')
+            .map(|entry| entry.split('=').next().unwrap().trim())
+            .collect();
+        let mut reserved = crate::model::RESERVED_FIELDS.to_vec();
+        listed.sort_unstable();
+        reserved.sort_unstable();
+        assert_eq!(listed, reserved);
+    }
+
+    #[test]
     fn every_helper_block_defines_one_function() {
         for block in COMMON.split("\n\n") {
             let n = block

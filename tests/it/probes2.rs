@@ -899,7 +899,7 @@ async fn a_persistent_read_during_a_rotation_in_progress_sends_no_cookie() {
         .eval_script(
             "lua/begin_rotate.lua",
             key.clone(),
-            ["272", "263168", "43200000", "30000", "tok123"]
+            ["272", "268608", "43200000", "30000", "tok123"]
                 .map(String::from)
                 .to_vec(),
         )

@@ -260,6 +260,42 @@ local function open_session(key, max_fields, max_bytes, lifetime)
   return 1, h, f, idle, deadline, now
 end
 
+-- Whether the user fields of the hash at `key` stay within `max_fields` fields and
+-- `max_bytes` bytes (names and values; the internal fields, listed here as in the Rust
+-- side's RESERVED_FIELDS, do not count) once a save applies `sets` (name, value, ...) and
+-- `dels` (names; both nil when empty) and creates the counters among names[5..] that
+-- `got` (their values, read with HMGET) shows absent, each counted at its widest.
+local function fits_after(key, sets, dels, names, got, max_fields, max_bytes)
+  local internal = {created_at = true, last_accessed_at = true, session_ttl = true,
+    absolute_expires_at = true, user_id = true, rotating = true, csrf_token = true}
+  local h = redis.call('HGETALL', key)
+  local count, size = 0, 0
+  for i = 1, #h, 2 do
+    if not internal[h[i]] then count, size = count + 1, size + #h[i] + #h[i + 1] end
+  end
+  for n = 5, #names do
+    if not got[n] then count, size = count + 1, size + #names[n] + 20 end
+  end
+  local changed = {}
+  if sets then for i = 1, #sets, 2 do changed[#changed + 1] = sets[i] end end
+  if dels then for i = 1, #dels do changed[#changed + 1] = dels[i] end end
+  if #changed > 0 then
+    local old = redis.call('HMGET', key, unpack(changed))
+    local n_sets = sets and #sets / 2 or 0
+    for i = 1, #changed do
+      local before = old[i]
+      if i <= n_sets then
+        local value = sets[2 * i]
+        if before then size = size + #value - #before
+        else count, size = count + 1, size + #changed[i] + #value end
+      elseif before then
+        count, size = count - 1, size - #changed[i] - #before
+      end
+    end
+  end
+  return count <= max_fields and size <= max_bytes
+end
+
 -- `cmd key list[from..]` in chunks of 200 arguments, which unpack() can always take.
 -- The chunk size is even, so field/value pairs stay together.
 local function call_chunked(cmd, key, list, from)

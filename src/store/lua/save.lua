@@ -8,7 +8,9 @@
 -- ARGV[1]  new idle TTL in whole seconds, written canonically (stored as given), or ''
 --          to keep the stored one
 -- ARGV[2]  the layer's absolute lifetime in ms (0: none)
--- ARGV[3..] op, field, value triples: 's' set to value, 'd' delete (value ignored),
+-- ARGV[3]  most fields, and ARGV[4] most bytes (names and values), the hash may have
+--          after a save that sets fields or makes new ones
+-- ARGV[5..] op, field, value triples: 's' set to value, 'd' delete (value ignored),
 --          'i' increment by value (HINCRBY, atomic across concurrent requests)
 --
 -- Reply    {1, ttl_ms}   applied; the key's TTL now
@@ -16,13 +18,15 @@
 --                        rotated, or past its absolute deadline (then deleted here)
 --          {-2}          an increment met a value that is not a 64-bit integer:
 --                        nothing written
+--          {-3}          the hash would pass the limits (other requests grew it since
+--                        this one loaded it): nothing written
 
 local key = KEYS[1]
 -- One pass over the changes: the incremented fields (read below, to undo with), and
 -- the fields to set and to delete.
 local names = {'session_ttl', 'created_at', 'absolute_expires_at', 'rotating'}
 local by, sets, dels = {}, nil, nil
-for i = 3, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   local op = ARGV[i]
   if op == 'i' then
     names[#names + 1] = ARGV[i + 1]
@@ -50,8 +54,20 @@ if deadline and now >= deadline then
 end
 if got[4] then
   if rotation_in_progress(got[4], now) then return {0} end
-  redis.call('HDEL', key, 'rotating')
 end
+
+-- The limits hold for the stored hash, not only for the copy this request changed:
+-- other requests may have grown it since. A save that sets fields or makes new counters
+-- is checked against what is stored now (an increment of an existing counter grows it
+-- by a few digits at most, which the load's limit allows for).
+local grows = sets ~= nil
+for n = 5, #names do
+  if not got[n] then grows = true end
+end
+if grows and not fits_after(key, sets, dels, names, got, tonumber(ARGV[3]), tonumber(ARGV[4])) then
+  return {-3}
+end
+if got[4] then redis.call('HDEL', key, 'rotating') end
 
 -- Increments first: HINCRBY checks the stored value and the 64-bit range exactly. If
 -- one fails, the ones before it are undone and nothing else is written.
