@@ -83,6 +83,21 @@ impl Store {
         Ok(())
     }
 
+    /// One round trip: drops a session from the index of the user it was tied to before
+    /// a save at `before` (ms, Redis's clock) tied it to another, unless it was tied back
+    /// to that user since.
+    pub(crate) async fn index_drop(
+        &self,
+        user_id: &str,
+        member: &str,
+        before: &Value,
+    ) -> Result<(), Error> {
+        let args = vec![text(member), before.clone()];
+        self.run(&scripts::INDEX_DROP, self.index_key(user_id), args)
+            .await?;
+        Ok(())
+    }
+
     /// One round trip: removes a session from its user's index.
     pub(crate) async fn index_remove(&self, user_id: &str, member: &str) -> Result<(), Error> {
         let client = self.redis().client();

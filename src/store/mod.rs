@@ -516,7 +516,11 @@ impl Store {
                 }
                 if let Some(tie) = &tie {
                     if let Some(previous) = tie.previous.as_ref().filter(|p| **p != tie.user) {
-                        self.index_remove(previous, self.member(&id)).await?;
+                        let saved_at = rest
+                            .get(1)
+                            .ok_or(Error::protocol("save: reply without its time"))?;
+                        self.index_drop(previous, self.member(&id), saved_at)
+                            .await?;
                     }
                 }
                 Ok(Outcome::Refresh(id, ttl_of(rest.first())))

@@ -165,6 +165,8 @@ scripts! {
     INDEX_ADD = "lua/index_add.lua";
     /// Removes dead entries from a user's index.
     PRUNE = "lua/prune.lua";
+    /// Drops a session's entry from the index of the user it was tied to before.
+    INDEX_DROP = "lua/index_drop.lua";
 }
 
 // ---------------------------------------------------------------------------------------
@@ -205,7 +207,9 @@ pub(crate) fn writes(script: &Lua) -> bool {
 /// rewritten in place), which `EVALSHA` refuses.
 fn flags(name: &str) -> &'static str {
     match name {
-        "load" | "end" | "finish_rotate" | "abandon_rotate" | "prune" => "{'allow-oom'}",
+        "load" | "end" | "finish_rotate" | "abandon_rotate" | "prune" | "index_drop" => {
+            "{'allow-oom'}"
+        }
         "live_ttl" => "{'no-writes'}",
         _ => "{}",
     }

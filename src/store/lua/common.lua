@@ -264,8 +264,9 @@ end
 -- `max_bytes` bytes (names and values; the internal fields, listed here as in the Rust
 -- side's RESERVED_FIELDS, do not count) once a save applies `sets` (name, value, ...) and
 -- `dels` (names; both nil when empty) and creates the counters among names[5..] that
--- `got` (their values, read with HMGET) shows absent, each counted at its widest.
-local function fits_after(key, sets, dels, names, got, max_fields, max_bytes)
+-- `got` (their values, read with HMGET) shows absent: each then holds its increment,
+-- `by[n - 4]` (canonical integer text, as the layer sends it).
+local function fits_after(key, sets, dels, names, got, by, max_fields, max_bytes)
   local internal = {created_at = true, last_accessed_at = true, session_ttl = true,
     absolute_expires_at = true, user_id = true, rotating = true, csrf_token = true}
   local h = redis.call('HGETALL', key)
@@ -274,7 +275,7 @@ local function fits_after(key, sets, dels, names, got, max_fields, max_bytes)
     if not internal[h[i]] then count, size = count + 1, size + #h[i] + #h[i + 1] end
   end
   for n = 5, #names do
-    if not got[n] then count, size = count + 1, size + #names[n] + 20 end
+    if not got[n] then count, size = count + 1, size + #names[n] + #by[n - 4] end
   end
   local changed = {}
   if sets then for i = 1, #sets, 2 do changed[#changed + 1] = sets[i] end end

@@ -13,7 +13,8 @@
 -- ARGV[5..] op, field, value triples: 's' set to value, 'd' delete (value ignored),
 --          'i' increment by value (HINCRBY, atomic across concurrent requests)
 --
--- Reply    {1, ttl_ms}   applied; the key's TTL now
+-- Reply    {1, ttl_ms, now}
+--                        applied; the key's TTL now, and Redis's time (ms)
 --          {0}           refused: the session is gone, a marker, unusable, being
 --                        rotated, or past its absolute deadline (then deleted here)
 --          {-2}          an increment met a value that is not a 64-bit integer:
@@ -64,7 +65,7 @@ local grows = sets ~= nil
 for n = 5, #names do
   if not got[n] then grows = true end
 end
-if grows and not fits_after(key, sets, dels, names, got, tonumber(ARGV[3]), tonumber(ARGV[4])) then
+if grows and not fits_after(key, sets, dels, names, got, by, tonumber(ARGV[3]), tonumber(ARGV[4])) then
   return {-3}
 end
 if got[4] then redis.call('HDEL', key, 'rotating') end
@@ -99,4 +100,4 @@ end
 local ttl = expire_ms(idle, deadline, now)
 -- As text: Redis writes a number argument with '%.17g', which costs more than this.
 redis.call('PEXPIREAT', key, string.format('%d', now + ttl))
-return {1, ttl}
+return {1, ttl, now}
