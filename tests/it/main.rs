@@ -74,6 +74,8 @@ mod probes6;
 #[cfg(feature = "encryption")]
 mod probes7;
 mod probes8;
+#[cfg(feature = "encryption")]
+mod probes9;
 mod read_cache;
 mod review;
 mod rotation;

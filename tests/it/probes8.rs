@@ -20,7 +20,7 @@ use crate::support::{self, RedisServer, TestApp};
 /// A TCP proxy in front of Redis that forwards everything until a client sends
 /// `trigger` for the `nth` time; then `seen` is notified and that connection's requests
 /// are held: until `release` is notified, or for good without one.
-async fn holding_proxy(
+pub(crate) async fn holding_proxy(
     upstream: u16,
     trigger: Vec<u8>,
     nth: usize,
@@ -255,7 +255,7 @@ async fn log_out_everywhere_counts_a_session_caught_mid_rotation_once() {
 
 /// A route that ties the session to a user and does nothing else (with
 /// `rotate_on_user_change(false)`, no rotation).
-fn tie_routes(_: Arc<support::Gate>) -> axum::Router {
+pub(crate) fn tie_routes(_: Arc<support::Gate>) -> axum::Router {
     async fn tie(
         session: tower_redis_session::Session,
         axum::extract::Path(user): axum::extract::Path<String>,

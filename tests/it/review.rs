@@ -363,7 +363,7 @@ async fn a_session_handle_is_never_a_working_id_with_plain_keys_and_another_id_f
 }
 
 /// `YYYY-MM-DDTHH:MM:SS+00:00` of a time (whole seconds).
-fn httpdate_rfc3339(t: std::time::SystemTime) -> String {
+pub(crate) fn httpdate_rfc3339(t: std::time::SystemTime) -> String {
     let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;
