@@ -265,6 +265,20 @@ mod tests {
         KeyRing::parse(&spec.join(",")).unwrap()
     }
 
+    /// The save script's size check reads a sealed value's plaintext length from its
+    /// text alone (`plain_len` in `common.lua`): the base64 length, less the nonce and
+    /// the tag.
+    #[test]
+    fn a_sealed_values_plaintext_length_follows_from_its_text() {
+        let ring = ring(&["key-1"]);
+        for len in 0..300 {
+            let sealed = ring.encrypt("member", "field", &"v".repeat(len));
+            let after_id = sealed["enc:v1:".len()..].find(':').unwrap() + "enc:v1:".len();
+            let b64 = sealed.len() - after_id - 1;
+            assert_eq!(b64 * 3 / 4 - NONCE_LEN - 16, len, "{sealed}");
+        }
+    }
+
     #[test]
     fn round_trips_and_hides_the_plaintext() {
         let ring = ring(&["a"]);

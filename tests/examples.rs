@@ -35,16 +35,27 @@ impl Running {
         let redis = RedisServer::start();
         let client = redis.client().await;
         let examples = build_examples(&["hyper", "tonic", "login"]);
-        let port = free_port();
-        let port_text = port.to_string();
-        let url = redis.url();
-        let mut process = Process::start(
-            name,
-            &examples.join(name),
-            &[],
-            &[("REDIS_URL", url.as_str()), ("PORT", port_text.as_str())],
-        );
-        process.wait_for_port(port, Duration::from_secs(30));
+        // A port taken meanwhile by another program makes the example exit at start:
+        // then it starts again on another.
+        let mut attempts = 0;
+        let (port, process) = loop {
+            attempts += 1;
+            let port = free_port();
+            let port_text = port.to_string();
+            let url = redis.url();
+            let mut process = Process::start(
+                name,
+                &examples.join(name),
+                &[],
+                &[("REDIS_URL", url.as_str()), ("PORT", port_text.as_str())],
+            );
+            process.wait_for_port(port, Duration::from_secs(30));
+            match process.wait_for_output(&format!("127.0.0.1:{port}"), Duration::from_secs(10)) {
+                Ok(()) => break (port, process),
+                Err(why) if attempts < 3 => eprintln!("starting again: {why}"),
+                Err(why) => panic!("{why}"),
+            }
+        };
         Self {
             _redis: redis,
             client,

@@ -73,10 +73,13 @@ impl Store {
     /// One round trip: adds (or re-adds, with a fresh score) a session to its user's
     /// index, dropping the entries that are dead by the absolute lifetime.
     pub(crate) async fn index_add(&self, user_id: &str, id: &SessionId) -> Result<(), Error> {
+        // A session's deadline may be up to 5 minutes later than its entry's score plus
+        // the lifetime: its created_at may be that far ahead of Redis's clock.
+        let grace = PRUNE_GRACE + Duration::from_secs(300);
         let args = vec![
             text(self.member(id)),
             self.lifetime_arg.clone(),
-            int(PRUNE_GRACE.as_millis() as u64),
+            int(grace.as_millis() as u64),
         ];
         self.run(&scripts::INDEX_ADD, self.index_key(user_id), args)
             .await?;

@@ -145,9 +145,10 @@ impl Store {
                 decimal(lifetime_ms),
             ],
             lifetime_arg: decimal(lifetime_ms),
+            // The save counts encrypted values at their plaintext length.
             save_limits: [
                 decimal(limits.max_fields as u64),
-                decimal(user_bytes as u64),
+                decimal(limits.max_session_size as u64),
             ],
             limits: *limits,
             cache: config.read_cache.map(|settings| {
@@ -663,14 +664,17 @@ impl Store {
             }
         }
         // The limits hold for what is stored: other requests may have grown the session
-        // since this one loaded it, and a copy past them would not load.
+        // since this one loaded it, and a copy past them might not load.
         let (count, size) = fields
             .iter()
             .filter(|(name, _)| !model::is_reserved(name))
             .fold((0, 0), |(count, size), (name, value)| {
                 (count + 1, size + name.len() + value.len())
             });
-        if count > self.limits.max_fields || size > self.limits.max_session_size {
+        // (Bytes get the room a load allows for counters that grew by parallel
+        // increments, which no save checks against what is stored.)
+        let room = (self.limits.max_fields + INTERNAL_FIELDS) * COUNTER_DIGITS;
+        if count > self.limits.max_fields || size > self.limits.max_session_size + room {
             tracing::warn!(
                 session = %short_digest(old),
                 "with changes other requests saved meanwhile, this request's changes would take the session past its size limits; not rotated, answered 409"

@@ -103,23 +103,8 @@ async fn expired_sessions_vanish_from_the_listing_and_old_dead_entries_from_the_
     // could be a session being created right now). Make it a minute and a half old:
     // then it goes.
     let index = app.index_key("carol");
-    let old_score = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        - 90_000) as f64;
-    let _: i64 = app
-        .client
-        .zadd(
-            &index,
-            None,
-            None,
-            false,
-            false,
-            (old_score, handle(&app, &short).to_string()),
-        )
-        .await
-        .unwrap();
+    app.age_index_entry("carol", &handle(&app, &short).to_string(), 90_000)
+        .await;
     assert_eq!(app.manager.list("carol").await.unwrap().len(), 1);
     let members: Vec<String> = app
         .client

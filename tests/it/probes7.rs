@@ -209,9 +209,9 @@ async fn parallel_changes_within_the_limits_never_lose_the_session() {
 }
 
 /// The same for a rotation: a login that adds a field within the limits, while another
-/// request of the session grew it meanwhile, would copy a session past them. It answers
-/// 409 and changes nothing; the session, with the other request's change, lives on
-/// under its ID.
+/// request of the session grew it meanwhile, would copy a session past them (and past
+/// the room a load leaves for counters that grew). It answers 409 and changes nothing;
+/// the session, with the other request's change, lives on under its ID.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_never_copies_a_session_past_the_limits() {
     use axum::extract::{Path, State};
@@ -221,7 +221,7 @@ async fn a_rotation_never_copies_a_session_past_the_limits() {
         Path(field): Path<String>,
     ) -> Result<&'static str, SessionError> {
         gate.pass().await;
-        session.insert(&field, "r".repeat(39))?;
+        session.insert(&field, "r".repeat(499))?;
         session.rotate_id();
         Ok("ok")
     }
@@ -230,18 +230,20 @@ async fn a_rotation_never_copies_a_session_past_the_limits() {
     let app = {
         let gate = Arc::clone(&gate);
         Arc::new(
-            TestApp::with_client(redis.client().await, true, |b| b.max_session_size(120))
-                .await
-                .with_routes(move |_| {
-                    Router::new()
-                        .route("/add-rotate/{field}", post(add_and_rotate))
-                        .with_state(gate)
-                }),
+            TestApp::with_client(redis.client().await, true, |b| {
+                b.max_session_size(1000).max_fields(4)
+            })
+            .await
+            .with_routes(move |_| {
+                Router::new()
+                    .route("/add-rotate/{field}", post(add_and_rotate))
+                    .with_state(gate)
+            }),
         )
     };
-    // 50 bytes stored; the login sees 50 and adds 40.
+    // 500 bytes stored; the login sees 500 and adds 500.
     let id = app
-        .post(&format!("/set/x/{}", "v".repeat(49)), None)
+        .post(&format!("/set/x/{}", "v".repeat(499)), None)
         .await
         .new_id()
         .unwrap();
@@ -250,9 +252,9 @@ async fn a_rotation_never_copies_a_session_past_the_limits() {
         tokio::spawn(async move { app.post("/add-rotate/r", Some(&id)).await })
     };
     gate.arrived.notified().await;
-    // Meanwhile another request adds 50: 100 stored, within the limit.
+    // Meanwhile another request adds 500: 1000 stored, within the limit.
     let grown = app
-        .post(&format!("/set/y/{}", "w".repeat(49)), Some(&id))
+        .post(&format!("/set/y/{}", "w".repeat(499)), Some(&id))
         .await;
     assert_eq!(grown.status, StatusCode::OK);
     gate.release.notify_one();
@@ -260,9 +262,9 @@ async fn a_rotation_never_copies_a_session_past_the_limits() {
     assert_eq!(
         login.status,
         StatusCode::CONFLICT,
-        "140 bytes would pass 120"
+        "1500 bytes would pass 1000 (and the room a load leaves for counters)"
     );
     assert!(login.set_cookie().is_none(), "{:?}", login.set_cookie());
-    assert_eq!(app.get("/read/y", Some(&id)).await.body, "w".repeat(49));
+    assert_eq!(app.get("/read/y", Some(&id)).await.body, "w".repeat(499));
     assert_eq!(app.get("/read/r", Some(&id)).await.body, "");
 }

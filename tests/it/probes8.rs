@@ -100,16 +100,10 @@ fn sha_of(file: &str) -> Vec<u8> {
     fred::util::sha1_hash(&source).into_bytes()
 }
 
-fn now_ms() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-}
-
 /// The user index is kept tidy by score without anyone listing it: each login drops the
-/// entries older than the absolute lifetime (and a minute of grace), whose sessions have
-/// certainly ended; younger dead entries wait for a listing, which checks each session.
+/// entries older than the absolute lifetime and a grace (the 5 minutes a `created_at`
+/// may be ahead, and a minute), whose sessions have certainly ended; younger dead
+/// entries wait for a listing, which checks each session.
 ///
 /// Steps: 20 logins of one user, whose sessions expire. 19 of their entries are made
 /// older than the 12-hour lifetime and the grace, one only 90 s old. One more login of
@@ -130,15 +124,15 @@ async fn each_login_drops_the_index_entries_older_than_the_absolute_lifetime() {
         .await
         .unwrap();
     assert_eq!(members.len(), 20);
-    let past_lifetime = (now_ms() - (12 * 3600 + 61) * 1000) as f64;
-    let young = (now_ms() - 90_000) as f64;
     for (i, member) in members.iter().enumerate() {
-        let score = if i == 0 { young } else { past_lifetime };
-        let _: i64 = app
-            .client
-            .zadd(&index, None, None, false, false, (score, member.as_str()))
-            .await
-            .unwrap();
+        // One a minute and a half old, the others past the lifetime, the 5 minutes a
+        // created_at may be ahead, and the grace.
+        let ago = if i == 0 {
+            90_000
+        } else {
+            (12 * 3600 + 361) * 1000
+        };
+        app.age_index_entry("dave", member, ago).await;
     }
     let live = app.login_as("dave").await;
     assert!(app.is_live(&live).await);

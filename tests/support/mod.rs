@@ -837,6 +837,28 @@ impl TestApp {
         format!("{}user:{}", self.prefix, digest(user))
     }
 
+    /// Scores `member` of `user`'s index `ago` ms before now, as if it had been added
+    /// then.
+    pub async fn age_index_entry(&self, user: &str, member: &str, ago: u64) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let score = now.saturating_sub(ago) as f64;
+        let _: i64 = self
+            .client
+            .zadd(
+                self.index_key(user),
+                None,
+                None,
+                false,
+                false,
+                (score, member),
+            )
+            .await
+            .unwrap();
+    }
+
     /// `true` if a request with this ID finds its session.
     pub async fn loaded(&self, id: &str) -> bool {
         self.get("/whoami", Some(id))

@@ -150,6 +150,29 @@ impl Process {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until the process has printed `needle` (e.g. its own "listening on" line:
+    /// a port that answers may be another process's, when a parallel test or program
+    /// took it first). `Err` with its output if it exits first or `timeout` passes.
+    pub fn wait_for_output(&mut self, needle: &str, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        while !self.output().contains(needle) {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() >= deadline {
+                return Err(format!(
+                    "{} did not print {needle:?} ({}); its output:\n{}",
+                    self.name,
+                    exited.map_or("timed out".to_owned(), |s| format!("exited, {s}")),
+                    self.output()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
     /// Waits until something accepts connections on `127.0.0.1:port`, failing (with the
     /// process's output) if the process exits or `timeout` passes first.
     pub fn wait_for_port(&mut self, port: u16, timeout: Duration) {

@@ -58,10 +58,21 @@ impl Reply {
 /// A port nothing listens on right now, on 127.0.0.1 (a server started on it may still
 /// lose a race for it: [`wait_ready`] notices).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
+    // The port is free only until someone binds it, and the OS may hand it out again as
+    // soon as it is released: never give one twice in this test process, so two servers
+    // started by parallel tests never race for the same port.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free port on 127.0.0.1");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A blocking connection to one server (2 s to connect, 5 s per read and write).

@@ -260,19 +260,34 @@ local function open_session(key, max_fields, max_bytes, lifetime)
   return 1, h, f, idle, deadline, now
 end
 
+-- The length of a user field's value as the handlers see it: for a value encrypted at
+-- rest, 'enc:v1:<key id>:<base64url(24-byte nonce, ciphertext, 16-byte tag)>' (see
+-- crypto.rs), the length of its plaintext; otherwise its own length.
+local function plain_len(v)
+  if string.byte(v, 1) == 101 and string.sub(v, 1, 7) == 'enc:v1:' then
+    local colon = string.find(v, ':', 8, true)
+    if colon then
+      local b64 = #v - colon
+      local n = (b64 * 3 - (b64 * 3) % 4) / 4 - 40
+      if n >= 0 then return n end
+    end
+  end
+  return #v
+end
+
 -- Whether the user fields of the hash at `key` stay within `max_fields` fields and
--- `max_bytes` bytes (names and values; the internal fields, listed here as in the Rust
--- side's RESERVED_FIELDS, do not count) once a save applies `sets` (name, value, ...) and
--- `dels` (names; both nil when empty) and creates the counters among names[5..] that
--- `got` (their values, read with HMGET) shows absent: each then holds its increment,
--- `by[n - 4]` (canonical integer text, as the layer sends it).
+-- `max_bytes` bytes (names and values as the handlers see them; the internal fields,
+-- listed here as in the Rust side's RESERVED_FIELDS, do not count) once a save applies
+-- `sets` (name, value, ...) and `dels` (names; both nil when empty) and creates the
+-- counters among names[5..] that `got` (their values, read with HMGET) shows absent:
+-- each then holds its increment, `by[n - 4]` (canonical integer text).
 local function fits_after(key, sets, dels, names, got, by, max_fields, max_bytes)
   local internal = {created_at = true, last_accessed_at = true, session_ttl = true,
     absolute_expires_at = true, user_id = true, rotating = true, csrf_token = true}
   local h = redis.call('HGETALL', key)
   local count, size = 0, 0
   for i = 1, #h, 2 do
-    if not internal[h[i]] then count, size = count + 1, size + #h[i] + #h[i + 1] end
+    if not internal[h[i]] then count, size = count + 1, size + #h[i] + plain_len(h[i + 1]) end
   end
   for n = 5, #names do
     if not got[n] then count, size = count + 1, size + #names[n] + #by[n - 4] end
@@ -286,11 +301,11 @@ local function fits_after(key, sets, dels, names, got, by, max_fields, max_bytes
     for i = 1, #changed do
       local before = old[i]
       if i <= n_sets then
-        local value = sets[2 * i]
-        if before then size = size + #value - #before
-        else count, size = count + 1, size + #changed[i] + #value end
+        local value = plain_len(sets[2 * i])
+        if before then size = size + value - plain_len(before)
+        else count, size = count + 1, size + #changed[i] + value end
       elseif before then
-        count, size = count - 1, size - #changed[i] - #before
+        count, size = count - 1, size - #changed[i] - plain_len(before)
       end
     end
   end

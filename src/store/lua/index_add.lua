@@ -1,9 +1,10 @@
 -- index_add: add (or re-add) a session to its user's index, scored by Redis's clock in
 -- ms, so that every app server ages entries by the same clock; and drop the entries
 -- that are dead by that score alone: an entry is added no later than its session is
--- created or tied, so once the absolute lifetime (and a grace) has passed since its
--- score, its session has ended, whatever became of it. A user who logs in again and
--- again, and never lists their sessions, keeps at most a lifetime of entries.
+-- created or tied, so once the absolute lifetime and the grace (which allows for a
+-- created_at ahead of Redis's clock) have passed since its score, its session has
+-- ended, whatever became of it. A user who logs in again and again, and never lists
+-- their sessions, keeps at most a lifetime of entries.
 --
 -- KEYS[1]  the user's index (a sorted set; the only key touched)
 -- ARGV[1]  the session's member (its key without the prefix)
