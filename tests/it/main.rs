@@ -66,6 +66,7 @@ mod peer;
 mod per_request;
 mod php_interop;
 mod probes;
+mod probes10;
 mod probes2;
 mod probes3;
 mod probes4;
