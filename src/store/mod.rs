@@ -68,8 +68,9 @@ pub(crate) struct Store {
     /// The layer's size limits, which a rotation checks its copy against.
     limits: crate::config::Limits,
     /// The most user fields, and bytes of them, that a save that grows a session may
-    /// leave in its hash (ARGV[3] and ARGV[4] of `save`), written out once.
-    save_limits: [Value; 2],
+    /// leave in its hash, and whether its values are encrypted at rest (ARGV[3] to
+    /// ARGV[5] of `save`), written out once.
+    save_limits: [Value; 3],
     /// The read cache (its tracking task is started by the first load, from within the
     /// runtime, and again by a load after it ended with its runtime).
     cache: Option<std::sync::Arc<cache::Cache>>,
@@ -128,6 +129,10 @@ impl Store {
         };
         #[cfg(not(feature = "encryption"))]
         let user_bytes = limits.max_session_size;
+        #[cfg(feature = "encryption")]
+        let encrypts = config.encryption.is_some();
+        #[cfg(not(feature = "encryption"))]
+        let encrypts = false;
         let load_max_fields = limits.max_fields + INTERNAL_FIELDS;
         let load_max_bytes = user_bytes + INTERNAL_BYTES + load_max_fields * COUNTER_DIGITS;
         let lifetime_ms = config.absolute_lifetime.map_or(0, millis);
@@ -145,10 +150,10 @@ impl Store {
                 decimal(lifetime_ms),
             ],
             lifetime_arg: decimal(lifetime_ms),
-            // The save counts encrypted values at their plaintext length.
             save_limits: [
                 decimal(limits.max_fields as u64),
                 decimal(limits.max_session_size as u64),
+                text(if encrypts { "1" } else { "0" }),
             ],
             limits: *limits,
             cache: config.read_cache.map(|settings| {
@@ -653,6 +658,15 @@ impl Store {
         // The new ID gets this request's fresh CSRF token (one of its changes), never a
         // token found in the copy: another request may have made one for the old ID.
         fields.remove(model::CSRF_TOKEN);
+        // Whether this request's changes grow the session (set a value, or make a new
+        // counter): those are checked against the limits below, as a save checks them.
+        // (Its new CSRF token is internal, as a tie's user is: they do not count.)
+        let grows = changes.iter().any(|(field, change)| match change {
+            _ if model::is_reserved(field) => false,
+            Change::Set(_) => true,
+            Change::Increment(_) | Change::Counter(_) => !fields.contains_key(field),
+            Change::Remove => false,
+        });
         for (field, change) in &changes {
             if change.apply(field, &mut fields).is_none() {
                 // Another request set the counter to text meanwhile: a conflict.
@@ -664,17 +678,16 @@ impl Store {
             }
         }
         // The limits hold for what is stored: other requests may have grown the session
-        // since this one loaded it, and a copy past them might not load.
+        // since this one loaded it. As for a save, changes that grow it are checked; a
+        // copy with none is the session as it loads (past the limits at most by
+        // counters that parallel increments grew, which a load allows for).
         let (count, size) = fields
             .iter()
             .filter(|(name, _)| !model::is_reserved(name))
             .fold((0, 0), |(count, size), (name, value)| {
                 (count + 1, size + name.len() + value.len())
             });
-        // (Bytes get the room a load allows for counters that grew by parallel
-        // increments, which no save checks against what is stored.)
-        let room = (self.limits.max_fields + INTERNAL_FIELDS) * COUNTER_DIGITS;
-        if count > self.limits.max_fields || size > self.limits.max_session_size + room {
+        if grows && (count > self.limits.max_fields || size > self.limits.max_session_size) {
             tracing::warn!(
                 session = %short_digest(old),
                 "with changes other requests saved meanwhile, this request's changes would take the session past its size limits; not rotated, answered 409"
@@ -824,15 +837,15 @@ impl Store {
         }
     }
 
-    /// ARGV of the save script: the TTL, the lifetime, the limits, then one
-    /// op/field/value triple per change.
+    /// ARGV of the save script: the TTL, the lifetime, the limits, whether values are
+    /// encrypted, then one op/field/value triple per change.
     pub(crate) fn save_args(
         &self,
         member: &str,
         ttl: Option<Duration>,
         changes: Vec<(String, Change)>,
     ) -> Vec<Value> {
-        let mut args = Vec::with_capacity(4 + changes.len() * 3);
+        let mut args = Vec::with_capacity(5 + changes.len() * 3);
         args.push(ttl.map_or_else(|| text(""), |t| int(t.as_secs())));
         args.push(self.lifetime_arg.clone());
         args.extend(self.save_limits.iter().cloned());

@@ -448,7 +448,9 @@ async fn redis_cpu_per_call_evalsha_against_fcall() {
     // fields, 256 KiB + 1 KiB + 20 bytes per field, a 12 h lifetime; the save (whose
     // limits are 256 user fields of 256 KiB) sets one field.
     let load_args = ["0", "272", "268608", "43200000"];
-    let save_args = ["", "43200000", "256", "262144", "s", "username", "ferris"];
+    let save_args = [
+        "", "43200000", "256", "262144", "0", "s", "username", "ferris",
+    ];
     let cases = [
         ("load", sha("lua/load.lua"), &load_args[..]),
         ("save", sha("lua/save.lua"), &save_args[..]),

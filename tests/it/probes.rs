@@ -322,9 +322,11 @@ async fn log_out_everywhere_never_drops_the_index_entry_of_a_tie_in_flight() {
         &app,
         "lua/save.lua",
         app.key(&id),
-        ["", "43200000", "256", "262144", "s", "user_id", "alice"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "", "43200000", "256", "262144", "0", "s", "user_id", "alice",
+        ]
+        .map(String::from)
+        .to_vec(),
     )
     .await;
     assert_eq!(saved, 1, "the tie was applied");

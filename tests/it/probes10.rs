@@ -93,7 +93,6 @@ async fn release(gate: &Arc<Gate>, held: tokio::task::JoinHandle<TestResponse>) 
 /// at about 3/4 of its length less 40 (9,703 bytes). The session, past what a load
 /// accepts, is then lost: the next request finds no session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "shows: without encryption, plain values starting with `enc:v1:` count at ~3/4 of their length, so parallel saves take a session past the limit and it is lost"]
 async fn parallel_saves_of_plain_values_that_look_encrypted_never_pass_the_size_limit() {
     let redis = RedisServer::start();
     let gates = Gates::default();
@@ -134,7 +133,6 @@ async fn parallel_saves_of_plain_values_that_look_encrypted_never_pass_the_size_
 /// (counted over the field limit plus 16) past the limit, here 400, for counters, whatever
 /// the fields hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "shows: a rotation whose changes, with a parallel save, take the session past max_session_size is saved (200), not refused with 409"]
 async fn a_rotation_that_with_a_parallel_save_passes_the_size_limit_answers_409() {
     let redis = RedisServer::start();
     let gates = Gates::default();

@@ -275,19 +275,25 @@ local function plain_len(v)
   return #v
 end
 
--- Whether the user fields of the hash at `key` stay within `max_fields` fields and
--- `max_bytes` bytes (names and values as the handlers see them; the internal fields,
+-- Whether the user fields of the hash at `key` stay within `limits.fields` fields and
+-- `limits.bytes` bytes (names and values as the handlers see them: with
+-- `limits.sealed`, encrypted values at their plaintext length; the internal fields,
 -- listed here as in the Rust side's RESERVED_FIELDS, do not count) once a save applies
 -- `sets` (name, value, ...) and `dels` (names; both nil when empty) and creates the
 -- counters among names[5..] that `got` (their values, read with HMGET) shows absent:
 -- each then holds its increment, `by[n - 4]` (canonical integer text).
-local function fits_after(key, sets, dels, names, got, by, max_fields, max_bytes)
+local function fits_after(key, sets, dels, names, got, by, limits)
+  local sealed = limits.sealed
+  local len = function(v)
+    if sealed then return plain_len(v) end
+    return #v
+  end
   local internal = {created_at = true, last_accessed_at = true, session_ttl = true,
     absolute_expires_at = true, user_id = true, rotating = true, csrf_token = true}
   local h = redis.call('HGETALL', key)
   local count, size = 0, 0
   for i = 1, #h, 2 do
-    if not internal[h[i]] then count, size = count + 1, size + #h[i] + plain_len(h[i + 1]) end
+    if not internal[h[i]] then count, size = count + 1, size + #h[i] + len(h[i + 1]) end
   end
   for n = 5, #names do
     if not got[n] then count, size = count + 1, size + #names[n] + #by[n - 4] end
@@ -301,15 +307,15 @@ local function fits_after(key, sets, dels, names, got, by, max_fields, max_bytes
     for i = 1, #changed do
       local before = old[i]
       if i <= n_sets then
-        local value = plain_len(sets[2 * i])
-        if before then size = size + value - plain_len(before)
+        local value = len(sets[2 * i])
+        if before then size = size + value - len(before)
         else count, size = count + 1, size + #changed[i] + value end
       elseif before then
-        count, size = count - 1, size - #changed[i] - plain_len(before)
+        count, size = count - 1, size - #changed[i] - len(before)
       end
     end
   end
-  return count <= max_fields and size <= max_bytes
+  return count <= limits.fields and size <= limits.bytes
 end
 
 -- `cmd key list[from..]` in chunks of 200 arguments, which unpack() can always take.

@@ -10,7 +10,9 @@
 -- ARGV[2]  the layer's absolute lifetime in ms (0: none)
 -- ARGV[3]  most fields, and ARGV[4] most bytes (names and values), the hash may have
 --          after a save that sets fields or makes new ones
--- ARGV[5..] op, field, value triples: 's' set to value, 'd' delete (value ignored),
+-- ARGV[5]  '1' if the layer encrypts values at rest (they count at their plaintext
+--          length), '0' if not
+-- ARGV[6..] op, field, value triples: 's' set to value, 'd' delete (value ignored),
 --          'i' increment by value (HINCRBY, atomic across concurrent requests)
 --
 -- Reply    {1, ttl_ms, now}
@@ -27,7 +29,7 @@ local key = KEYS[1]
 -- the fields to set and to delete.
 local names = {'session_ttl', 'created_at', 'absolute_expires_at', 'rotating'}
 local by, sets, dels = {}, nil, nil
-for i = 5, #ARGV, 3 do
+for i = 6, #ARGV, 3 do
   local op = ARGV[i]
   if op == 'i' then
     names[#names + 1] = ARGV[i + 1]
@@ -65,7 +67,8 @@ local grows = sets ~= nil
 for n = 5, #names do
   if not got[n] then grows = true end
 end
-if grows and not fits_after(key, sets, dels, names, got, by, tonumber(ARGV[3]), tonumber(ARGV[4])) then
+local limits = {fields = tonumber(ARGV[3]), bytes = tonumber(ARGV[4]), sealed = ARGV[5] == '1'}
+if grows and not fits_after(key, sets, dels, names, got, by, limits) then
   return {-3}
 end
 if got[4] then redis.call('HDEL', key, 'rotating') end
