@@ -4,83 +4,14 @@
 //! A probe that shows a broken promise is `#[ignore]`d with what it shows; run it with
 //! `--ignored`.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
-use axum::{extract::Path, routing::post, Router};
 use http::StatusCode;
-use tower_redis_session::{Session, SessionError};
 
-use crate::support::{Gate, RedisServer, TestApp, TestResponse};
-
-/// Two gates, `a` and `b`, so that two requests can be held between their load and their
-/// change at once.
-#[derive(Clone, Default)]
-struct Gates {
-    a: Arc<Gate>,
-    b: Arc<Gate>,
-}
-
-impl Gates {
-    fn of(&self, name: &str) -> Arc<Gate> {
-        Arc::clone(if name == "a" { &self.a } else { &self.b })
-    }
-}
-
-/// `POST /g/{gate}/{op}/{field}/{len}`: waits at gate `a` or `b`, then sets `field` to a
-/// text of `len` bytes: `enc` one that starts with `enc:v1:k:` (text a handler may well
-/// store, e.g. one a user typed), `fill` `len` × `x`, `rotate` `len` × `x` and rotates
-/// the session's ID (as a login does).
-fn gated_routes(gates: Gates) -> impl FnOnce(Arc<Gate>) -> Router {
-    move |_| {
-        Router::new().route(
-            "/g/{gate}/{op}/{field}/{len}",
-            post(
-                move |session: Session,
-                      Path((gate, op, field, len)): Path<(String, String, String, usize)>| {
-                    let gates = gates.clone();
-                    async move {
-                        gates.of(&gate).pass().await;
-                        match op.as_str() {
-                            "enc" => session.insert(&field, enc_like(len))?,
-                            "fill" => session.insert(&field, "x".repeat(len))?,
-                            "rotate" => {
-                                session.insert(&field, "x".repeat(len))?;
-                                session.rotate_id();
-                            }
-                            _ => unreachable!(),
-                        }
-                        Ok::<_, SessionError>("ok")
-                    }
-                },
-            ),
-        )
-    }
-}
-
-/// Plain text of `len` bytes that starts like a value encrypted at rest.
-fn enc_like(len: usize) -> String {
-    let head = "enc:v1:k:";
-    format!("{head}{}", "A".repeat(len - head.len()))
-}
-
-async fn hold(
-    app: &Arc<TestApp>,
-    gate: &Arc<Gate>,
-    path: &str,
-    sid: &str,
-) -> tokio::task::JoinHandle<TestResponse> {
-    let (a, path, sid) = (Arc::clone(app), path.to_owned(), sid.to_owned());
-    let held = tokio::spawn(async move { a.post(&path, Some(&sid)).await });
-    tokio::time::timeout(Duration::from_secs(5), gate.arrived.notified())
-        .await
-        .expect("the held request loaded its session");
-    held
-}
-
-async fn release(gate: &Arc<Gate>, held: tokio::task::JoinHandle<TestResponse>) -> TestResponse {
-    gate.release.notify_one();
-    held.await.unwrap()
-}
+use crate::support::{
+    gates::{gated_routes, hold, release, Gates},
+    RedisServer, TestApp,
+};
 
 /// Promise (`max_session_size`: "parallel requests may each fit, but not together: the
 /// later ones answer 409"), with no encryption at rest: a handler's plain value that
@@ -102,10 +33,9 @@ async fn parallel_saves_of_plain_values_that_look_encrypted_never_pass_the_size_
             .with_routes(gated_routes(gates.clone())),
     );
     let id = app.post("/set/u/1", None).await.new_id().unwrap();
-    let a = hold(&app, &gates.a, "/g/a/enc/x/13000", &id).await;
-    let b = hold(&app, &gates.b, "/g/b/enc/y/13000", &id).await;
-    let a = release(&gates.a, a).await;
-    let b = release(&gates.b, b).await;
+    let (a, b) = gates
+        .both(&app, &id, "/g/a/enc/x/13000", "/g/b/enc/y/13000")
+        .await;
     let stored = user_bytes(&app, &id).await;
     let read = app.get("/read/u", Some(&id)).await;
     assert_eq!(

@@ -8,6 +8,7 @@
 //! own. A probe that shows a broken promise is `#[ignore]`d with what it shows; run it
 //! with `--ignored`.
 
+use crate::support::proxy::{holding_proxy, script_trigger};
 use std::{
     collections::HashMap,
     pin::Pin,
@@ -26,10 +27,7 @@ use axum::{
 use bytes::Bytes;
 use fred::prelude::*;
 use http::{HeaderName, HeaderValue, StatusCode};
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    sync::Notify,
-};
+use tokio::sync::Notify;
 use tower_redis_session::{RedisSessionLayerBuilder, Session, SessionError, SessionId};
 
 use crate::support::{self, hardening, RedisServer};
@@ -591,67 +589,6 @@ async fn a_lazy_session_read_by_a_streaming_body_never_reads_as_empty() {
 // ---------------------------------------------------------------------------------------
 // A rotation cancelled half-way
 
-/// A TCP proxy in front of Redis that forwards everything until a client sends
-/// `trigger` for the `nth` time; then `seen` is notified and that connection's requests
-/// are held: until `release` is notified, or for good without one.
-async fn holding_proxy(
-    upstream: u16,
-    trigger: Vec<u8>,
-    nth: usize,
-    release: Option<Arc<Notify>>,
-) -> (u16, Arc<Notify>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = Arc::new(Notify::new());
-    let notify = Arc::clone(&seen);
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
-                continue;
-            };
-            let (mut cr, mut cw) = client.into_split();
-            let (mut sr, mut sw) = server.into_split();
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut sr, &mut cw).await;
-            });
-            let (trigger, notify, release) =
-                (trigger.clone(), Arc::clone(&notify), release.clone());
-            tokio::spawn(async move {
-                let (mut window, mut count) = (Vec::<u8>::new(), 0);
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    let Ok(n) = cr.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    window.extend_from_slice(&buf[..n]);
-                    let found = window
-                        .windows(trigger.len())
-                        .filter(|w| *w == trigger.as_slice())
-                        .count();
-                    let keep = window.len().saturating_sub(trigger.len() - 1);
-                    window.drain(..keep);
-                    if count < nth && count + found >= nth {
-                        notify.notify_one();
-                        match &release {
-                            Some(release) => release.notified().await,
-                            // Held for good: the command never reaches Redis.
-                            None => std::future::pending::<()>().await,
-                        }
-                    }
-                    count += found;
-                    if sw.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (port, seen)
-}
-
 /// Promise: a rotation whose client goes away still runs to its end, so the old key is
 /// never left marked (refusing every save until the mark lapses).
 ///
@@ -670,20 +607,9 @@ async fn a_rotation_whose_client_went_away_still_runs_to_its_end() {
         .await
         .new_id()
         .unwrap();
-    let create = tower_redis_session::__private::script_source("lua/create.lua").unwrap();
-    let trigger = if support::script_mode() == tower_redis_session::ScriptMode::Functions {
-        "_create".to_owned()
-    } else {
-        fred::util::sha1_hash(&create)
-    };
+    let trigger = script_trigger("create");
     let release = Arc::new(Notify::new());
-    let (port, seen) = holding_proxy(
-        redis.port(),
-        trigger.into_bytes(),
-        1,
-        Some(Arc::clone(&release)),
-    )
-    .await;
+    let (port, seen) = holding_proxy(redis.port(), trigger, 1, Some(Arc::clone(&release))).await;
     let proxied = App::on(
         support::connect_client(&format!("redis://127.0.0.1:{port}")).await,
         direct.prefix.clone(),

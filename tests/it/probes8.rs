@@ -6,76 +6,14 @@
 //! A probe that shows a broken promise is `#[ignore]`d with what it shows; run it with
 //! `--ignored`.
 
+use crate::support::proxy::{holding_proxy, script_trigger};
 use std::{sync::Arc, time::Duration};
 
 use fred::prelude::*;
 use http::StatusCode;
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    sync::Notify,
-};
+use tokio::sync::Notify;
 
 use crate::support::{self, RedisServer, TestApp};
-
-/// A TCP proxy in front of Redis that forwards everything until a client sends
-/// `trigger` for the `nth` time; then `seen` is notified and that connection's requests
-/// are held: until `release` is notified, or for good without one.
-pub(crate) async fn holding_proxy(
-    upstream: u16,
-    trigger: Vec<u8>,
-    nth: usize,
-    release: Option<Arc<Notify>>,
-) -> (u16, Arc<Notify>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = Arc::new(Notify::new());
-    let notify = Arc::clone(&seen);
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
-                continue;
-            };
-            let (mut cr, mut cw) = client.into_split();
-            let (mut sr, mut sw) = server.into_split();
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut sr, &mut cw).await;
-            });
-            let (trigger, notify, release) =
-                (trigger.clone(), Arc::clone(&notify), release.clone());
-            tokio::spawn(async move {
-                let (mut window, mut count) = (Vec::<u8>::new(), 0);
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    let Ok(n) = cr.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    window.extend_from_slice(&buf[..n]);
-                    let found = window
-                        .windows(trigger.len())
-                        .filter(|w| *w == trigger.as_slice())
-                        .count();
-                    let keep = window.len().saturating_sub(trigger.len() - 1);
-                    window.drain(..keep);
-                    if count < nth && count + found >= nth {
-                        notify.notify_one();
-                        match &release {
-                            Some(release) => release.notified().await,
-                            None => std::future::pending::<()>().await,
-                        }
-                    }
-                    count += found;
-                    if sw.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (port, seen)
-}
 
 /// The test app (command timeout 1 s) on a connection through a proxy holding the
 /// first command that contains `trigger`, with `direct`'s key prefix.
@@ -92,12 +30,6 @@ async fn through_proxy(
     })
     .await;
     (app, seen)
-}
-
-/// The SHA1 of one of the layer's scripts, as `EVALSHA` sends it.
-fn sha_of(file: &str) -> Vec<u8> {
-    let source = tower_redis_session::__private::script_source(file).unwrap();
-    fred::util::sha1_hash(&source).into_bytes()
 }
 
 /// The user index is kept tidy by score without anyone listing it: each login drops the
@@ -223,7 +155,7 @@ async fn log_out_everywhere_counts_a_session_caught_mid_rotation_once() {
     let (proxied, seen) = through_proxy(
         &redis,
         &direct,
-        &sha_of("lua/finish_rotate.lua"),
+        &script_trigger("finish_rotate"),
         Some(Arc::clone(&release)),
     )
     .await;
@@ -245,6 +177,40 @@ async fn log_out_everywhere_counts_a_session_caught_mid_rotation_once() {
         ended, 1,
         "one browser, one session: terminate_all reported {ended} (a listing just before showed {listed})"
     );
+}
+
+/// With `rotate_on_user_change(false)`: an app, a session tied to alice through it,
+/// and a second app on the same keys whose connection goes through a proxy that holds
+/// the first call of the layer's script `held` until `release` is notified (`seen` says
+/// it arrived).
+pub(crate) async fn tied_to_alice(
+    redis: &RedisServer,
+    held: &str,
+) -> (TestApp, String, Arc<TestApp>, Arc<Notify>, Arc<Notify>) {
+    let direct = TestApp::with(redis, |b| b.rotate_on_user_change(false))
+        .await
+        .with_routes(tie_routes);
+    let id = direct.login().await;
+    assert_eq!(
+        direct.post("/tie/alice", Some(&id)).await.status,
+        StatusCode::OK
+    );
+    let release = Arc::new(Notify::new());
+    let (port, seen) = holding_proxy(
+        redis.port(),
+        script_trigger(held),
+        1,
+        Some(Arc::clone(&release)),
+    )
+    .await;
+    let client = support::connect_client(&format!("redis://127.0.0.1:{port}")).await;
+    let proxied = TestApp::with_client_and_prefix(client, true, direct.prefix.clone(), |b| {
+        b.rotate_on_user_change(false)
+            .command_timeout(Duration::from_secs(5))
+    })
+    .await
+    .with_routes(tie_routes);
+    (direct, id, Arc::new(proxied), seen, release)
 }
 
 /// A route that ties the session to a user and does nothing else (with
@@ -274,36 +240,7 @@ pub(crate) fn tie_routes(_: Arc<support::Gate>) -> axum::Router {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_tied_back_to_its_user_stays_in_that_users_index() {
     let redis = RedisServer::start();
-    let direct = TestApp::with(&redis, |b| b.rotate_on_user_change(false))
-        .await
-        .with_routes(tie_routes);
-    let id = direct.login().await;
-    assert_eq!(
-        direct.post("/tie/alice", Some(&id)).await.status,
-        StatusCode::OK
-    );
-    let release = Arc::new(Notify::new());
-    let drop_script = tower_redis_session::__private::script_source("lua/index_drop.lua").unwrap();
-    let trigger = if support::script_mode() == tower_redis_session::ScriptMode::Functions {
-        "_index_drop".to_owned()
-    } else {
-        fred::util::sha1_hash(&drop_script)
-    };
-    let (port, seen) = holding_proxy(
-        redis.port(),
-        trigger.into_bytes(),
-        1,
-        Some(Arc::clone(&release)),
-    )
-    .await;
-    let client = support::connect_client(&format!("redis://127.0.0.1:{port}")).await;
-    let proxied = TestApp::with_client_and_prefix(client, true, direct.prefix.clone(), |b| {
-        b.rotate_on_user_change(false)
-            .command_timeout(Duration::from_secs(5))
-    })
-    .await
-    .with_routes(tie_routes);
-    let proxied = Arc::new(proxied);
+    let (direct, id, proxied, seen, release) = tied_to_alice(&redis, "index_drop").await;
     let a = {
         let (proxied, id) = (Arc::clone(&proxied), id.clone());
         tokio::spawn(async move { proxied.post("/tie/bob", Some(&id)).await })

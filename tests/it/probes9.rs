@@ -8,81 +8,18 @@
 
 use std::{sync::Arc, time::Duration};
 
-use axum::{extract::Path, routing::post, Router};
 use fred::prelude::*;
 use http::StatusCode;
-use tokio::sync::Notify;
-use tower_redis_session::{KeyRing, Session, SessionError};
+use tower_redis_session::KeyRing;
 
 use crate::{
-    probes8::{holding_proxy, tie_routes},
+    probes8::tied_to_alice,
     review::httpdate_rfc3339,
-    support::{self, Gate, RedisServer, TestApp, TestResponse},
+    support::gates::{gated_routes, Gates},
+    support::{RedisServer, TestApp},
 };
 
 const K1: &str = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE";
-
-/// Two gates, `a` and `b`, so that two requests can be held between their load and their
-/// change at once.
-#[derive(Clone, Default)]
-struct Gates {
-    a: Arc<Gate>,
-    b: Arc<Gate>,
-}
-
-impl Gates {
-    fn of(&self, name: &str) -> Arc<Gate> {
-        Arc::clone(if name == "a" { &self.a } else { &self.b })
-    }
-}
-
-/// `POST /g/{gate}/{op}/{field}/{arg}`: waits at gate `a` or `b`, then `incr` (by `arg`),
-/// `set` (to `arg`) or `fill` (to `arg` bytes of `x`).
-fn gated_routes(gates: Gates) -> impl FnOnce(Arc<Gate>) -> Router {
-    move |_| {
-        Router::new().route(
-            "/g/{gate}/{op}/{field}/{arg}",
-            post(
-                move |session: Session, Path((gate, op, field, arg)): Path<(String, String, String, String)>| {
-                    let gates = gates.clone();
-                    async move {
-                        gates.of(&gate).pass().await;
-                        match op.as_str() {
-                            "incr" => {
-                                session.increment(&field, arg.parse().unwrap())?;
-                            }
-                            "set" => session.insert(&field, arg)?,
-                            "fill" => session.insert(&field, "x".repeat(arg.parse().unwrap()))?,
-                            _ => unreachable!(),
-                        }
-                        Ok::<_, SessionError>("ok")
-                    }
-                },
-            ),
-        )
-    }
-}
-
-/// Sends `path` (a gated route at gate `gate`) with `sid`, and waits until its handler is
-/// at the gate (its session loaded).
-async fn hold(
-    app: &Arc<TestApp>,
-    gate: &Arc<Gate>,
-    path: &str,
-    sid: &str,
-) -> tokio::task::JoinHandle<TestResponse> {
-    let (a, path, sid) = (Arc::clone(app), path.to_owned(), sid.to_owned());
-    let held = tokio::spawn(async move { a.post(&path, Some(&sid)).await });
-    tokio::time::timeout(Duration::from_secs(5), gate.arrived.notified())
-        .await
-        .expect("the held request loaded its session");
-    held
-}
-
-async fn release(gate: &Arc<Gate>, held: tokio::task::JoinHandle<TestResponse>) -> TestResponse {
-    gate.release.notify_one();
-    held.await.unwrap()
-}
 
 /// Bytes of user field names and values in a session's hash, as stored.
 async fn stored_user_bytes(app: &TestApp, id: &str) -> usize {
@@ -120,10 +57,9 @@ async fn parallel_increments_past_the_limit_leave_a_session_that_loads_and_rotat
         .unwrap();
     assert_eq!(app.post("/set/c/9", Some(&id)).await.status, StatusCode::OK);
     assert_eq!(stored_user_bytes(&app, &id).await, 63);
-    let a = hold(&app, &gates.a, "/g/a/incr/c/1", &id).await;
-    let b = hold(&app, &gates.b, "/g/b/incr/c/90", &id).await;
-    let a = release(&gates.a, a).await;
-    let b = release(&gates.b, b).await;
+    let (a, b) = gates
+        .both(&app, &id, "/g/a/incr/c/1", "/g/b/incr/c/90")
+        .await;
     let stored = stored_user_bytes(&app, &id).await;
     let read = app.get("/read/c", Some(&id)).await.body;
     let rotated = app.post("/rotate", Some(&id)).await;
@@ -163,10 +99,9 @@ async fn with_encryption_parallel_saves_never_take_a_session_past_its_size_limit
         .with_routes(gated_routes(gates.clone())),
     );
     let id = app.post("/set/u/1", None).await.new_id().unwrap();
-    let a = hold(&app, &gates.a, "/g/a/fill/x/150", &id).await;
-    let b = hold(&app, &gates.b, "/g/b/fill/y/150", &id).await;
-    let a = release(&gates.a, a).await;
-    let b = release(&gates.b, b).await;
+    let (a, b) = gates
+        .both(&app, &id, "/g/a/fill/x/150", "/g/b/fill/y/150")
+        .await;
     let x = app.get("/read/x", Some(&id)).await.body.len();
     let y = app.get("/read/y", Some(&id)).await.body.len();
     let rotated = app.post("/rotate", Some(&id)).await;
@@ -203,10 +138,9 @@ async fn with_encryption_concurrent_increments_of_an_inserted_field_add_up() {
             .with_routes(gated_routes(gates.clone())),
     );
     let id = app.post("/set/n/0", None).await.new_id().unwrap();
-    let a = hold(&app, &gates.a, "/g/a/incr/n/1", &id).await;
-    let b = hold(&app, &gates.b, "/g/b/incr/n/1", &id).await;
-    let a = release(&gates.a, a).await;
-    let b = release(&gates.b, b).await;
+    let (a, b) = gates
+        .both(&app, &id, "/g/a/incr/n/1", "/g/b/incr/n/1")
+        .await;
     assert_eq!((a.status, b.status), (StatusCode::OK, StatusCode::OK));
     let n = app.get("/read/n", Some(&id)).await.body;
     assert_eq!(n, "2", "two acknowledged increments of 0 left {n:?}");
@@ -288,31 +222,7 @@ async fn a_logins_index_pruning_never_drops_a_live_session() {
 #[ignore = "shows: a tie's index_drop removes an entry re-added by a tie whose save lands after it; the session ends tied to alice and missing from alice's index"]
 async fn a_session_ends_in_the_index_of_the_user_it_is_tied_to_whatever_order_ties_land_in() {
     let redis = RedisServer::start();
-    let direct = TestApp::with(&redis, |b| b.rotate_on_user_change(false))
-        .await
-        .with_routes(tie_routes);
-    let id = direct.login().await;
-    assert_eq!(
-        direct.post("/tie/alice", Some(&id)).await.status,
-        StatusCode::OK
-    );
-    let trigger = if support::script_mode() == tower_redis_session::ScriptMode::Functions {
-        "_save".to_owned().into_bytes()
-    } else {
-        let source = tower_redis_session::__private::script_source("lua/save.lua").unwrap();
-        fred::util::sha1_hash(&source).into_bytes()
-    };
-    let release = Arc::new(Notify::new());
-    let (port, seen) = holding_proxy(redis.port(), trigger, 1, Some(Arc::clone(&release))).await;
-    let client = support::connect_client(&format!("redis://127.0.0.1:{port}")).await;
-    let proxied = Arc::new(
-        TestApp::with_client_and_prefix(client, true, direct.prefix.clone(), |b| {
-            b.rotate_on_user_change(false)
-                .command_timeout(Duration::from_secs(5))
-        })
-        .await
-        .with_routes(tie_routes),
-    );
+    let (direct, id, proxied, seen, release) = tied_to_alice(&redis, "save").await;
     let b = {
         let (proxied, id) = (Arc::clone(&proxied), id.clone());
         tokio::spawn(async move { proxied.post("/tie/alice", Some(&id)).await })

@@ -7,10 +7,12 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod cluster;
+pub mod gates;
 pub mod hardening;
 pub mod load;
 pub mod logs;
 pub mod monitor;
+pub mod proxy;
 pub mod reaper;
 pub mod resp;
 pub mod sentinel;
